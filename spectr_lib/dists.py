@@ -1,0 +1,88 @@
+"""Next-token distributions: input checks shared by every rule, and temperature/top-k/top-p warping."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SUM_TOL = 1e-6
+
+
+def as_tensor(x, dtype=torch.float64) -> torch.Tensor:
+    """A numpy array, list or tensor as a tensor (same device for tensors)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype)
+
+
+def check_distribution(x: torch.Tensor, name: str) -> None:
+    """Refuse entries that are negative, NaN or infinite, and rows whose sum is off 1."""
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"{name} must be a non-empty vector (or a batch [..., V]), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} has NaN or infinite entries: pass probabilities, not logits")
+    if (x < 0).any():
+        raise ValueError(f"{name} has negative entries (min {x.min().item():.3g}): pass probabilities")
+    off = (x.sum(-1) - 1).abs().max().item()
+    if off > SUM_TOL:
+        raise ValueError(f"{name} sums to 1 ± {off:.3g}, more than {SUM_TOL}: normalise it (e.g. softmax)")
+
+
+def check_pair(p, q, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a target p and draft q over one vocabulary (and k ≥ 1); return them as float64 tensors."""
+    p, q = as_tensor(p), as_tensor(q)
+    if p.shape[-1] != q.shape[-1]:
+        raise ValueError(f"p has {p.shape[-1]} entries but q has {q.shape[-1]}: both must cover one vocabulary")
+    check_distribution(p, "p (target)")
+    check_distribution(q, "q (draft)")
+    if k is not None:
+        check_k(k)
+    return p, q
+
+
+def check_k(k) -> None:
+    """k, the number of drafts, is a positive integer."""
+    if isinstance(k, torch.Tensor):
+        if (k < 1).any():
+            raise ValueError("k (number of drafts) must be at least 1")
+        return
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k (number of drafts) must be an integer ≥ 1, got {k!r}")
+
+
+def check_drafts(q: torch.Tensor, drafts: torch.Tensor) -> None:
+    """Draft tokens are valid ids and each has q > 0 (a draft never contains a token the draft cannot emit)."""
+    if drafts.ndim != q.ndim or drafts.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"drafts must be [..., k] matching q [..., V]; got {tuple(drafts.shape)} and {tuple(q.shape)}")
+    if drafts.numel() and (drafts.min() < 0 or drafts.max() >= q.shape[-1]):
+        raise ValueError(f"draft token ids must lie in [0, {q.shape[-1]})")
+    if (q.gather(-1, drafts) <= 0).any():
+        raise ValueError("a draft token has q = 0: drafts must be sampled from q (the draft distribution)")
+
+
+def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Probabilities from logits [..., V] after temperature, top-k and top-p; temperature 0 is one-hot argmax."""
+    logits = logits.float()
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token: keep while < top_p
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < top_p)
+        probs = probs * keep
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse sampling settings that define no distribution."""
+    if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be an integer ≥ 1 or None, got {top_k!r}")
+    if top_p is not None and not (0 < top_p <= 1):
+        raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")

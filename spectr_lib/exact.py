@@ -1,0 +1,65 @@
+"""Exact output laws and acceptance of every rule, by enumerating draft tuples (small vocabularies only)."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from .dists import check_pair
+from .selection import check_rule, pass_probabilities, _trial_order
+
+MAX_TUPLES = 100_000
+
+
+def draft_tuples(rule: str, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every draft tuple with positive probability under the rule's draft law [N, k], and that probability [N]."""
+    V = q.shape[-1]
+    if V**k > MAX_TUPLES:
+        raise ValueError(f"enumerating |V|^k = {V}^{k} = {V**k:,} draft tuples is too many (limit {MAX_TUPLES:,}): "
+                         f"use a smaller vocabulary, or kseq_acceptance / optimal_acceptance for real vocabularies")
+    tuples = torch.tensor(list(itertools.product(range(V), repeat=k)), dtype=torch.long).reshape(-1, k)
+    qt = q[tuples]  # [N, k]
+    if rule == "rrs_wor":
+        distinct = torch.tensor([len(set(t)) == k for t in tuples.tolist()])
+        before = torch.nn.functional.pad(qt.cumsum(-1)[:, :-1], (1, 0))
+        weight = torch.where(distinct, (qt / (1 - before).clamp_min(1e-300)).prod(-1), torch.zeros(len(tuples), dtype=q.dtype))
+    elif rule == "spechub":
+        hub = int(q.argmax())
+        ok = (tuples[:, 0] == hub) & (tuples[:, 1] != hub)
+        weight = torch.where(ok, qt[:, 1] / (1 - q[hub]), torch.zeros(len(tuples), dtype=q.dtype))
+    else:
+        weight = qt.prod(-1)
+    keep = weight > 0
+    return tuples[keep], weight[keep]
+
+
+def _laws(rule: str, p, q, k: int):
+    p, q = check_pair(p, q, k)
+    if p.ndim != 1:
+        raise ValueError("exact laws take 1-D p and q (one vocabulary); loop over rows for batches")
+    check_rule(rule, k)
+    if rule == "rrs_wor" and int((q > 0).sum()) < k:
+        raise ValueError(f"'rrs_wor' draws {k} distinct drafts, but q has fewer tokens with q > 0")
+    if rule == "spechub" and int((q > 0).sum()) < 2:
+        raise ValueError("'spechub' needs a draft distribution with at least 2 tokens of q > 0")
+    tuples, weight = draft_tuples(rule, q, k)
+    N, V = len(tuples), p.shape[-1]
+    a, residual = pass_probabilities(rule, p.expand(N, V), q.expand(N, V), tuples)
+    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)  # [N, k+1]
+    out = fail_before[:, -1:] * residual  # [N, V]: every draft failed
+    out = out.scatter_add(-1, _trial_order(rule, tuples), fail_before[:, :-1] * a)
+    return tuples, weight, out
+
+
+def output_distribution(rule: str, p, q, k: int) -> np.ndarray:
+    """The exact law of the rule's output token (should equal p for every lossless rule)."""
+    _, weight, out = _laws(rule, p, q, k)
+    return (weight[:, None] * out).sum(0).numpy()
+
+
+def acceptance(rule: str, p, q, k: int) -> float:
+    """Exact P(output ∈ drafts) under the rule's own draft law."""
+    tuples, weight, out = _laws(rule, p, q, k)
+    member = torch.zeros_like(out).scatter(-1, tuples, 1.0)
+    return float((weight * (out * member).sum(-1)).sum())

@@ -1,0 +1,217 @@
+"""Token-level selection rules: SpS, K-SEQ (SpecTr), RRS with and without replacement, SpecHub-style hub rule.
+
+Every rule sees a target p and a draft q over one vocabulary ([B, V] tensors) and k draft tokens [B, k]
+drawn from the rule's own draft law (`draw_drafts`), and returns one token per row whose law is exactly p.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .dists import check_drafts, check_k, check_pair
+
+RULES = ("sps", "kseq", "rrs", "rrs_wor", "spechub")
+IID_RULES = ("sps", "kseq", "rrs")  # drafts i.i.d. from q: their acceptance is bounded by α*(p, q^⊗k)
+
+
+def check_rule(rule: str, k: int | None = None) -> None:
+    """Refuse unknown rule names and a k that the rule does not support."""
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}: choose one of {', '.join(RULES)}")
+    if k is not None:
+        check_k(k)
+        if rule == "sps" and k != 1:
+            raise ValueError(f"'sps' (standard speculative sampling) uses one draft, got k = {k}: use 'kseq' or 'rrs'")
+        if rule == "spechub" and k != 2:
+            raise ValueError(f"'spechub' is defined for k = 2 drafts, got k = {k}")
+
+
+# ---------------------------------------------------------------- K-SEQ: β(ρ), ρ*, p_acc, residual
+
+def beta(p: torch.Tensor, q: torch.Tensor, rho) -> torch.Tensor:
+    """β(ρ) = Σ_x min(q(x), p(x)/ρ): the probability that one draft passes K-SEQ's test."""
+    rho = torch.as_tensor(rho, dtype=p.dtype, device=p.device)
+    return torch.minimum(q, p / rho[..., None]).sum(-1)
+
+
+def _rho_star(p: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tol: float = 1e-11, max_iter: int = 200) -> torch.Tensor:
+    """Root of f(ρ) = 1 − (1 − β(ρ))^k − ρβ(ρ) on [1, k] by a bracketing secant (Illinois); returns the
+    upper end of the final bracket, where f ≤ 0, so the residual is never negative."""
+    kf = k.to(p.dtype)
+    tol = max(tol, 8 * torch.finfo(p.dtype).eps)  # float32 inputs cannot resolve 1e-11
+    r = torch.where(q > 0, p / q.clamp_min(1e-300), torch.full_like(p, math.inf))
+    # Tokens with p/q ≥ k always contribute q, those with p/q ≤ 1 always p/ρ: only the rest vary with ρ.
+    high, low = r >= kf[..., None], r <= 1
+    A, B = (q * high).sum(-1), (p * low).sum(-1)
+    mid = ~(high | low)
+    m = int(mid.sum(-1).max()) if mid.numel() else 0
+    if m:
+        idx = mid.to(torch.int8).topk(m, dim=-1).indices
+        keep = mid.gather(-1, idx)
+        pm, qm = p.gather(-1, idx) * keep, q.gather(-1, idx) * keep
+
+    def f(rho):
+        b = A + B / rho
+        if m:
+            b = b + torch.minimum(qm, pm / rho[..., None]).sum(-1)
+        return 1 - (1 - b).clamp_min(0) ** kf - rho * b
+
+    lo, hi = torch.ones_like(kf), kf.clone()
+    f_lo, f_hi = f(lo), f(hi).clamp(max=0.0)  # f(k) ≤ 0 holds exactly (Bernoulli); clamp rounding noise
+    side = torch.zeros_like(kf)  # +1: the last move was lo, −1: hi (the Illinois rule halves the stale end)
+    for _ in range(max_iter):
+        open_ = hi - lo > tol * kf
+        if not open_.any():
+            break
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo).clamp_max(-1e-300)
+        x = torch.where((x <= lo) | (x >= hi), (lo + hi) / 2, x)
+        fx = f(x)
+        up = open_ & (fx > 0)
+        down = open_ & ~(fx > 0)
+        f_hi = torch.where(up & (side > 0), f_hi / 2, f_hi)
+        f_lo = torch.where(down & (side < 0), f_lo / 2, f_lo)
+        lo, f_lo = torch.where(up, x, lo), torch.where(up, fx, f_lo)
+        hi, f_hi = torch.where(down, x, hi), torch.where(down, fx, f_hi)
+        side = torch.where(up, 1.0, torch.where(down, -1.0, side))
+    return hi
+
+
+def kseq_rho(p, q, k):
+    """ρ* of K-SEQ: the upper end of the bisection bracket of f(ρ) = 0 on [1, k]; batched over [..., V]."""
+    p, q = check_pair(p, q, k)
+    k_t = torch.as_tensor(k, device=p.device).expand(p.shape[:-1])
+    rho = _rho_star(p, q, k_t)
+    return float(rho) if rho.ndim == 0 else rho
+
+
+def kseq_acceptance(p, q, k):
+    """p_acc = 1 − (1 − β(ρ*))^k, the probability that K-SEQ returns one of the k drafts; batched."""
+    p, q = check_pair(p, q, k)
+    k_t = torch.as_tensor(k, device=p.device).expand(p.shape[:-1])
+    acc = 1 - (1 - beta(p, q, _rho_star(p, q, k_t))) ** k_t.to(p.dtype)
+    return float(acc) if acc.ndim == 0 else acc
+
+
+def _normalise(residual: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Normalise non-negative rows; a row with no mass (it is reached with probability 0) becomes fallback."""
+    residual = residual.clamp_min(0)
+    mass = residual.sum(-1, keepdim=True)
+    return torch.where(mass > 1e-12, residual / mass.clamp_min(1e-300), fallback)
+
+
+def kseq_residual(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor, k) -> torch.Tensor:
+    """p_res ∝ p − γ·min(q, p/ρ) with γ = p_acc/β: what K-SEQ samples when every draft fails."""
+    b = beta(p, q, rho)
+    p_acc = 1 - (1 - b) ** torch.as_tensor(k, dtype=p.dtype, device=p.device)
+    gamma = torch.where(b > 0, p_acc / b.clamp_min(1e-300), torch.zeros_like(b))
+    return _normalise(p - gamma[..., None] * torch.minimum(q, p / rho[..., None]), p)
+
+
+# ---------------------------------------------------------------- per-draft pass probabilities
+
+def pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor):
+    """For drafts [B, k]: the probability that draft i passes given drafts < i failed [B, k], and the residual [B, V].
+
+    This is the whole rule: the output is draft i with probability Π_{j<i}(1 − a_j)·a_i, else a residual draw.
+    """
+    k = drafts.shape[-1]
+    take = lambda d, i: d.gather(-1, drafts[:, i : i + 1])[:, 0]  # noqa: E731  (value of draft i)
+    if rule in ("kseq", "sps"):
+        rho = _rho_star(p, q, torch.full(p.shape[:-1], k, device=p.device))
+        a = (p.gather(-1, drafts) / (rho[:, None] * q.gather(-1, drafts))).clamp(max=1.0)
+        return a, kseq_residual(p, q, rho, k)
+    if rule == "spechub":
+        return _spechub_pass(p, q, drafts)
+    p_i, q_i, a = p, q, []
+    for i in range(k):
+        a.append((take(p_i, i) / take(q_i, i)).clamp(max=1.0))
+        p_i = _normalise(p_i - q_i, p_i)  # on rejection: p_{i+1} ∝ (p_i − q_i)_+
+        if rule == "rrs_wor":  # the rejected token cannot be drafted again
+            q_i = _normalise(q_i.scatter(-1, drafts[:, i : i + 1], 0.0), q_i)
+    return torch.stack(a, -1), p_i
+
+
+def _spechub_pass(p, q, drafts):
+    """Hub rule for drafts (a, x): a = argmax q is in every pair, x ~ q(·|≠a); optimal transport for that law."""
+    a_tok, x_tok = drafts[:, 0:1], drafts[:, 1:2]
+    qa = q.gather(-1, a_tok)
+    w = q.scatter(-1, a_tok, 0.0) / (1 - qa)  # law of x, the non-hub draft
+    to_x = torch.minimum(p, w).scatter(-1, a_tok, 0.0)  # mass each pair {a, x} sends to its own x
+    excess = (w - p).clamp_min(0).scatter(-1, a_tok, 0.0).sum(-1, keepdim=True)
+    pa = p.gather(-1, a_tok)
+    to_a = torch.minimum(pa, excess)  # what is left over in the pairs may go to the hub, up to p(a)
+    pass_x = (p.gather(-1, x_tok) / w.gather(-1, x_tok)).clamp(max=1.0)
+    pass_a = torch.where(excess > 0, to_a / excess.clamp_min(1e-300), torch.zeros_like(excess))
+    accepted = to_x.scatter_add(-1, a_tok, to_a)
+    # Try x first, then the hub: drafts are (a, x), so report the columns in that order of trial.
+    return torch.cat([pass_x, pass_a], -1), _normalise(p - accepted, p)
+
+
+def _trial_order(rule: str, drafts: torch.Tensor) -> torch.Tensor:
+    """Drafts in the order the rule tries them (the hub rule tries the non-hub draft first)."""
+    return drafts.flip(-1) if rule == "spechub" else drafts
+
+
+# ---------------------------------------------------------------- draft laws and samplers
+
+def draw_drafts(rule: str, q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k draft tokens per row of q [B, V] from the rule's own draft law: i.i.d., without replacement, or hub."""
+    check_rule(rule, k)
+    if rule == "rrs_wor":
+        if (q > 0).sum(-1).min() < k:
+            raise ValueError(f"'rrs_wor' draws {k} distinct drafts, but q has fewer tokens with q > 0")
+        return torch.multinomial(q, k, replacement=False, generator=generator)
+    if rule == "spechub":
+        if (q > 0).sum(-1).min() < 2:
+            raise ValueError("'spechub' needs a draft distribution with at least 2 tokens of q > 0")
+        hub = q.argmax(-1, keepdim=True)
+        other = torch.multinomial(q.scatter(-1, hub, 0.0), 1, generator=generator)
+        return torch.cat([hub, other], -1)
+    return torch.multinomial(q, k, replacement=True, generator=generator)
+
+
+def sample(rule: str, p, q, drafts: torch.Tensor, generator: torch.Generator | None = None,
+           uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen token [B] and the index of the draft it came from [B] (−1: drawn from the residual)."""
+    p, q = check_pair(p, q)
+    squeeze = p.ndim == 1
+    if squeeze:
+        p, q, drafts = p[None], q[None], drafts.reshape(1, -1)
+    check_rule(rule, drafts.shape[-1])
+    check_drafts(q, drafts)
+    if rule == "spechub" and ((drafts[:, 0] != q.argmax(-1)) | (drafts[:, 1] == drafts[:, 0])).any():
+        raise ValueError("'spechub' drafts are (hub, other): the hub is argmax q and the other differs from it")
+    return select(rule, p, q, drafts, generator, uniforms)
+
+
+def select(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: torch.Generator | None = None,
+           uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample` without the input checks: the decoder's hot path, for inputs it built itself ([B, V], [B, k])."""
+    if uniforms is None:
+        uniforms = torch.rand(drafts.shape, generator=generator, dtype=p.dtype, device=p.device)
+    ordered = _trial_order(rule, drafts)
+    a, residual = pass_probabilities(rule, p, q, drafts)
+    passed = uniforms.to(a.dtype) <= a
+    first = torch.where(passed.any(-1), passed.to(torch.int8).argmax(-1), torch.full_like(passed[:, 0], -1, dtype=torch.long))
+    token = ordered.gather(-1, first.clamp_min(0)[:, None])[:, 0]
+    failed = first < 0
+    if failed.any():  # the residual draw is only paid for when every draft failed
+        token = torch.where(failed, sample_rows(residual, generator), token)
+    return token, (first if rule != "spechub" else torch.where(first >= 0, 1 - first, first))
+
+
+def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of probs [B, V] by inverting the CDF (faster than multinomial for one draw)."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True)[..., 0].clamp(max=probs.shape[-1] - 1)
+
+
+def speculative_sampling(p, q, draft: torch.Tensor, uniform: torch.Tensor, generator: torch.Generator | None = None):
+    """Textbook single-draft speculative sampling: accept x if U ≤ p(x)/q(x), else sample ∝ (p − q)_+."""
+    p, q = check_pair(p, q)
+    accept = uniform <= (p.gather(-1, draft[..., None]) / q.gather(-1, draft[..., None]))[..., 0]
+    residual = _normalise(p - q, p)
+    fallback = sample_rows(residual.reshape(-1, p.shape[-1]), generator).reshape(draft.shape)
+    return torch.where(accept, draft, fallback), accept

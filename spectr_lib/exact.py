@@ -63,3 +63,16 @@ def acceptance(rule: str, p, q, k: int) -> float:
     tuples, weight, out = _laws(rule, p, q, k)
     member = torch.zeros_like(out).scatter(-1, tuples, 1.0)
     return float((weight * (out * member).sum(-1)).sum())
+
+
+def naive_independent_law(p, q, k: int) -> np.ndarray:
+    """Output law of the WRONG rule 'k independent single-draft tests, first pass wins, else SpS residual'."""
+    p, q = check_pair(p, q, k)
+    tuples, weight = draft_tuples("kseq", q, k)
+    a = (p[tuples] / q[tuples]).clamp(max=1.0)  # each draft tested alone against min(1, p/q)
+    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)
+    residual = (p - q).clamp_min(0)
+    residual = residual / residual.sum() if residual.sum() > 0 else p
+    out = fail_before[:, -1:] * residual
+    out = out.scatter_add(-1, tuples, fail_before[:, :-1] * a)
+    return (weight[:, None] * out).sum(0).numpy()

@@ -1,0 +1,100 @@
+"""Build the project's draft model from the target: `python -m spectr_lib.distill --help`.
+
+Stages (each resumable): `data` samples on-policy answers to data/prompts/train.jsonl from the target and
+stores the target's features and top-k probabilities in shards; `train` fits a feature draft (one layer
+reading the target's last hidden state and the next token) to them, with checkpoints; `save` writes it to
+data/models/<name>/ with its model card numbers. `all` runs the three.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .models import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options of the distillation script."""
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.distill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", nargs="?", default="all", choices=["data", "train", "save", "all"])
+    ap.add_argument("--target", default=None, help="target model name or folder (default: the embedded SmolLM2)")
+    ap.add_argument("--work-dir", type=Path, default=None, help="shards and checkpoints (default: cache folder)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_DRAFT_DIR, help="where the draft is saved")
+    ap.add_argument("--prompts", type=Path, default=DATA_DIR / "prompts" / "train.jsonl")
+    ap.add_argument("--max-prompts", type=int, default=None, help="use the first N training prompts")
+    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the answers")
+    ap.add_argument("--shard-size", type=int, default=48, help="prompts per data shard")
+    ap.add_argument("--gen-batch", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=2000, help="optimizer steps of the train stage")
+    ap.add_argument("--batch-seqs", type=int, default=8, help="sequences per optimizer step")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--head-tokens", type=int, default=16384,
+                    help="keep only the N most frequent tokens in the draft's output head (0: all)")
+    ap.add_argument("--init", type=Path, default=None, help="continue training an existing draft folder")
+    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+    ap.add_argument("--checkpoint-every", type=int, default=200)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true", help="tiny random pair and a few steps: a smoke test")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return ap.parse_args(argv)
+
+
+def run_data(args, target, tokenizer, work: Path) -> None:
+    """Sample answers and label them, one shard at a time; shards already on disk are kept."""
+    from .distill_data import label, sample_answers, save_shard
+    from .prompts import read_prompts
+
+    prompts = [r["prompt"] for r in read_prompts(args.prompts)][: args.max_prompts]
+    for s in range(0, len(prompts), args.shard_size):
+        path = work / "data" / f"shard-{s // args.shard_size:04d}.pt"
+        if path.exists():
+            continue
+        t0 = time.perf_counter()
+        recs = sample_answers(target, tokenizer, prompts[s : s + args.shard_size], args.max_new_tokens,
+                              args.temperature, args.gen_batch, seed=args.seed * 100_003 + s)
+        label(target, recs)
+        save_shard(recs, path)
+        n = sum(len(r["ids"]) - r["start"] for r in recs)
+        print(f"{path.name}: {len(recs)} answers, {n} answer tokens, {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the requested stages."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work_dir or cache_dir() / "distill" / ("tiny" if args.tiny else "smollm2")
+    work.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    if args.tiny:
+        from .distill_tiny import tiny_target
+
+        target, tokenizer = tiny_target()
+    else:
+        from .models import load_target
+
+        target, tokenizer = load_target(args.target, device=args.device)
+    if args.stage in ("data", "all"):
+        run_data(args, target, tokenizer, work)
+    if args.stage in ("train", "all"):
+        from .distill_train import run_train
+
+        run_train(args, target, work)
+    if args.stage in ("save", "all"):
+        from .distill_train import run_save
+
+        run_save(args, target, tokenizer, work)
+    (work / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""A feature draft (EAGLE-style): one transformer layer that reads the target's last hidden state h_{t-1} and
+the embedding of token x_t, predicts h_t, and reads q(x_{t+1}) out through the target's own head.
+
+It learns from little data because the target's features already carry the context. The embedding and the
+head are the target's (shared at load time, never stored twice); the head may keep only the most frequent
+tokens (FR-Spec style), which cuts the draft's cost; q is then 0 elsewhere, and selection stays exact because
+verification uses the target's full distribution.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONFIG_NAME = "spectr_draft.json"
+WEIGHTS_NAME = "draft.safetensors"
+
+
+@dataclass
+class FeatureDraftConfig:
+    """Shape of the draft layer; matches the target's hidden size, heads and RoPE."""
+
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    rope_theta: float
+    rms_norm_eps: float
+    vocab_size: int
+    head_tokens: int  # rows kept in the output head (== vocab_size: all)
+    kind: str = "feature_draft"
+
+    @classmethod
+    def from_target(cls, target_config, head_tokens: int) -> "FeatureDraftConfig":
+        """The draft layer shaped like one layer of the target."""
+        c = target_config
+        rope = getattr(c, "rope_theta", None) or (getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        return cls(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size, float(rope),
+                   float(c.rms_norm_eps), c.vocab_size, head_tokens or c.vocab_size)
+
+
+class KVCache:
+    """Keys and values [B, H, T, D] of the draft layer; crop and row selection make roll-back free."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], 2)
+        self.v = v if self.v is None else torch.cat([self.v, v], 2)
+        return self.k, self.v
+
+    def crop(self, n: int) -> None:
+        """Keep the first n positions."""
+        if self.k is not None:
+            self.k, self.v = self.k[:, :, :n], self.v[:, :, :n]
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep (or repeat) the given batch rows."""
+        if self.k is not None:
+            self.k, self.v = self.k[rows], self.v[rows]
+
+
+def rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary position embedding of x [B, H, T, D] at positions pos [T] (Llama's half-split layout)."""
+    d = x.shape[-1]
+    inv = 1.0 / theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    ang = pos.to(torch.float32)[:, None] * inv[None]  # (T, D/2)
+    cos, sin = torch.cat([ang, ang], -1).cos().to(x.dtype), torch.cat([ang, ang], -1).sin().to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class DraftLayer(nn.Module):
+    """A pre-norm Llama decoder layer (GQA attention + SwiGLU MLP) with an explicit cache."""
+
+    def __init__(self, c: FeatureDraftConfig):
+        super().__init__()
+        d, hd = c.hidden_size, c.hidden_size // c.num_heads
+        self.c, self.hd = c, hd
+        self.input_layernorm = nn.RMSNorm(d, eps=c.rms_norm_eps)
+        self.q_proj = nn.Linear(d, c.num_heads * hd, bias=False)
+        self.k_proj = nn.Linear(d, c.num_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(d, c.num_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(c.num_heads * hd, d, bias=False)
+        self.post_attention_layernorm = nn.RMSNorm(d, eps=c.rms_norm_eps)
+        self.gate_proj = nn.Linear(d, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(d, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, d, bias=False)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        c, hd = self.c, self.hd
+        h = self.input_layernorm(x)
+        q = self.q_proj(h).view(B, T, c.num_heads, hd).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, c.num_kv_heads, hd).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, c.num_kv_heads, hd).transpose(1, 2)
+        q, k = rope(q, pos, c.rope_theta), rope(k, pos, c.rope_theta)
+        past = 0 if cache is None else len(cache)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        rep = c.num_heads // c.num_kv_heads
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+        if T == 1:
+            mask = None  # one new query sees every cached position
+        else:  # causal with a cached prefix: query i sees keys ≤ past + i
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.o_proj(a.transpose(1, 2).reshape(B, T, -1))
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+
+class FeatureDraft(nn.Module):
+    """fc([h_{t-1}; e(x_t)]) → layer → norm = predicted h_t; logits = target head (kept rows) · h_t."""
+
+    def __init__(self, c: FeatureDraftConfig, embed: nn.Embedding, head_weight: torch.Tensor, head_ids: torch.Tensor):
+        super().__init__()
+        self.config = c
+        d = c.hidden_size
+        self.fc = nn.Linear(2 * d, d, bias=False)
+        self.layer = DraftLayer(c)
+        self.norm = nn.RMSNorm(d, eps=c.rms_norm_eps)
+        self.embed = embed  # the target's, shared and frozen
+        self.register_buffer("head_ids", head_ids.long(), persistent=False)
+        self.register_buffer("head", head_weight[head_ids.long()].detach().clone(), persistent=False)
+
+    def own_parameters(self):
+        """The weights the draft owns (not the target's embedding)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("embed.")]
+
+    def forward(self, feats: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Predicted features [B, T, d] for inputs h_{t-1} [B, T, d] and x_t [B, T] at positions pos [T]."""
+        x = self.fc(torch.cat([feats.to(self.fc.weight.dtype), self.embed(ids).to(self.fc.weight.dtype)], -1))
+        return self.norm(self.layer(x, pos, cache))
+
+    def head_logits(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits over the kept head rows [..., head_tokens]."""
+        return f @ self.head.to(f.dtype).T
+
+    def full_logits(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole vocabulary [..., V], −inf outside the kept rows."""
+        small = self.head_logits(f)
+        full = small.new_full(small.shape[:-1] + (self.config.vocab_size,), float("-inf"))
+        return full.scatter_(-1, self.head_ids.expand(small.shape), small)
+
+    def save(self, folder: Path, extra: dict | None = None) -> None:
+        """Write the draft's own weights, kept head rows and config (the target's parts are not stored)."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {n: p.detach().to(torch.bfloat16).contiguous() for n, p in self.named_parameters() if not n.startswith("embed.")}
+        tensors["head_ids"] = self.head_ids.to(torch.int32)
+        save_file(tensors, folder / WEIGHTS_NAME)
+        (folder / CONFIG_NAME).write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
+
+    @classmethod
+    def load(cls, folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> "FeatureDraft":
+        """Load a saved draft, taking the embedding and head from the target."""
+        from safetensors.torch import load_file
+
+        cfg = json.loads((Path(folder) / CONFIG_NAME).read_text())
+        c = FeatureDraftConfig(**{k: cfg[k] for k in FeatureDraftConfig.__dataclass_fields__})
+        tensors = load_file(str(Path(folder) / WEIGHTS_NAME))
+        head_ids = tensors.pop("head_ids").long()
+        model = cls(c, target.get_input_embeddings(), target.get_output_embeddings().weight, head_ids)
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        if unexpected or any(not m.startswith("embed.") for m in missing):
+            raise ValueError(f"{folder}: draft weights do not match its config (missing {missing}, unexpected {unexpected})")
+        dev = target.get_input_embeddings().weight.device
+        return model.to(device=dev, dtype=dtype or target.dtype).eval()
+
+
+def is_feature_draft(folder) -> bool:
+    """True when a folder holds a feature draft saved by this module."""
+    try:
+        path = Path(folder) / CONFIG_NAME
+        return path.exists() and json.loads(path.read_text()).get("kind") == "feature_draft"
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def init_from_target(c: FeatureDraftConfig, target: nn.Module, head_ids: torch.Tensor) -> FeatureDraft:
+    """A fresh draft whose layer starts as a copy of the target's last layer and whose fc passes h through."""
+    embed = nn.Embedding.from_pretrained(target.get_input_embeddings().weight.detach().float().clone(), freeze=True)
+    model = FeatureDraft(c, embed, target.get_output_embeddings().weight.float(), head_ids).float()
+    last = target.model.layers[-1] if hasattr(target, "model") and hasattr(target.model, "layers") else None
+    with torch.no_grad():
+        if last is not None:
+            src = dict(last.named_parameters())
+            for name, p in model.layer.named_parameters():
+                key = name if name in src else f"self_attn.{name}" if f"self_attn.{name}" in src else f"mlp.{name}"
+                if key in src and src[key].shape == p.shape:
+                    p.copy_(src[key].float())
+        d = c.hidden_size
+        model.fc.weight.zero_()
+        model.fc.weight[:, :d] += torch.eye(d) / math.sqrt(2)
+        model.fc.weight[:, d:] += torch.eye(d) / math.sqrt(2)
+        if hasattr(target, "model") and hasattr(target.model, "norm"):
+            model.norm.weight.copy_(target.model.norm.weight.float())
+    return model

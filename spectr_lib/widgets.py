@@ -1,0 +1,86 @@
+"""Interactive views for the notebooks: each slider calls a plain, tested function defined here."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .ot import optimal_acceptance
+from .selection import draw_drafts, kseq_acceptance, select
+
+RULE_LABELS = {"kseq": "K-SEQ (SpecTr)", "rrs": "RRS (SpecInfer)", "rrs_wor": "RRS w/o replacement",
+               "alpha": "optimum α* (i.i.d. drafts)"}
+
+
+def mismatched_pair(logits: torch.Tensor, mismatch: float, temperature: float = 1.0, seed: int = 0):
+    """Target p = softmax(logits/T) and a draft q whose logits are perturbed by `mismatch` × Gaussian noise."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 here (the views compare sampled distributions)")
+    if mismatch < 0:
+        raise ValueError("mismatch must be ≥ 0")
+    logits = logits.double()
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(logits.shape, generator=g, dtype=torch.float64)
+    p = (logits / temperature).softmax(-1)
+    q = ((logits + mismatch * noise * logits.std(-1, keepdim=True)) / temperature).softmax(-1)
+    return p, q
+
+
+def monte_carlo_acceptance(rule: str, p: torch.Tensor, q: torch.Tensor, k: int, n: int = 4000, seed: int = 0) -> float:
+    """P(output ∈ drafts) estimated with n draws of the batched sampler (for rules without a closed form)."""
+    g = torch.Generator().manual_seed(seed)
+    P, Q = p.expand(n, -1), q.expand(n, -1)
+    drafts = draw_drafts(rule, Q, k, generator=g)
+    token, _ = select(rule, P, Q, drafts, generator=g)
+    return float((drafts == token[:, None]).any(-1).double().mean())
+
+
+def acceptance_curves(p: torch.Tensor, q: torch.Tensor, ks=(1, 2, 4, 8), rules=("kseq", "rrs"),
+                      n_mc: int = 4000, seed: int = 0) -> dict[str, list[float]]:
+    """Acceptance per rule for each k, next to α*; K-SEQ is exact, RRS rules are Monte Carlo estimates."""
+    out: dict[str, list[float]] = {"k": list(ks), "alpha": [optimal_acceptance(p, q, k) for k in ks]}
+    for rule in rules:
+        if rule == "kseq":
+            out[rule] = [kseq_acceptance(p, q, k) for k in ks]
+        else:
+            out[rule] = [monte_carlo_acceptance(rule, p, q, k, n_mc, seed) for k in ks]
+    return out
+
+
+def plot_acceptance(curves: dict, ax=None, title: str = ""):
+    """Acceptance vs k for each rule, α* dashed."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    for name, values in curves.items():
+        if name == "k":
+            continue
+        style = dict(ls="--", color="black") if name == "alpha" else dict(marker="o")
+        ax.plot(curves["k"], values, label=RULE_LABELS.get(name, name), **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(curves["k"], [str(k) for k in curves["k"]])
+    ax.set_xlabel("number of drafts k")
+    ax.set_ylabel("acceptance P(Y ∈ drafts)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(title)
+    return ax
+
+
+def acceptance_panel(logits: torch.Tensor, k_max: int = 16, n_mc: int = 2000):
+    """Sliders (k, mismatch, temperature) that redraw acceptance per rule against α* for real logits [V]."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    def show(k, mismatch, temperature):
+        p, q = mismatched_pair(logits, mismatch, temperature)
+        ks = [2**i for i in range(int(np.log2(k)) + 1)]
+        curves = acceptance_curves(p, q, ks, rules=("kseq", "rrs"), n_mc=n_mc)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot_acceptance(curves, ax, f"mismatch {mismatch:.2f}, T = {temperature:.2f}: 1 − TV = {curves['alpha'][0]:.3f}")
+        plt.show()
+
+    options = [2**i for i in range(int(np.log2(k_max)) + 1)]
+    return w.interactive(show, k=w.SelectionSlider(options=options, value=min(8, options[-1])),
+                         mismatch=w.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.1),
+                         temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1))

@@ -47,7 +47,7 @@ def _laws(rule: str, p, q, k: int):
     N, V = len(tuples), p.shape[-1]
     a, residual = pass_probabilities(rule, p.expand(N, V), q.expand(N, V), tuples)
     fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)  # [N, k+1]
-    out = fail_before[:, -1:] * residual  # [N, V]: every draft failed
+    out = fail_before[:, -1:] * residual()  # [N, V]: every draft failed
     out = out.scatter_add(-1, _trial_order(rule, tuples), fail_before[:, :-1] * a)
     return tuples, weight, out
 

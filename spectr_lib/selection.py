@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .dists import check_drafts, check_k, check_pair
@@ -38,42 +39,46 @@ def beta(p: torch.Tensor, q: torch.Tensor, rho) -> torch.Tensor:
 def _rho_star(p: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tol: float = 1e-11, max_iter: int = 200) -> torch.Tensor:
     """Root of f(ρ) = 1 − (1 − β(ρ))^k − ρβ(ρ) on [1, k] by a bracketing secant (Illinois); returns the
     upper end of the final bracket, where f ≤ 0, so the residual is never negative."""
-    kf = k.to(p.dtype)
     tol = max(tol, 8 * torch.finfo(p.dtype).eps)  # float32 inputs cannot resolve 1e-11
-    r = torch.where(q > 0, p / q.clamp_min(1e-300), torch.full_like(p, math.inf))
+    if p.device.type == "cpu":  # numpy's per-call overhead is a fraction of torch's on the small arrays here
+        return torch.from_numpy(np.asarray(_illinois(p.numpy(), q.numpy(), k.to(p.dtype).numpy(), tol, max_iter, np)))
+    return _illinois(p, q, k.to(p.dtype), tol, max_iter, torch)
+
+
+def _illinois(p, q, kf, tol: float, max_iter: int, xp):
+    """The root finder of _rho_star, written once for numpy and torch arrays (xp is the module)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = xp.where(q > 0, p / xp.where(q > 0, q, 1), xp.full_like(p, math.inf))
     # Tokens with p/q ≥ k always contribute q, those with p/q ≤ 1 always p/ρ: only the rest vary with ρ.
     high, low = r >= kf[..., None], r <= 1
     A, B = (q * high).sum(-1), (p * low).sum(-1)
     mid = ~(high | low)
-    m = int(mid.sum(-1).max()) if mid.numel() else 0
-    if m:
-        idx = mid.to(torch.int8).topk(m, dim=-1).indices
-        keep = mid.gather(-1, idx)
-        pm, qm = p.gather(-1, idx) * keep, q.gather(-1, idx) * keep
+    if p.shape[0] == 1 and p.ndim == 2:  # one row (the decoder's case): keep only the varying tokens
+        pm, qm = p[mid][None], q[mid][None]
+    else:
+        pm, qm = p * mid, q * mid
 
     def f(rho):
-        b = A + B / rho
-        if m:
-            b = b + torch.minimum(qm, pm / rho[..., None]).sum(-1)
-        return 1 - (1 - b).clamp_min(0) ** kf - rho * b
+        b = A + B / rho + xp.minimum(qm, pm / rho[..., None]).sum(-1)
+        return 1 - (1 - b).clip(min=0) ** kf - rho * b
 
-    lo, hi = torch.ones_like(kf), kf.clone()
-    f_lo, f_hi = f(lo), f(hi).clamp(max=0.0)  # f(k) ≤ 0 holds exactly (Bernoulli); clamp rounding noise
-    side = torch.zeros_like(kf)  # +1: the last move was lo, −1: hi (the Illinois rule halves the stale end)
+    lo, hi = kf * 0 + 1, kf + 0
+    f_lo, f_hi = f(lo), f(hi).clip(max=0.0)  # f(k) ≤ 0 holds exactly (Bernoulli); clip rounding noise
+    side = kf * 0  # +1: the last move was lo, −1: hi (the Illinois rule halves the stale end)
     for _ in range(max_iter):
         open_ = hi - lo > tol * kf
         if not open_.any():
             break
-        x = hi - f_hi * (hi - lo) / (f_hi - f_lo).clamp_max(-1e-300)
-        x = torch.where((x <= lo) | (x >= hi), (lo + hi) / 2, x)
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo).clip(max=-1e-300)
+        x = xp.where((x <= lo) | (x >= hi), (lo + hi) / 2, x)
         fx = f(x)
         up = open_ & (fx > 0)
         down = open_ & ~(fx > 0)
-        f_hi = torch.where(up & (side > 0), f_hi / 2, f_hi)
-        f_lo = torch.where(down & (side < 0), f_lo / 2, f_lo)
-        lo, f_lo = torch.where(up, x, lo), torch.where(up, fx, f_lo)
-        hi, f_hi = torch.where(down, x, hi), torch.where(down, fx, f_hi)
-        side = torch.where(up, 1.0, torch.where(down, -1.0, side))
+        f_hi = xp.where(up & (side > 0), f_hi / 2, f_hi)
+        f_lo = xp.where(down & (side < 0), f_lo / 2, f_lo)
+        lo, f_lo = xp.where(up, x, lo), xp.where(up, fx, f_lo)
+        hi, f_hi = xp.where(down, x, hi), xp.where(down, fx, f_hi)
+        side = xp.where(up, 1.0, xp.where(down, -1.0, side))
     return hi
 
 
@@ -111,7 +116,8 @@ def kseq_residual(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor, k) -> tor
 # ---------------------------------------------------------------- per-draft pass probabilities
 
 def pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor):
-    """For drafts [B, k]: the probability that draft i passes given drafts < i failed [B, k], and the residual [B, V].
+    """For drafts [B, k]: the probability that draft i passes given drafts < i failed [B, k], and a function
+    returning the residual [B, V] (computed only when asked: most rounds never need it).
 
     This is the whole rule: the output is draft i with probability Π_{j<i}(1 − a_j)·a_i, else a residual draw.
     """
@@ -120,7 +126,7 @@ def pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torc
     if rule in ("kseq", "sps"):
         rho = _rho_star(p, q, torch.full(p.shape[:-1], k, device=p.device))
         a = (p.gather(-1, drafts) / (rho[:, None] * q.gather(-1, drafts))).clamp(max=1.0)
-        return a, kseq_residual(p, q, rho, k)
+        return a, lambda: kseq_residual(p, q, rho, k)
     if rule == "spechub":
         return _spechub_pass(p, q, drafts)
     p_i, q_i, a = p, q, []
@@ -129,7 +135,7 @@ def pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torc
         p_i = _normalise(p_i - q_i, p_i)  # on rejection: p_{i+1} ∝ (p_i − q_i)_+
         if rule == "rrs_wor":  # the rejected token cannot be drafted again
             q_i = _normalise(q_i.scatter(-1, drafts[:, i : i + 1], 0.0), q_i)
-    return torch.stack(a, -1), p_i
+    return torch.stack(a, -1), lambda: p_i
 
 
 def _spechub_pass(p, q, drafts):
@@ -145,7 +151,7 @@ def _spechub_pass(p, q, drafts):
     pass_a = torch.where(excess > 0, to_a / excess.clamp_min(1e-300), torch.zeros_like(excess))
     accepted = to_x.scatter_add(-1, a_tok, to_a)
     # Try x first, then the hub: drafts are (a, x), so report the columns in that order of trial.
-    return torch.cat([pass_x, pass_a], -1), _normalise(p - accepted, p)
+    return torch.cat([pass_x, pass_a], -1), lambda: _normalise(p - accepted, p)
 
 
 def _trial_order(rule: str, drafts: torch.Tensor) -> torch.Tensor:
@@ -197,7 +203,7 @@ def select(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, ge
     token = ordered.gather(-1, first.clamp_min(0)[:, None])[:, 0]
     failed = first < 0
     if failed.any():  # the residual draw is only paid for when every draft failed
-        token = torch.where(failed, sample_rows(residual, generator), token)
+        token = torch.where(failed, sample_rows(residual(), generator), token)
     return token, (first if rule != "spechub" else torch.where(first >= 0, 1 - first, first))
 
 

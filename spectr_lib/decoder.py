@@ -1,0 +1,182 @@
+"""The K-draft SpecTr decoder: draft, verify in one target call, select position by position, roll back.
+
+`generate(pair, prompt, method=...)` runs the target alone ("ar"), speculative sampling ("sps", k = 1),
+SpecTr ("kseq") or SpecInfer's multi-draft rule ("rrs"); every method returns text distributed exactly as
+the (warped) target would produce it.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .dists import check_sampling, warp
+from .drafting import make_drafter
+from .models import ModelPair
+from .prompts import encode_chat
+from .selection import select
+from .verify import Verifier
+
+METHODS = ("ar", "sps", "kseq", "rrs")
+
+
+@dataclass
+class Stats:
+    """What a generation cost: calls, tokens, accepted lengths and where the time went."""
+
+    method: str
+    k: int
+    L: int
+    new_tokens: int = 0
+    target_calls: int = 0  # verification rounds (or one call per token for "ar"); the prefill is not counted
+    draft_calls: int = 0
+    accepted_hist: list[int] = field(default_factory=list)  # rounds that accepted 0, 1, …, L draft tokens
+    seconds_prefill: float = 0.0
+    seconds_draft: float = 0.0
+    seconds_verify: float = 0.0
+    seconds_select: float = 0.0
+    seconds_total: float = 0.0
+
+    @property
+    def block_efficiency(self) -> float:
+        """Mean new tokens per target call."""
+        return self.new_tokens / max(1, self.target_calls)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """New tokens per second of decoding (prefill excluded)."""
+        return self.new_tokens / max(1e-9, self.seconds_total - self.seconds_prefill)
+
+    def as_dict(self) -> dict:
+        """Plain dict, with the derived figures."""
+        d = dict(self.__dict__)
+        d.update(block_efficiency=self.block_efficiency, tokens_per_second=self.tokens_per_second)
+        return d
+
+
+@dataclass
+class Generation:
+    """The new tokens (EOS included when reached), their text and the stats."""
+
+    token_ids: torch.Tensor
+    text: str
+    stats: Stats
+
+
+def _check_args(pair: ModelPair, method: str, k: int, L: int, max_new_tokens: int, temperature, top_k, top_p) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if method != "ar" and pair.draft is None:
+        raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
+    for name, value in (("k", k), ("L", L), ("max_new_tokens", max_new_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
+    if method == "sps" and k != 1:
+        raise ValueError(f"'sps' is single-draft speculative sampling (k = 1), got k = {k}: use 'kseq' or 'rrs'")
+    check_sampling(temperature, top_k, top_p)
+
+
+def _prompt_ids(pair: ModelPair, prompt) -> torch.Tensor:
+    if isinstance(prompt, str):
+        ids = encode_chat(pair.tokenizer, prompt)
+    else:
+        ids = torch.as_tensor(prompt, dtype=torch.long).reshape(-1)
+        if len(ids) == 0:
+            raise ValueError("the prompt is empty: give a non-empty string or a non-empty list of token ids")
+        if ids.min() < 0 or ids.max() >= pair.vocab_size:
+            raise ValueError(f"prompt token ids must lie in [0, {pair.vocab_size})")
+    return ids.to(pair.device)
+
+
+def _context_limit(pair: ModelPair) -> int:
+    limits = [getattr(m.config, "max_position_embeddings", None) for m in (pair.target, pair.draft) if m is not None and hasattr(m, "config")]
+    return min([n for n in limits if isinstance(n, int)] or [10**9])
+
+
+def select_path(rule: str, p: torch.Tensor, q: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator):
+    """Walk the K drafts position by position with the shrinking set of valid drafts.
+
+    p [k, L+1, V], q [k, L, V], tokens [k, L]. Returns (new tokens, a draft row holding the accepted prefix,
+    number of accepted draft tokens). Rows with the same prefix share p and q, so row valid[0] speaks for all.
+    """
+    k, L = tokens.shape
+    valid = torch.arange(k, device=tokens.device)
+    out = []
+    for i in range(L):
+        r = int(valid[0])
+        toks = tokens[valid, i]
+        y, _ = select(rule, p[r, i][None], q[r, i][None], toks[None], generator)
+        out.append(y[0])
+        match = toks == y[0]
+        if not match.any():
+            return torch.stack(out), r, i  # a residual sample: the correction token ends the round
+        valid = valid[match]
+    r = int(valid[0])
+    bonus = torch.multinomial(p[r, L], 1, generator=generator)[0]  # every draft position hit: one more for free
+    return torch.stack(out + [bonus]), r, L
+
+
+def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = None, L: int = 4,
+             max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, seed: int | None = None) -> Generation:
+    """Generate up to max_new_tokens after the prompt (a string: chat template applied; or token ids)."""
+    k = (1 if method in ("sps", "ar") else 8) if k is None else k
+    _check_args(pair, method, k, L, max_new_tokens, temperature, top_k, top_p)
+    ids = _prompt_ids(pair, prompt)
+    limit = _context_limit(pair)
+    if len(ids) + max_new_tokens + L + 1 > limit:
+        raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) + L + 1 exceeds the models' "
+                         f"context of {limit} tokens: shorten the prompt or ask for fewer tokens")
+    seed = random.randrange(2**63) if seed is None else seed
+    gen = torch.Generator(device=pair.device).manual_seed(seed)
+    eos = getattr(pair.tokenizer, "eos_token_id", None) if pair.tokenizer is not None else None
+
+    def w(logits: torch.Tensor) -> torch.Tensor:
+        return warp(logits, temperature, top_k, top_p).double()
+
+    stats = Stats(method, k, L if method != "ar" else 0)
+    t_start = time.perf_counter()
+    drafter = make_drafter(pair.draft, pair.vocab_size) if method != "ar" else None
+    target = Verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features))
+    feats = target.prefill(ids)
+    if drafter is not None:
+        drafter.prefill(ids, feats)
+    stats.seconds_prefill = time.perf_counter() - t_start
+    out: list[torch.Tensor] = []
+    rule = "kseq" if method == "sps" else method
+    if method != "ar":
+        stats.accepted_hist = [0] * (L + 1)
+    while len(out) < max_new_tokens and (eos is None or not out or int(out[-1]) != eos):
+        if method == "ar":
+            t0 = time.perf_counter()
+            token = torch.multinomial(w(target.next_logits()), 1, generator=gen)[0]
+            target.push(token)
+            stats.seconds_verify += time.perf_counter() - t0
+            out.append(token)
+            continue
+        t0 = time.perf_counter()
+        tokens, q = drafter.draft(k, L, w, gen)
+        t1 = time.perf_counter()
+        logits, feats = target.verify(tokens)
+        p = w(logits)
+        t2 = time.perf_counter()
+        new, row, n_acc = select_path(rule, p, q, tokens, gen)
+        t3 = time.perf_counter()
+        target.commit(tokens, row, n_acc, new[-1])
+        drafter.commit(tokens, row, n_acc, new[-1], feats[row] if feats is not None else None)
+        stats.seconds_draft += t1 - t0 + time.perf_counter() - t3
+        stats.seconds_verify += t2 - t1
+        stats.seconds_select += t3 - t2
+        stats.accepted_hist[n_acc] += 1
+        out.extend(new)
+    token_ids = torch.stack(out[:max_new_tokens]) if out else torch.zeros(0, dtype=torch.long)
+    if eos is not None and (token_ids == eos).any():
+        token_ids = token_ids[: int((token_ids == eos).nonzero()[0]) + 1]  # never past EOS
+    stats.new_tokens = len(token_ids)
+    stats.target_calls = target.calls
+    stats.draft_calls = drafter.calls if drafter is not None else 0
+    stats.seconds_total = time.perf_counter() - t_start
+    text = pair.tokenizer.decode(token_ids, skip_special_tokens=True) if pair.tokenizer is not None else ""
+    return Generation(token_ids.cpu(), text, stats)

@@ -1,0 +1,111 @@
+"""K i.i.d. drafts of length L from the draft model, batched, on top of the draft's cache of the context.
+
+Two kinds of draft share one interface: a standalone causal LM (any Hugging Face model with the target's
+tokenizer) and a feature draft (reads the target's hidden states; see feature_draft.py). Both keep a cache of
+the accepted context and a list of pending inputs that the next `draft` call feeds first.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from . import hf_cache
+from .feature_draft import FeatureDraft, KVCache
+
+Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
+
+
+class LMDrafter:
+    """Drafts with a standalone causal LM and its Hugging Face cache."""
+
+    needs_features = False
+
+    def __init__(self, model: torch.nn.Module, vocab_size: int):
+        self.model, self.V = model, vocab_size
+        self.calls = 0
+
+    def prefill(self, ids: torch.Tensor, features: torch.Tensor | None = None) -> None:
+        """Start a sequence: every prompt token is pending."""
+        self.cache = hf_cache.new_cache()
+        self.length = 0  # positions in the cache that belong to the accepted context
+        self.pending = ids
+
+    @torch.no_grad()
+    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [k, L] and the draft distributions q [k, L, V] they were sampled from."""
+        dev = self.pending.device
+        logits = hf_cache.forward(self.model, self.pending[None], self.cache).logits[0, -1, : self.V]
+        self.calls += 1
+        self.length += len(self.pending)
+        q = [warp(logits)[None].expand(k, -1)]
+        tokens = [torch.multinomial(q[0][0], k, replacement=True, generator=generator)]
+        hf_cache.repeat_rows(self.cache, k)
+        for _ in range(1, L):
+            logits = hf_cache.forward(self.model, tokens[-1][:, None], self.cache).logits[:, -1, : self.V]
+            self.calls += 1
+            q.append(warp(logits))
+            tokens.append(torch.multinomial(q[-1], 1, generator=generator)[:, 0])
+        return torch.stack(tokens, 1).to(dev), torch.stack(q, 1)
+
+    def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
+               features: torch.Tensor | None = None) -> None:
+        """Roll the cache back to the accepted prefix of draft `row`; the rest becomes pending."""
+        in_cache = min(n_accepted, tokens.shape[1] - 1)  # the last draft token was sampled, never fed
+        hf_cache.crop(self.cache, self.length + in_cache)
+        hf_cache.keep_row(self.cache, row)
+        self.length += in_cache
+        self.pending = torch.cat([tokens[row, in_cache:n_accepted], new_token.reshape(1)])
+
+
+class FeatureDrafter:
+    """Drafts with a feature draft: inputs are (target feature h_{t-1}, token x_t) pairs."""
+
+    needs_features = True
+
+    def __init__(self, model: FeatureDraft, vocab_size: int):
+        self.model, self.V = model, vocab_size
+        self.calls = 0
+
+    def prefill(self, ids: torch.Tensor, features: torch.Tensor) -> None:
+        """Start a sequence: features [T-1, d] of ids[:-1] from the target; every pair is pending."""
+        self.cache = KVCache()
+        zero = torch.zeros_like(features[:1]) if len(features) else features.new_zeros(1, self.model.config.hidden_size)
+        self.pending_feats = torch.cat([zero, features])  # h_{t-1} for t = 0..T-1
+        self.pending_ids = ids
+        self.start = 0  # position of the first pending pair
+
+    @torch.no_grad()
+    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [k, L] and q [k, L, V]; deeper steps feed the draft's own predicted features."""
+        n = len(self.pending_ids)
+        pos = torch.arange(self.start, self.start + n, device=self.pending_ids.device)
+        f = self.model(self.pending_feats[None], self.pending_ids[None], pos, self.cache)[:, -1:]  # [1, 1, d]
+        self.calls += 1
+        self.fed = len(self.cache)
+        q = [warp(self.model.full_logits(f[0, 0]).float())[None].expand(k, -1)]
+        tokens = [torch.multinomial(q[0][0], k, replacement=True, generator=generator)]
+        self.cache.select(torch.zeros(k, dtype=torch.long, device=f.device))
+        f = f.expand(k, -1, -1)
+        for i in range(1, L):
+            f = self.model(f, tokens[-1][:, None], pos[-1:] + i, self.cache)
+            self.calls += 1
+            q.append(warp(self.model.full_logits(f[:, 0]).float()))
+            tokens.append(torch.multinomial(q[-1], 1, generator=generator)[:, 0])
+        return torch.stack(tokens, 1), torch.stack(q, 1)
+
+    def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
+               features: torch.Tensor | None = None) -> None:
+        """Drop the drafted steps (they used predicted features); pend the accepted tokens with true features."""
+        self.cache.crop(self.fed)
+        self.cache.select(torch.tensor([row], device=tokens.device))
+        self.start += len(self.pending_ids)
+        self.pending_ids = torch.cat([tokens[row, :n_accepted], new_token.reshape(1)])
+        self.pending_feats = features[: n_accepted + 1]  # target features at the verified positions of `row`
+
+
+def make_drafter(draft: torch.nn.Module, vocab_size: int):
+    """The drafter for a draft model of either kind."""
+    if isinstance(draft, FeatureDraft):
+        return FeatureDrafter(draft, vocab_size)
+    return LMDrafter(draft, vocab_size)

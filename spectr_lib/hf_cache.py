@@ -1,0 +1,43 @@
+"""Small, version-tolerant helpers around Hugging Face KV caches (crop, keep rows, repeat rows)."""
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=None)
+def _cache_kwarg(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def forward(model: torch.nn.Module, ids: torch.Tensor, cache, **kw):
+    """Run a causal LM on ids [B, T] on top of its cache (the keyword changed name across transformers versions)."""
+    return model(ids, use_cache=True, **{_cache_kwarg(type(model)): cache}, **kw)
+
+
+def new_cache():
+    """An empty dynamic cache."""
+    from transformers import DynamicCache
+
+    return DynamicCache()
+
+
+def crop(cache, length: int) -> None:
+    """Keep the first `length` positions (a negative count removes tokens in every transformers version)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def keep_row(cache, row: int) -> None:
+    """Keep one batch row of the cache."""
+    cache.batch_select_indices(torch.tensor([row]))
+
+
+def repeat_rows(cache, k: int) -> None:
+    """Repeat a one-row cache k times (one row per draft)."""
+    if k > 1:
+        cache.batch_repeat_interleave(k)

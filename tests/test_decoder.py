@@ -1,0 +1,150 @@
+"""The K-draft decoder: exact output law (chi-square), greedy equality, determinism, stats, bad input."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as st
+
+from spectr_lib.decoder import generate
+from spectr_lib.dists import warp
+from spectr_lib.models import tiny_pair
+
+PROMPT = [1, 4, 2]
+V = 6
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """1-layer tiny models keep each generate call to a few milliseconds (thousands of samples per test)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tiny_pair(vocab_size=V, seed=1, target_layers=1, draft_layers=1, hidden=32)
+    torch.set_num_threads(threads)
+
+
+def exact_law(pair, n_tokens=3, temperature=1.0, top_k=None):
+    """The target's law of the first n tokens after PROMPT, by enumeration of every continuation."""
+    law = {}
+    for seq in itertools.product(range(V), repeat=n_tokens - 1):
+        ids = torch.tensor([PROMPT + list(seq)])
+        with torch.no_grad():
+            probs = warp(pair.target(ids).logits[0], temperature, top_k).double()
+        p_prefix = 1.0
+        for i, tok in enumerate(seq):
+            p_prefix *= float(probs[len(PROMPT) - 1 + i, tok])
+        last = probs[-1]
+        for y in range(V):
+            law[seq + (y,)] = p_prefix * float(last[y])
+    return law
+
+
+def chi_square_pvalue(samples, law):
+    n = len(samples)
+    counts = {}
+    for s in samples:
+        counts[s] = counts.get(s, 0) + 1
+    keys = sorted(law, key=law.get, reverse=True)
+    big = [key for key in keys if law[key] * n >= 5]  # bins with small expectation are merged into one
+    obs = [counts.get(key, 0) for key in big] + [n - sum(counts.get(key, 0) for key in big)]
+    exp = [law[key] * n for key in big] + [n * (1 - sum(law[key] for key in big))]
+    if exp[-1] < 1e-9:
+        obs, exp = obs[:-1], exp[:-1]
+    return st.chisquare(obs, np.array(exp) * sum(obs) / sum(exp)).pvalue
+
+
+def samples_of(pair, n, **kw):
+    return [tuple(generate(pair, PROMPT, max_new_tokens=3, seed=s, **kw).token_ids.tolist()) for s in range(n)]
+
+
+CONFIGS = [("ar", 1, 1), ("kseq", 1, 1), ("kseq", 2, 2), ("kseq", 4, 3), ("rrs", 1, 1), ("rrs", 2, 2), ("rrs", 4, 3)]
+
+
+@pytest.mark.parametrize("method,k,L", CONFIGS)
+def test_first_three_tokens_follow_the_target_law(pair, method, k, L):
+    law = exact_law(pair)
+    assert chi_square_pvalue(samples_of(pair, 5000, method=method, k=k, L=L), law) > 1e-3
+
+
+def test_kseq_with_top_k_warping_is_exact(pair):
+    law = exact_law(pair, top_k=3)
+    assert chi_square_pvalue(samples_of(pair, 5000, method="kseq", k=4, L=3, top_k=3), law) > 1e-3
+
+
+def test_sps_is_kseq_with_one_draft(pair):
+    for s in range(20):
+        a = generate(pair, PROMPT, method="sps", L=3, max_new_tokens=6, seed=s)
+        b = generate(pair, PROMPT, method="kseq", k=1, L=3, max_new_tokens=6, seed=s)
+        assert torch.equal(a.token_ids, b.token_ids)
+
+
+def test_a_biased_rule_is_caught(pair):
+    """The chi-square test has teeth: sampling the draft instead of the target is rejected."""
+    swapped = tiny_pair(vocab_size=V, seed=1, target_layers=1, draft_layers=1, hidden=32)
+    swapped.target = pair.draft
+    assert chi_square_pvalue(samples_of(swapped, 5000, method="ar"), exact_law(pair)) < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["sps", "kseq", "rrs"])
+@pytest.mark.parametrize("k,L", list(itertools.product([1, 2, 4], [1, 2, 3])))
+def test_full_grid(pair, method, k, L):
+    if method == "sps" and k != 1:
+        pytest.skip("sps has one draft")
+    assert chi_square_pvalue(samples_of(pair, 20000, method=method, k=k, L=L), exact_law(pair)) > 1e-3
+
+
+def target_greedy(pair, prompt, n):
+    ids = torch.tensor([prompt])
+    for _ in range(n):
+        with torch.no_grad():
+            nxt = pair.target(ids).logits[0, -1, : pair.vocab_size].argmax()
+        ids = torch.cat([ids, nxt.view(1, 1)], 1)
+    return ids[0, len(prompt):]
+
+
+@pytest.mark.parametrize("method,k", [("ar", 1), ("sps", 1), ("kseq", 4), ("rrs", 3)])
+def test_greedy_equals_target_greedy(pair, method, k):
+    want = target_greedy(pair, PROMPT, 24)
+    got = generate(pair, PROMPT, method=method, k=k, L=3, max_new_tokens=24, temperature=0, seed=5).token_ids
+    assert torch.equal(got, want)
+
+
+def test_same_seed_same_output_different_seed_different_output(pair):
+    a = generate(pair, PROMPT, k=4, L=3, max_new_tokens=30, seed=7).token_ids
+    b = generate(pair, PROMPT, k=4, L=3, max_new_tokens=30, seed=7).token_ids
+    c = generate(pair, PROMPT, k=4, L=3, max_new_tokens=30, seed=8).token_ids
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("method,k,L", [("sps", 1, 4), ("kseq", 4, 3), ("rrs", 8, 2)])
+def test_stats_add_up(pair, method, k, L):
+    g = generate(pair, PROMPT, method=method, k=k, L=L, max_new_tokens=40, seed=3)
+    s = g.stats
+    assert s.target_calls == sum(s.accepted_hist)  # one target call per round
+    emitted = sum((n + 1) * c for n, c in enumerate(s.accepted_hist))
+    assert len(g.token_ids) == s.new_tokens == 40 and 40 <= emitted < 40 + L + 1
+    assert s.block_efficiency == pytest.approx(40 / s.target_calls)
+    assert 1 <= s.block_efficiency <= L + 1
+    assert s.draft_calls == s.target_calls * L
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(k=0), "k must be"), (dict(L=0), "L must be"), (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(temperature=-1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+    (dict(method="beam"), "unknown method"), (dict(method="sps", k=4), "k = 1"), (dict(top_k=0), "top_k"),
+])
+def test_bad_arguments_are_refused(pair, kw, match):
+    with pytest.raises(ValueError, match=match):
+        generate(pair, PROMPT, **kw)
+
+
+def test_bad_prompts_are_refused(pair):
+    with pytest.raises(ValueError, match="empty"):
+        generate(pair, [])
+    with pytest.raises(ValueError, match="context"):
+        generate(pair, [1] * 250, max_new_tokens=10)
+    with pytest.raises(ValueError, match="token ids"):
+        generate(pair, [1, 99])
+    with pytest.raises(ValueError, match="token ids"):
+        generate(pair, "hello")  # a tiny pair has no tokenizer

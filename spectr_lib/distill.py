@@ -49,15 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_data(args, target, tokenizer, work: Path) -> None:
     """Sample answers and label them, one shard at a time; shards already on disk are kept."""
     from .distill_data import label, sample_answers, save_shard
-    from .prompts import read_prompts
+    from .prompts import encode_chat, read_prompts
 
-    prompts = [r["prompt"] for r in read_prompts(args.prompts)][: args.max_prompts]
+    texts = [r["prompt"] for r in read_prompts(args.prompts)][: args.max_prompts]
+    if tokenizer is not None:
+        prompts = [encode_chat(tokenizer, t) for t in texts]
+    else:  # the tiny smoke test has no tokenizer: stand-in ids derived from the text
+        V = target.config.vocab_size
+        prompts = [torch.tensor([ord(c) % V for c in t[:12]]) for t in texts]
+    eos = getattr(tokenizer, "eos_token_id", None)
     for s in range(0, len(prompts), args.shard_size):
         path = work / "data" / f"shard-{s // args.shard_size:04d}.pt"
         if path.exists():
             continue
         t0 = time.perf_counter()
-        recs = sample_answers(target, tokenizer, prompts[s : s + args.shard_size], args.max_new_tokens,
+        recs = sample_answers(target, prompts[s : s + args.shard_size], eos, args.max_new_tokens,
                               args.temperature, args.gen_batch, seed=args.seed * 100_003 + s)
         label(target, recs)
         save_shard(recs, path)
@@ -76,9 +82,9 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.disable_progress_bar()
     if args.tiny:
-        from .distill_tiny import tiny_target
+        from .models import tiny_pair
 
-        target, tokenizer = tiny_target()
+        target, tokenizer = tiny_pair(vocab_size=64, seed=args.seed, hidden=32).target, None
     else:
         from .models import load_target
 

@@ -132,7 +132,7 @@ def run_train(args, target, work: Path) -> None:
         step += 1
         seen += sum(len(r["ids"]) - r["start"] for r in group)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", acc1=f"{st['acc1']:.3f}", acc2=f"{st['acc2']:.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc1=f"{st['acc1']:.3f}", acc2=f"{st['acc2']:.3f}")
         if step % args.checkpoint_every == 0 or step == args.steps:
             curve.append({"step": step, "answer_tokens_seen": seen, "seconds": round(time.perf_counter() - t0),
                           **{f"val_{k}": round(v, 4) for k, v in evaluate().items()}})

@@ -162,6 +162,11 @@ class FeatureDraft(nn.Module):
         save_file(tensors, folder / WEIGHTS_NAME)
         (folder / CONFIG_NAME).write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
 
+    @staticmethod
+    def hidden_size_of(folder) -> int:
+        """The hidden size a saved draft expects from its target."""
+        return json.loads((Path(folder) / CONFIG_NAME).read_text())["hidden_size"]
+
     @classmethod
     def load(cls, folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> "FeatureDraft":
         """Load a saved draft, taking the embedding and head from the target."""

@@ -1,0 +1,77 @@
+"""The feature draft: incremental drafting matches one-pass scoring, decoding with it is exact, distill runs."""
+import itertools
+
+import pytest
+import torch
+
+from spectr_lib import draft_acceptance, generate
+from spectr_lib.acceptance import next_token_probs
+from spectr_lib.dists import warp
+from spectr_lib.distill import main as distill_main
+from spectr_lib.drafting import FeatureDrafter
+from spectr_lib.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
+from spectr_lib.models import ModelPair, tiny_pair
+from spectr_lib.verify import Verifier
+
+from test_decoder import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
+
+
+@pytest.fixture(scope="module")
+def fpair():
+    """A tiny target with a random feature draft whose head keeps 4 of the 6 tokens (q = 0 elsewhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    base = tiny_pair(vocab_size=V, seed=1, target_layers=1, draft_layers=1, hidden=32)
+    cfg = FeatureDraftConfig.from_target(base.target.config, 4)
+    torch.manual_seed(0)
+    draft = init_from_target(cfg, base.target, torch.tensor([0, 2, 3, 5])).eval()
+    with torch.no_grad():
+        for p in draft.own_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    yield ModelPair(base.target, draft, None, torch.device("cpu"), torch.float32, V)
+    torch.set_num_threads(threads)
+
+
+def test_incremental_drafting_matches_one_pass(fpair):
+    ids = torch.tensor(PROMPT + [3, 0, 5])
+    _, q_full = next_token_probs(fpair, ids)
+    ver = Verifier(fpair.target, V, need_features=True)
+    drafter = FeatureDrafter(fpair.draft, V)
+    drafter.prefill(ids, ver.prefill(ids))
+    tokens, q = drafter.draft(1, 1, lambda x: warp(x).double(), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(q[0, 0], q_full[-1], atol=1e-5, rtol=1e-4)
+    assert (q[0, 0][[1, 4]] == 0).all()  # tokens outside the kept head are never drafted
+
+
+@pytest.mark.parametrize("method,k,L", [("kseq", 4, 3), ("rrs", 2, 2)])
+def test_decoding_with_a_feature_draft_is_exact(fpair, method, k, L):
+    assert chi_square_pvalue(samples_of(fpair, 5000, method=method, k=k, L=L), exact_law(fpair)) > 1e-3
+
+
+def test_greedy_with_a_feature_draft(fpair):
+    got = generate(fpair, PROMPT, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0, seed=1).token_ids
+    assert torch.equal(got, target_greedy(fpair, PROMPT, 24))
+
+
+def test_draft_acceptance_is_per_position_overlap(fpair):
+    ids = torch.tensor(PROMPT + [3, 0, 5, 2])
+    acc = draft_acceptance(fpair, ids, start=3)
+    assert acc.shape == (4,) and ((acc >= 0) & (acc <= 1)).all()
+    with pytest.raises(ValueError, match="start"):
+        draft_acceptance(fpair, ids, start=0)
+
+
+def test_distill_script_end_to_end(tmp_path):
+    out = tmp_path / "draft"
+    distill_main(["all", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--max-new-tokens", "12", "--steps", "4",
+                  "--checkpoint-every", "2", "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--out", str(out),
+                  "--head-tokens", "48"])
+    assert (out / "draft.safetensors").exists() and (out / "training.json").exists()
+    target = tiny_pair(vocab_size=64, seed=0, hidden=32).target
+    draft = FeatureDraft.load(out, target)
+    assert draft.config.head_tokens == 48
+    # resume continues from the checkpoint rather than starting over
+    distill_main(["train", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--steps", "6", "--resume",
+                  "--checkpoint-every", "2", "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--head-tokens", "48"])
+    ck = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 6 and [c["step"] for c in ck["curve"]] == [2, 4, 6]

@@ -20,6 +20,8 @@ from .selection import select
 from .verify import Verifier
 
 METHODS = ("ar", "sps", "kseq", "rrs")
+# Verification form per device type, the faster one measured by `python -m spectr_lib.bench_verify`.
+TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
 
 
 @dataclass
@@ -120,8 +122,12 @@ def select_path(rule: str, p: torch.Tensor, q: torch.Tensor, tokens: torch.Tenso
 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = None, L: int = 4,
              max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int | None = None) -> Generation:
-    """Generate up to max_new_tokens after the prompt (a string: chat template applied; or token ids)."""
+             top_p: float | None = None, seed: int | None = None, tree: bool | None = None) -> Generation:
+    """Generate up to max_new_tokens after the prompt (a string: chat template applied; or token ids).
+
+    `tree` picks the verification form: one row per draft (False) or one row holding the drafts' prefix tree
+    (True); None takes the faster form measured for the device.
+    """
     k = (1 if method in ("sps", "ar") else 8) if k is None else k
     _check_args(pair, method, k, L, max_new_tokens, temperature, top_k, top_p)
     ids = _prompt_ids(pair, prompt)
@@ -139,7 +145,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     stats = Stats(method, k, L if method != "ar" else 0)
     t_start = time.perf_counter()
     drafter = make_drafter(pair.draft, pair.vocab_size) if method != "ar" else None
-    target = Verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features))
+    tree = TREE_BY_DEFAULT.get(pair.device.type, False) if tree is None else tree
+    target = Verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features), tree=tree)
     feats = target.prefill(ids)
     if drafter is not None:
         drafter.prefill(ids, feats)

@@ -41,3 +41,15 @@ def repeat_rows(cache, k: int) -> None:
     """Repeat a one-row cache k times (one row per draft)."""
     if k > 1:
         cache.batch_repeat_interleave(k)
+
+
+def keep_positions(cache, index: torch.Tensor) -> None:
+    """Keep the given sequence positions (in order) of every layer: the accepted path through a token tree."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        for layer in layers:
+            layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+    else:  # older transformers keep per-layer lists
+        for i in range(len(cache.key_cache)):
+            cache.key_cache[i] = cache.key_cache[i][:, :, index]
+            cache.value_cache[i] = cache.value_cache[i][:, :, index]

@@ -38,3 +38,14 @@ def read_prompts(path: str | Path | None = None, split: str = "eval") -> list[di
         records.append({"id": obj.get("question_id", obj.get("id", n)), "category": obj.get("category", "all"),
                         "prompt": text})
     return records
+
+
+def first_per_category(records: list[dict], n: int) -> list[dict]:
+    """The first n records of each category, in file order."""
+    counts: dict[str, int] = {}
+    out = []
+    for r in records:
+        if counts.get(r["category"], 0) < n:
+            counts[r["category"]] = counts.get(r["category"], 0) + 1
+            out.append(r)
+    return out

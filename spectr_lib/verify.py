@@ -10,15 +10,35 @@ import torch
 from . import hf_cache
 
 
-class Verifier:
-    """The target side of speculative decoding: prefill, batched verification, roll-back."""
+def token_tree(tokens: torch.Tensor) -> tuple[list[int], list[int], list[int], torch.Tensor]:
+    """Nodes of the drafts' prefix tree, root (the pending token) first: token, parent, depth of each node, and
+    node_of [k, L+1], the node that ends each draft's prefix of length i (i = 0: the root)."""
+    k, L = tokens.shape
+    node_tok, parent, depth, index = [-1], [-1], [0], {(): 0}
+    node_of = torch.zeros(k, L + 1, dtype=torch.long)
+    for j, row in enumerate(tokens.tolist()):
+        for i in range(1, L + 1):
+            prefix = tuple(row[:i])
+            if prefix not in index:
+                index[prefix] = len(node_tok)
+                node_tok.append(row[i - 1]), parent.append(index[prefix[:-1]]), depth.append(i)
+            node_of[j, i] = index[prefix]
+    return node_tok, parent, depth, node_of
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool = False):
-        self.model, self.V, self.need_features = model, vocab_size, need_features
+
+class Verifier:
+    """The target side of speculative decoding: prefill, batched verification, roll-back.
+
+    `tree=False` scores K rows of L + 1 tokens (the batch form); `tree=True` scores each distinct prefix once in
+    one row, with a tree-shaped attention mask (fewer positions, and no copy of the context cache per draft).
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool = False, tree: bool = False):
+        self.model, self.V, self.need_features, self.tree = model, vocab_size, need_features, tree
         self.calls = 0
 
-    def _run(self, ids: torch.Tensor):
-        out = hf_cache.forward(self.model, ids, self.cache, output_hidden_states=self.need_features)
+    def _run(self, ids: torch.Tensor, **kw):
+        out = hf_cache.forward(self.model, ids, self.cache, output_hidden_states=self.need_features, **kw)
         feats = out.hidden_states[-1] if self.need_features else None
         return out.logits[..., : self.V], feats
 
@@ -36,11 +56,29 @@ class Verifier:
     @torch.no_grad()
     def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [k, L+1, V] of every draft position (and the features there), in one call."""
+        self.calls += 1
+        if self.tree:
+            return self._verify_tree(tokens)
         k = tokens.shape[0]
         hf_cache.repeat_rows(self.cache, k)
-        ids = torch.cat([self.pending.expand(k, 1), tokens], 1)
-        self.calls += 1
-        return self._run(ids)
+        return self._run(torch.cat([self.pending.expand(k, 1), tokens], 1))
+
+    def _verify_tree(self, tokens: torch.Tensor):
+        dev = tokens.device
+        node_tok, parent, depth, self.node_of = token_tree(tokens)
+        n = len(node_tok)
+        ids = torch.tensor(node_tok, device=dev)
+        ids[0] = self.pending[0]
+        ancestor = torch.eye(n, dtype=torch.bool)
+        for i in range(1, n):  # parents come before children, so each row extends its parent's row
+            ancestor[i] |= ancestor[parent[i]]
+        allowed = torch.cat([torch.ones(n, self.length, dtype=torch.bool), ancestor], 1).to(dev)
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+        pos = (self.length + torch.tensor(depth, device=dev))[None]
+        logits, feats = self._run(ids[None], attention_mask=mask[None, None], position_ids=pos)
+        node_of = self.node_of.to(dev)
+        return logits[0][node_of], (feats[0][node_of] if feats is not None else None)
 
     @torch.no_grad()
     def next_logits(self) -> torch.Tensor:
@@ -56,7 +94,11 @@ class Verifier:
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
         """Keep draft `row` with its first n_accepted tokens (and the old pending one); new_token is pending."""
+        if self.tree:  # keep the context and the accepted path's nodes, drop the other branches
+            path = self.length + self.node_of[row, : n_accepted + 1].to(tokens.device)
+            hf_cache.keep_positions(self.cache, torch.cat([torch.arange(self.length, device=tokens.device), path]))
+        else:
+            hf_cache.crop(self.cache, self.length + 1 + n_accepted)
+            hf_cache.keep_row(self.cache, row)
         self.length += 1 + n_accepted
-        hf_cache.crop(self.cache, self.length)
-        hf_cache.keep_row(self.cache, row)
         self.pending = new_token.reshape(1)

@@ -84,3 +84,75 @@ def acceptance_panel(logits: torch.Tensor, k_max: int = 16, n_mc: int = 2000):
     return w.interactive(show, k=w.SelectionSlider(options=options, value=min(8, options[-1])),
                          mismatch=w.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.1),
                          temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1))
+
+
+def draft_tree(tokens: torch.Tensor) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The distinct prefixes of K drafts [k, L] (the nodes of their prefix tree) and each node's parent index."""
+    nodes: list[tuple[int, ...]] = [()]
+    index = {(): 0}
+    parents = [-1]
+    for row in tokens.tolist():
+        for depth in range(1, len(row) + 1):
+            prefix = tuple(row[:depth])
+            if prefix not in index:
+                index[prefix] = len(nodes)
+                nodes.append(prefix)
+                parents.append(index[prefix[:-1]])
+    return nodes, parents
+
+
+def plot_draft_tree(tokens: torch.Tensor, accepted: list[int], label=str, ax=None):
+    """Draw the K drafts as a prefix tree; the accepted tokens' path in red (label maps a token id to text)."""
+    import matplotlib.pyplot as plt
+
+    nodes, parents = draft_tree(tokens)
+    ax = ax or plt.gca()
+    leaves = [n for n in nodes if not any(m[:-1] == n for m in nodes if m)]
+    y_of: dict[tuple, float] = {leaf: i for i, leaf in enumerate(sorted(leaves))}
+    for n in sorted(nodes, key=len, reverse=True):  # a parent sits at the mean height of its children
+        if n not in y_of:
+            kids = [y_of[m] for m in nodes if m and m[:-1] == n]
+            y_of[n] = sum(kids) / len(kids)
+    path = {tuple(accepted[:d]) for d in range(len(accepted) + 1)}
+    for n, parent in zip(nodes, parents):
+        if parent >= 0:
+            on_path = n in path
+            ax.plot([len(n) - 1, len(n)], [y_of[nodes[parent]], y_of[n]], color="red" if on_path else "gray",
+                    lw=2.5 if on_path else 1)
+            ax.text(len(n), y_of[n], " " + label(n[-1]), va="center", fontsize=9,
+                    color="red" if on_path else "black", bbox=dict(fc="white", ec="none", alpha=0.7))
+    ax.scatter([0], [y_of[()]], color="black")
+    ax.set_xlabel("draft position")
+    ax.set_yticks([])
+    ax.set_xlim(-0.3, tokens.shape[1] + 1.2)
+    ax.set_title(f"{tokens.shape[0]} drafts, {len(nodes) - 1} distinct prefixes of {tokens.numel()} draft tokens")
+    return ax
+
+
+def pair_curves(p_logits: torch.Tensor, q_logits: torch.Tensor, position: int, temperature: float = 1.0,
+                ks=(1, 2, 4, 8), n_mc: int = 2000) -> dict[str, list[float]]:
+    """Acceptance per rule vs k at one position of a real target/draft pair (logits [T, V]), both warped by T."""
+    if not 0 <= position < len(p_logits):
+        raise ValueError(f"position must lie in [0, {len(p_logits)})")
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    p = (p_logits[position].double() / temperature).softmax(-1)
+    q = (q_logits[position].double() / temperature).softmax(-1)
+    return acceptance_curves(p, q, ks, rules=("kseq", "rrs"), n_mc=n_mc)
+
+
+def pair_panel(p_logits: torch.Tensor, q_logits: torch.Tensor, tokens: list[str], n_mc: int = 2000):
+    """Sliders (position along a real continuation, temperature, k) redrawing acceptance per rule against α*."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    def show(position, temperature, k_max):
+        ks = [2**i for i in range(int(np.log2(k_max)) + 1)]
+        curves = pair_curves(p_logits, q_logits, position, temperature, ks, n_mc)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot_acceptance(curves, ax, f"next token after {tokens[position]!r}, T = {temperature:.1f}")
+        plt.show()
+
+    return w.interactive(show, position=w.IntSlider(value=0, min=0, max=len(p_logits) - 1),
+                         temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1),
+                         k_max=w.SelectionSlider(options=[2, 4, 8, 16], value=8))

@@ -148,3 +148,29 @@ def test_bad_prompts_are_refused(pair):
         generate(pair, [1, 99])
     with pytest.raises(ValueError, match="token ids"):
         generate(pair, "hello")  # a tiny pair has no tokenizer
+
+
+def test_tree_and_batch_verification_score_the_same(pair):
+    from spectr_lib.verify import Verifier, token_tree
+
+    tokens = torch.tensor([[3, 1, 2], [3, 1, 4], [5, 0, 0], [3, 2, 2]])
+    node_tok, parent, depth, node_of = token_tree(tokens)
+    assert len(node_tok) == 1 + 9 and depth[node_of[1, 3]] == 3 and node_of[0, 2] == node_of[1, 2]
+    outs = []
+    for tree in (False, True):
+        ver = Verifier(pair.target, V, tree=tree)
+        ver.prefill(torch.tensor(PROMPT))
+        logits, _ = ver.verify(tokens)
+        ver.commit(tokens, row=1, n_accepted=2, new_token=torch.tensor(5))
+        outs.append((logits, ver.next_logits()))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-5)  # roll-back kept the same path
+    with torch.no_grad():
+        ref = pair.target(torch.tensor([PROMPT + [3, 1, 5]])).logits[0, -1]
+    torch.testing.assert_close(outs[1][1], ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_both_verification_forms_are_exact(pair, tree):
+    samples = samples_of(pair, 5000, method="kseq", k=4, L=3, tree=tree)
+    assert chi_square_pvalue(samples, exact_law(pair)) > 1e-3

@@ -45,3 +45,17 @@ def test_plot_and_panel_build():
     assert len(ax.lines) == 2
     panel = acceptance_panel(torch.randn(100), k_max=4, n_mc=100)
     assert {c.description for c in panel.children[:3]} == {"k", "mismatch", "temperature"}
+
+
+def test_pair_curves_on_real_shaped_logits():
+    from spectr_lib.widgets import pair_curves, pair_panel
+
+    g = torch.Generator().manual_seed(3)
+    pl, ql = torch.randn(5, 300, generator=g) * 3, torch.randn(5, 300, generator=g) * 3
+    c = pair_curves(pl, pl, 2, 1.0, ks=(1, 4), n_mc=500)
+    assert c["alpha"] == pytest.approx([1.0, 1.0]) and c["kseq"] == pytest.approx([1.0, 1.0])
+    c = pair_curves(pl, ql, 2, 0.7, ks=(1, 2, 4), n_mc=500)
+    assert c["alpha"][0] < c["alpha"][-1] <= 1
+    with pytest.raises(ValueError, match="position"):
+        pair_curves(pl, ql, 9)
+    assert len(pair_panel(pl, ql, list("abcde"), n_mc=100).children) >= 3

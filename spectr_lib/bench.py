@@ -1,0 +1,249 @@
+"""Benchmark: methods × (k, L) × prompts → table, JSON and plots, with Hugging Face baselines in the same run.
+
+    python -m spectr_lib.bench --limit 8 --max-new-tokens 64
+    python -m spectr_lib.bench --prompts ../shared/data/spec_bench/question.jsonl --limit 40
+
+Speed-ups are ratios of tokens/s measured in this one process, prompt by prompt, so machine noise hits every
+method alike. Block efficiency = new tokens per target call (Spec-Bench's "mean accepted tokens").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .decoder import generate
+from .prompts import encode_chat, first_per_category, read_prompts
+
+KS, LS = (1, 2, 4, 8), (2, 4, 8)
+
+
+@dataclass
+class Config:
+    """One row of the sweep: a method of this library, or a Hugging Face baseline ("hf_ar", "hf_assisted")."""
+
+    method: str
+    k: int = 1
+    L: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.method if self.method in ("ar", "hf_ar", "hf_assisted") else f"{self.method} k={self.k} L={self.L}"
+
+
+@dataclass
+class Result:
+    """Totals of one configuration over the prompts, and per category."""
+
+    config: Config
+    tokens: int = 0
+    target_calls: int = 0
+    seconds: float = 0.0
+    accepted_hist: list[int] = field(default_factory=list)
+    per_category: dict = field(default_factory=dict)
+
+    def add(self, category: str, tokens: int, calls: int, seconds: float, hist: list[int]) -> None:
+        for bucket in (self.__dict__, self.per_category.setdefault(category, {"tokens": 0, "target_calls": 0, "seconds": 0.0})):
+            bucket["tokens"] += tokens
+            bucket["target_calls"] += calls
+            bucket["seconds"] += seconds
+        if hist:
+            n = max(len(self.accepted_hist), len(hist))
+            pad = lambda h: h + [0] * (n - len(h))  # noqa: E731
+            self.accepted_hist = [a + b for a, b in zip(pad(self.accepted_hist), pad(hist))]
+
+    @property
+    def block_efficiency(self) -> float:
+        return self.tokens / max(1, self.target_calls)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(1e-9, self.seconds)
+
+
+def sweep_configs(methods=("ar", "sps", "kseq", "rrs"), ks=KS, Ls=LS, hf: bool = True) -> list[Config]:
+    """The configurations of a sweep (SpS only at k = 1; multi-draft rules at k ≥ 2)."""
+    out = [Config("hf_ar")] if hf else []
+    if "ar" in methods:
+        out.append(Config("ar"))
+    for L in Ls:
+        if "sps" in methods:
+            out.append(Config("sps", 1, L))
+        out += [Config(m, k, L) for m in ("kseq", "rrs") if m in methods for k in ks if k >= 2]
+    return out
+
+
+def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: float, assisted: bool, seed: int):
+    torch.manual_seed(seed)
+    kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, top_k=0, top_p=1.0,
+              pad_token_id=pair.tokenizer.eos_token_id)
+    if temperature > 0:
+        kw["temperature"] = temperature
+    if assisted:
+        kw["assistant_model"] = pair.draft
+    t0 = time.perf_counter()
+    out = pair.target.generate(ids[None], **kw)
+    new = out.shape[1] - len(ids)
+    return new, time.perf_counter() - t0
+
+
+def hf_can_assist(pair) -> bool:
+    """Hugging Face's assisted generation drives only standalone causal LMs, not a feature draft."""
+    return pair.draft is not None and hasattr(pair.draft, "generate")
+
+
+def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, temperature: float, seed: int,
+        progress: bool = True) -> list[Result]:
+    """Run every configuration on every prompt (configurations interleaved per prompt)."""
+    results = [Result(c) for c in configs]
+    bar = tqdm(total=len(prompts) * len(configs), desc=f"benchmark T={temperature}", disable=not progress)
+    for i, rec in enumerate(prompts):
+        ids = encode_chat(pair.tokenizer, rec["prompt"]).to(pair.device)
+        for res in results:
+            c = res.config
+            if c.method in ("hf_ar", "hf_assisted"):
+                if c.method == "hf_assisted" and not hf_can_assist(pair):
+                    bar.update(1)
+                    continue
+                n, sec = _hf_generate(pair, ids, max_new_tokens, temperature, c.method == "hf_assisted", seed + i)
+                res.add(rec["category"], n, n, sec, [])
+            else:
+                g = generate(pair, ids, method=c.method, k=c.k, L=max(c.L, 1), max_new_tokens=max_new_tokens,
+                             temperature=temperature, seed=seed + i)
+                s = g.stats
+                res.add(rec["category"], s.new_tokens, s.target_calls, s.seconds_total - s.seconds_prefill, s.accepted_hist)
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def table(results: list[Result], baseline: str = "hf_ar") -> str:
+    """Markdown table: block efficiency, tokens/s, speed-up over the baseline, accepted-length histogram."""
+    base = next((r for r in results if r.config.name == baseline and r.tokens), None)
+    lines = ["| method | k | L | block efficiency | tokens/s | speed-up vs " + baseline + " | accepted drafts per round (0..L) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        if not r.tokens:
+            continue
+        speed = f"{r.tokens_per_second / base.tokens_per_second:.2f}×" if base else "–"
+        lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | {r.block_efficiency:.2f} | "
+                     f"{r.tokens_per_second:.1f} | {speed} | {r.accepted_hist or '–'} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path, temperature: float) -> None:
+    """Block efficiency vs k for each L, and tokens/s vs k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method, marker in (("kseq", "o"), ("rrs", "s")):
+        for L in sorted({r.config.L for r in results if r.config.L}):
+            rows = sorted([r for r in results if r.config.L == L and r.config.method in (method, "sps") and r.tokens],
+                          key=lambda r: r.config.k)
+            if len(rows) > 1:
+                ks = [r.config.k for r in rows]
+                axes[0].plot(ks, [r.block_efficiency for r in rows], marker=marker, label=f"{method} L={L}")
+                axes[1].plot(ks, [r.tokens_per_second for r in rows], marker=marker, label=f"{method} L={L}")
+    for r in results:
+        if r.config.method in ("hf_ar", "ar", "hf_assisted") and r.tokens:
+            axes[1].axhline(r.tokens_per_second, ls="--", lw=1, color="gray" if r.config.method != "hf_assisted" else "red")
+            axes[1].annotate(r.config.name, (1, r.tokens_per_second), fontsize=8)
+    for ax, title in zip(axes, ("block efficiency (tokens per target call)", "tokens/s")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (drafts)")
+        ax.set_title(f"{title}, T = {temperature}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def to_json(results: list[Result]) -> list[dict]:
+    """Plain records of the results."""
+    return [{"method": r.config.method, "k": r.config.k, "L": r.config.L, "tokens": r.tokens,
+             "target_calls": r.target_calls, "seconds": r.seconds, "block_efficiency": r.block_efficiency,
+             "tokens_per_second": r.tokens_per_second, "accepted_hist": r.accepted_hist,
+             "per_category": {c: {**v, "block_efficiency": v["tokens"] / max(1, v["target_calls"])}
+                              for c, v in r.per_category.items()}} for r in results if r.tokens]
+
+
+def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int) -> dict:
+    """Mean Σ min(p, q) along target-sampled continuations, per category and overall."""
+    from .acceptance import draft_acceptance
+
+    per: dict[str, list[float]] = {}
+    for i, rec in enumerate(prompts):
+        ids = encode_chat(pair.tokenizer, rec["prompt"]).to(pair.device)
+        g = generate(pair, ids, method="ar", max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + 10_000 + i)
+        seq = torch.cat([ids.cpu(), g.token_ids])
+        if len(g.token_ids):
+            per.setdefault(rec["category"], []).extend(draft_acceptance(pair, seq, len(ids), temperature).tolist())
+    out = {c: sum(v) / len(v) for c, v in per.items()}
+    out["overall"] = sum(sum(v) for v in per.values()) / max(1, sum(len(v) for v in per.values()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: run the sweep and write results/<name>/{results.json, table.md, *.png}."""
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=Path, default=None, help="JSONL prompts (default: data/prompts/eval.jsonl)")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    ap.add_argument("--per-category", type=int, default=None, help="use the first N prompts of each category")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
+    ap.add_argument("--methods", nargs="+", default=["ar", "sps", "kseq", "rrs"])
+    ap.add_argument("--k", type=int, nargs="+", default=list(KS))
+    ap.add_argument("--L", type=int, nargs="+", default=list(LS))
+    ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
+    ap.add_argument("--target", default=None)
+    ap.add_argument("--draft", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("results") / "bench")
+    args = ap.parse_args(argv)
+    from transformers.utils import logging
+
+    from .models import load_pair
+
+    logging.disable_progress_bar()
+    pair = load_pair(args.target, args.draft, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    prompts = read_prompts(args.prompts)
+    if args.per_category:
+        prompts = first_per_category(prompts, args.per_category)
+    prompts = prompts[: args.limit]
+    configs = sweep_configs(args.methods, args.k, args.L, hf=not args.no_hf)
+    if not args.no_hf:
+        configs.insert(1, Config("hf_assisted"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.cuda.get_device_name() if pair.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    report = {"device": device, "dtype": str(pair.dtype), "pair": repr(pair), "prompts": len(prompts),
+              "max_new_tokens": args.max_new_tokens, "runs": {}}
+    md = [f"# Benchmark\n\n{pair!r} on {device}, {len(prompts)} prompts, {args.max_new_tokens} new tokens at most.\n"]
+    if not hf_can_assist(pair):
+        md.append("Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted.\n")
+    for T in args.temperature:
+        results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed)
+        acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}
+        report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc}
+        md += [f"\n## T = {T}\n", f"token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
+               table(results)]
+        plot(results, args.out / f"plots_T{T}.png", T)
+        print(md[-1], flush=True)
+    (args.out / "results.json").write_text(json.dumps(report, indent=1))
+    (args.out / "table.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {args.out}/results.json, table.md and plots")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Measure a draft: token-level acceptance on Spec-Bench continuations, its cost next to the target's, and
+the speed-up the two predict. `python -m spectr_lib.draft_eval --help`.
+
+Acceptance is Σ_x min(p(x), q(x)) at every position of target-sampled continuations (first turn of each
+prompt, chat template), per category. Cost is wall-clock of one draft step vs one target step on a warm
+cache, batch 1 and batch 8, measured side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import hf_cache
+from .acceptance import next_token_probs
+from .distill_data import sample_answers
+from .feature_draft import FeatureDraft, KVCache
+from .models import ModelPair
+from .prompts import SPEC_BENCH, encode_chat, first_per_category, read_prompts
+from .selection import kseq_acceptance
+
+MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+
+
+def spec_bench_prompts(path: Path, per_category: int) -> list[dict]:
+    """The first `per_category` prompts of each Spec-Bench category (MT-bench's eight subcategories as one)."""
+    records = read_prompts(path)
+    for r in records:
+        r["category"] = "mt_bench" if r["category"] in MT_BENCH else r["category"]
+    return first_per_category(records, per_category)
+
+
+def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
+                           seed: int, ks=(1, 4)) -> dict:
+    """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall."""
+    enc = [encode_chat(pair.tokenizer, r["prompt"]) for r in prompts]
+    recs = sample_answers(pair.target, enc, pair.tokenizer.eos_token_id, max_new_tokens, temperature, 16, seed)
+    sums: dict[str, dict] = {}
+    for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
+        if len(rec["ids"]) <= rec["start"]:
+            continue
+        p, q = next_token_probs(pair, rec["ids"], temperature)
+        p, q = p[rec["start"] - 1 : -1], q[rec["start"] - 1 : -1]
+        for cat in (r["category"], "overall"):
+            s = sums.setdefault(cat, {"positions": 0, **{f"k{k}": 0.0 for k in ks}})
+            s["positions"] += len(p)
+            for k in ks:
+                s[f"k{k}"] += float(kseq_acceptance(p.cpu(), q.cpu(), k).sum())
+    return {c: {"positions": s["positions"], **{key: v / s["positions"] for key, v in s.items() if key != "positions"}}
+            for c, s in sums.items()}
+
+
+def _best(fn, repeat: int = 7) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_tokens=(5, 20, 36, 72)) -> dict:
+    """Seconds of one target step, one draft step (batch 1 and 8, warm cache) and target calls scoring n tokens."""
+    dev = pair.device
+    ctx = torch.randint(100, 20000, (1, context), device=dev)
+    out = {}
+    for b in batch:
+        cache = hf_cache.new_cache()
+        res = hf_cache.forward(pair.target, ctx, cache, output_hidden_states=True)
+        feats = res.hidden_states[-1]
+        hf_cache.repeat_rows(cache, b)
+        tok = torch.randint(100, 20000, (b, 1), device=dev)
+
+        def target_step():
+            hf_cache.forward(pair.target, tok, cache)
+            hf_cache.crop(cache, context)
+
+        if isinstance(pair.draft, FeatureDraft):
+            dcache = KVCache()
+            pos = torch.arange(context, device=dev)
+            pair.draft(torch.cat([torch.zeros_like(feats[:, :1]), feats[:, :-1]], 1), ctx, pos, dcache)
+            dcache.select(torch.zeros(b, dtype=torch.long, device=dev))
+            f = feats[:, -1:].expand(b, 1, -1)
+
+            def draft_step():
+                pair.draft.full_logits(pair.draft(f, tok, pos[-1:] + 1, dcache))
+                dcache.crop(context)
+        else:
+            dcache = hf_cache.new_cache()
+            hf_cache.forward(pair.draft, ctx, dcache)
+            hf_cache.repeat_rows(dcache, b)
+
+            def draft_step():
+                hf_cache.forward(pair.draft, tok, dcache)
+                hf_cache.crop(dcache, context)
+
+        for _ in range(2):
+            target_step(), draft_step()
+        t_target, t_draft = _best(target_step), _best(draft_step)
+        out[f"batch{b}"] = {"target_step_s": t_target, "draft_step_s": t_draft, "ratio": t_draft / t_target}
+    cache = hf_cache.new_cache()
+    hf_cache.forward(pair.target, ctx, cache)
+    for n in verify_tokens:
+        ids = torch.randint(100, 20000, (1, n), device=dev)
+
+        def call():
+            hf_cache.forward(pair.target, ids, cache)
+            hf_cache.crop(cache, context)
+
+        out[f"target_call_{n}_tokens_s"] = _best(call)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print and save acceptance per category (T = 1 and 0.7), step costs and predicted speed-ups."""
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.draft_eval", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=Path, default=SPEC_BENCH)
+    ap.add_argument("--per-category", type=int, default=16)
+    ap.add_argument("--categories", nargs="+", default=["translation", "summarization", "qa", "math_reasoning", "rag"])
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
+    ap.add_argument("--draft", default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    args = ap.parse_args(argv)
+    from transformers.utils import logging
+
+    from .models import load_pair
+
+    logging.disable_progress_bar()
+    pair = load_pair(draft=args.draft, device=args.device)
+    prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
+    report = {"pair": repr(pair), "prompts": len(prompts), "acceptance": {}}
+    for T in args.temperature:
+        report["acceptance"][str(T)] = acc = acceptance_by_category(pair, prompts, T, args.max_new_tokens, args.seed)
+        print(f"\nT = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ)")
+        for cat, v in acc.items():
+            print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")
+    report["cost"] = cost = step_costs(pair)
+    print("\ncost (median seconds):", json.dumps(cost, indent=1))
+    acc = report["acceptance"][str(args.temperature[0])]["overall"]
+    L, t_ar = 4, cost["batch1"]["target_step_s"]
+    for k in (1, 4):
+        round_s = L * cost[f"batch{k}"]["draft_step_s"] + cost[f"target_call_{k * (L + 1)}_tokens_s"]
+        tokens = sum(acc[f"k{k}"] ** i for i in range(L + 1))  # acceptance taken as independent per position
+        report[f"predicted_k{k}_L{L}"] = {"tokens_per_round": tokens, "speedup_over_ar": tokens * t_ar / round_s}
+        print(f"k={k}, L={L}: {tokens:.2f} tokens per round predicted; round costs {round_s / t_ar:.2f} target steps; "
+              f"predicted speed-up over AR {tokens * t_ar / round_s:.2f}×")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 PIP   := .venv/bin/pip
 STAMP := .venv/.spectr-installed
 
-.PHONY: setup demo test test-slow lab bench
+.PHONY: setup demo test test-slow lab bench gpu-check
 
 setup: $(STAMP)
 
@@ -29,3 +29,8 @@ lab: setup
 
 bench: setup
 	$(PY) -m spectr_lib.bench
+
+# A short check for a machine with a CUDA GPU: a few decodes of every method and the timing tables.
+gpu-check: setup
+	$(PY) -m spectr_lib.bench --device cuda --limit 8 --max-new-tokens 96 --k 1 4 8 --L 4 8 --temperature 1.0 --out results/gpu
+	$(PY) -m spectr_lib.bench_verify --device cuda --limit 4

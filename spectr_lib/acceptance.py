@@ -14,7 +14,7 @@ def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: floa
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(1, -1)
     need_feats = isinstance(pair.draft, FeatureDraft)
     out = pair.target(ids, output_hidden_states=need_feats)
-    p = warp(out.logits[0, :, : pair.vocab_size], temperature).double()
+    p = warp(out.logits[0, :, : pair.vocab_size], temperature)
     if need_feats:  # the feature draft reads h_{t-1} and x_t, as it does while decoding
         h = out.hidden_states[-1][0]
         feats_in = torch.cat([torch.zeros_like(h[:1]), h[:-1]])
@@ -22,7 +22,7 @@ def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: floa
         q_logits = pair.draft.full_logits(f)
     else:
         q_logits = pair.draft(ids).logits[0, :, : pair.vocab_size]
-    return p, warp(q_logits.float(), temperature).double()
+    return p, warp(q_logits, temperature)
 
 
 def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float = 1.0) -> torch.Tensor:

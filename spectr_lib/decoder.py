@@ -97,26 +97,28 @@ def _context_limit(pair: ModelPair) -> int:
     return min([n for n in limits if isinstance(n, int)] or [10**9])
 
 
-def select_path(rule: str, p: torch.Tensor, q: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator):
+def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator):
     """Walk the K drafts position by position with the shrinking set of valid drafts.
 
-    p [k, L+1, V], q [k, L, V], tokens [k, L]. Returns (new tokens, a draft row holding the accepted prefix,
-    number of accepted draft tokens). Rows with the same prefix share p and q, so row valid[0] speaks for all.
+    p [k, L+1, V] (or a function (row, position) -> p row, so that only the rows on the path are computed),
+    q [k, L, V], tokens [k, L]. Returns (new tokens, a draft row holding the accepted prefix, number of accepted
+    draft tokens). Rows with the same prefix share p and q, so row valid[0] speaks for all.
     """
+    p_at = p if callable(p) else (lambda r, i: p[r, i])
     k, L = tokens.shape
     valid = torch.arange(k, device=tokens.device)
     out = []
     for i in range(L):
         r = int(valid[0])
         toks = tokens[valid, i]
-        y, _ = select(rule, p[r, i][None], q[r, i][None], toks[None], generator)
+        y, _ = select(rule, p_at(r, i)[None], q[r, i][None], toks[None], generator)
         out.append(y[0])
         match = toks == y[0]
         if not match.any():
             return torch.stack(out), r, i  # a residual sample: the correction token ends the round
         valid = valid[match]
     r = int(valid[0])
-    bonus = torch.multinomial(p[r, L], 1, generator=generator)[0]  # every draft position hit: one more for free
+    bonus = torch.multinomial(p_at(r, L), 1, generator=generator)[0]  # every draft position hit: one more for free
     return torch.stack(out + [bonus]), r, L
 
 
@@ -140,7 +142,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     eos = getattr(pair.tokenizer, "eos_token_id", None) if pair.tokenizer is not None else None
 
     def w(logits: torch.Tensor) -> torch.Tensor:
-        return warp(logits, temperature, top_k, top_p).double()
+        return warp(logits, temperature, top_k, top_p)
 
     stats = Stats(method, k, L if method != "ar" else 0)
     t_start = time.perf_counter()
@@ -167,9 +169,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         tokens, q = drafter.draft(k, L, w, gen)
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
-        p = w(logits)
         t2 = time.perf_counter()
-        new, row, n_acc = select_path(rule, p, q, tokens, gen)
+        new, row, n_acc = select_path(rule, lambda r, i: w(logits[r, i]), q, tokens, gen)
         t3 = time.perf_counter()
         target.commit(tokens, row, n_acc, new[-1])
         drafter.commit(tokens, row, n_acc, new[-1], feats[row] if feats is not None else None)

@@ -60,10 +60,14 @@ def check_drafts(q: torch.Tensor, drafts: torch.Tensor) -> None:
 
 
 def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
-    """Probabilities from logits [..., V] after temperature, top-k and top-p; temperature 0 is one-hot argmax."""
+    """Float64 probabilities from logits [..., V] after temperature, top-k and top-p; temperature 0 is one-hot argmax.
+
+    The softmax runs in float32 (fast); the result is renormalised in float64 so that every row sums to 1 to
+    float64 precision, as the selection rules require.
+    """
     logits = logits.float()
     if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
     logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
@@ -74,8 +78,8 @@ def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
         before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token: keep while < top_p
         keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < top_p)
         probs = probs * keep
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+    probs = probs.double()
+    return probs / probs.sum(-1, keepdim=True)
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:

@@ -181,6 +181,7 @@ class FeatureDraft(nn.Module):
         if unexpected or any(not m.startswith("embed.") for m in missing):
             raise ValueError(f"{folder}: draft weights do not match its config (missing {missing}, unexpected {unexpected})")
         dev = target.get_input_embeddings().weight.device
+        model.name_or_path = str(folder)
         return model.to(device=dev, dtype=dtype or target.dtype).eval()
 
 

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
-    from transformers import DynamicCache
     from transformers.utils import logging
 
+    from . import hf_cache
     from .models import load_target
 
     logging.disable_progress_bar()
@@ -48,22 +48,22 @@ def main(argv: list[str] | None = None) -> None:
     dev = model.device
     torch.manual_seed(0)
     ctx = torch.randint(100, 20000, (1, args.context), device=dev)
+    n = args.k * (args.L + 1)
+    block = torch.randint(100, 20000, (1, n), device=dev)
     with torch.no_grad():
-        cache = DynamicCache()
-        out = model(ctx, past_key_values=cache, use_cache=True)
-        n = args.k * (args.L + 1)
-        block = torch.randint(100, 20000, (1, n), device=dev)
+        cache = hf_cache.new_cache()
+        hf_cache.forward(model, ctx, cache)
 
-        def forward(tokens):
-            c = DynamicCache()
-            model(ctx, past_key_values=c, use_cache=True)
+        def forward(tokens) -> float:
             start = time.perf_counter()
-            model(tokens, past_key_values=c, use_cache=True)
-            return time.perf_counter() - start
+            hf_cache.forward(model, tokens, cache)
+            elapsed = time.perf_counter() - start
+            hf_cache.crop(cache, args.context)
+            return elapsed
 
         t_one = min(forward(block[:, :1]) for _ in range(5))
         t_block = min(forward(block) for _ in range(5))
-        logits = model(block, past_key_values=cache).logits[0, : args.L].double()
+        logits = hf_cache.forward(model, block, cache).logits[0, : args.L].double()
     p = logits.softmax(-1)
     q = (logits * 0.8 + torch.randn_like(logits)).softmax(-1)  # a plausible draft: blurred, perturbed target
     t_kseq = kseq_round_seconds(p, q, args.k)

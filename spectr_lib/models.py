@@ -29,8 +29,14 @@ class ModelPair:
     vocab_size: int  # the part of the logits both models share; larger rows are padding
 
     def __repr__(self) -> str:
-        names = [getattr(getattr(m, "config", None), "_name_or_path", "?") for m in (self.target, self.draft) if m is not None]
+        names = [model_name(m) for m in (self.target, self.draft) if m is not None]
         return f"ModelPair({' <- '.join(names)}, vocab={self.vocab_size}, {self.device}, {self.dtype})"
+
+
+def model_name(model: torch.nn.Module) -> str:
+    """A short name: the hub name, or a local folder's own name (never the machine's full path)."""
+    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    return Path(name).name if Path(name).is_absolute() or Path(name).exists() else name
 
 
 def cache_dir() -> Path:
@@ -125,6 +131,12 @@ def _load_tokenizer(spec: str | Path):
     return AutoTokenizer.from_pretrained(str(spec))
 
 
+def _head_rows(model: torch.nn.Module) -> int:
+    """Rows of a model's output head: the size of the logits it returns."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head.weight.shape[0] if head is not None else model.config.vocab_size
+
+
 def shared_vocab_size(target: torch.nn.Module, draft: torch.nn.Module | None, tokenizer=None, draft_tokenizer=None) -> int:
     """Size of the logits both models share; refuse pairs whose tokenizers disagree."""
     if tokenizer is not None and draft_tokenizer is not None and tokenizer.get_vocab() != draft_tokenizer.get_vocab():
@@ -134,10 +146,10 @@ def shared_vocab_size(target: torch.nn.Module, draft: torch.nn.Module | None, to
             f"{sorted(diff)[:3]}): speculative decoding needs one shared vocabulary; pick a draft from the "
             f"same model family"
         )
-    n_t = target.get_output_embeddings().weight.shape[0]
+    n_t = _head_rows(target)
     if draft is None:
         return n_t
-    n_d = draft.get_output_embeddings().weight.shape[0]
+    n_d = _head_rows(draft)
     n = min(n_t, n_d)
     if tokenizer is not None and len(tokenizer) > n:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but a model's head has only {n} rows")
@@ -160,7 +172,7 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
     dt = dtype or default_dtype(dev)
     if draft is None:
         draft = DEFAULT_DRAFT_DIR
-        if not (Path(draft) / "config.json").exists():
+        if not any((Path(draft) / f).exists() for f in ("config.json", "spectr_draft.json")):
             raise FileNotFoundError(
                 f"the project's draft model is not in {draft}: build it with `python -m spectr_lib.distill`, "
                 f"or pass draft=<Hugging Face name or folder> sharing the target's tokenizer"

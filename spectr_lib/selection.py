@@ -40,7 +40,7 @@ def _rho_star(p: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tol: float = 1e
     """Root of f(ρ) = 1 − (1 − β(ρ))^k − ρβ(ρ) on [1, k] by a bracketing secant (Illinois); returns the
     upper end of the final bracket, where f ≤ 0, so the residual is never negative."""
     tol = max(tol, 8 * torch.finfo(p.dtype).eps)  # float32 inputs cannot resolve 1e-11
-    if p.device.type == "cpu":  # numpy's per-call overhead is a fraction of torch's on the small arrays here
+    if p.device.type == "cpu" and p.numel() == p.shape[-1]:  # one row (the decoder): numpy's small-array calls are cheaper
         return torch.from_numpy(np.asarray(_illinois(p.numpy(), q.numpy(), k.to(p.dtype).numpy(), tol, max_iter, np)))
     return _illinois(p, q, k.to(p.dtype), tol, max_iter, torch)
 
@@ -53,8 +53,13 @@ def _illinois(p, q, kf, tol: float, max_iter: int, xp):
     high, low = r >= kf[..., None], r <= 1
     A, B = (q * high).sum(-1), (p * low).sum(-1)
     mid = ~(high | low)
-    if p.shape[0] == 1 and p.ndim == 2:  # one row (the decoder's case): keep only the varying tokens
-        pm, qm = p[mid][None], q[mid][None]
+    if math.prod(p.shape[:-1]) == 1:  # one row (the decoder's case): keep only the varying tokens
+        pm, qm = p[mid].reshape(p.shape[:-1] + (-1,)), q[mid].reshape(p.shape[:-1] + (-1,))
+    elif xp is torch:  # a batch: gather each row's varying tokens into a [..., m] block, padded with zeros
+        m = int(mid.sum(-1).max())
+        idx = mid.to(torch.int8).topk(m, dim=-1).indices
+        keep = mid.gather(-1, idx)
+        pm, qm = p.gather(-1, idx) * keep, q.gather(-1, idx) * keep
     else:
         pm, qm = p * mid, q * mid
 

@@ -29,7 +29,7 @@ def exact_law(pair, n_tokens=3, temperature=1.0, top_k=None):
     for seq in itertools.product(range(V), repeat=n_tokens - 1):
         ids = torch.tensor([PROMPT + list(seq)])
         with torch.no_grad():
-            probs = warp(pair.target(ids).logits[0], temperature, top_k).double()
+            probs = warp(pair.target(ids).logits[0], temperature, top_k)
         p_prefix = 1.0
         for i, tok in enumerate(seq):
             p_prefix *= float(probs[len(PROMPT) - 1 + i, tok])

@@ -38,7 +38,7 @@ def test_incremental_drafting_matches_one_pass(fpair):
     ver = Verifier(fpair.target, V, need_features=True)
     drafter = FeatureDrafter(fpair.draft, V)
     drafter.prefill(ids, ver.prefill(ids))
-    tokens, q = drafter.draft(1, 1, lambda x: warp(x).double(), torch.Generator().manual_seed(0))
+    tokens, q = drafter.draft(1, 1, lambda x: warp(x), torch.Generator().manual_seed(0))
     torch.testing.assert_close(q[0, 0], q_full[-1], atol=1e-5, rtol=1e-4)
     assert (q[0, 0][[1, 4]] == 0).all()  # tokens outside the kept head are never drafted
 

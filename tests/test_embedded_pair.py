@@ -1,0 +1,70 @@
+"""The shipped draft with the embedded target: loading, acceptance floor, greedy equality, bench and demo CLIs."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from spectr_lib import draft_acceptance, generate, load_pair
+from spectr_lib.feature_draft import FeatureDraft
+from spectr_lib.models import DEFAULT_DRAFT_DIR
+from spectr_lib.prompts import encode_chat
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOOR = 0.30  # regression guard on 4 fixed prompts (the model card reports the full measurement)
+PROMPTS = ["Describe a sunrise over the sea.", "What is the boiling point of water at sea level?",
+           "Write two sentences about trains.", "How can I sort a list in Python?"]
+
+
+@pytest.fixture(scope="module")
+def pair32():
+    return load_pair(device="cpu", dtype=torch.float32)
+
+
+def test_shipped_draft_loads_and_shares_the_tokenizer(pair32):
+    assert isinstance(pair32.draft, FeatureDraft)
+    assert pair32.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(DEFAULT_DRAFT_DIR).get_vocab()
+    size = sum(f.stat().st_size for f in DEFAULT_DRAFT_DIR.iterdir())
+    assert size <= 32 * 2**20, f"the draft adds {size / 2**20:.1f} MB to the repository"
+
+
+def test_shipped_draft_acceptance_floor(pair32):
+    values = []
+    for i, prompt in enumerate(PROMPTS):
+        ids = encode_chat(pair32.tokenizer, prompt)
+        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
+        values.append(draft_acceptance(pair32, torch.cat([ids, g.token_ids]), len(ids)))
+    mean = torch.cat(values).mean().item()
+    assert mean >= FLOOR, f"mean acceptance {mean:.3f} below the floor {FLOOR}"
+
+
+@pytest.mark.parametrize("method,k", [("sps", 1), ("kseq", 4), ("rrs", 4)])
+def test_greedy_equals_target_greedy_on_the_embedded_pair(pair32, method, k):
+    ids = encode_chat(pair32.tokenizer, PROMPTS[0])
+    want = pair32.target.generate(ids[None], max_new_tokens=24, do_sample=False)[0, len(ids):]
+    got = generate(pair32, ids, method=method, k=k, L=4, max_new_tokens=24, temperature=0).token_ids
+    n = min(len(want), len(got))
+    assert n > 0 and torch.equal(got[:n], want[:n])
+
+
+def test_bench_writes_results_for_notebook_05():
+    from spectr_lib.bench import main
+
+    out = ROOT / "results" / "test-bench"
+    main(["--limit", "2", "--max-new-tokens", "16", "--k", "1", "8", "--L", "4", "8", "--temperature", "1.0",
+          "--out", str(out)])
+    report = json.loads((out / "results.json").read_text())
+    rows = report["runs"]["1.0"]["results"]
+    assert {(r["method"], r["k"], r["L"]) for r in rows} >= {("hf_ar", 1, 0), ("ar", 1, 0), ("sps", 1, 4), ("kseq", 8, 8)}
+    assert all(1 <= r["block_efficiency"] <= r["L"] + 1 for r in rows if r["L"])
+    assert 0 < report["runs"]["1.0"]["token_acceptance"]["overall"] <= 1
+    assert (out / "table.md").exists() and (out / "plots_T1.0.png").exists()
+
+
+def test_demo_prints_the_comparison(capsys):
+    from spectr_lib.demo import main
+
+    main(["--max-new-tokens", "12"])
+    out = capsys.readouterr().out
+    assert "assistant (SpecTr" in out and "| kseq | 4 | 4 |" in out and "speed-up vs ar" in out

@@ -172,10 +172,11 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         t2 = time.perf_counter()
         new, row, n_acc = select_path(rule, lambda r, i: w(logits[r, i]), q, tokens, gen)
         t3 = time.perf_counter()
-        target.commit(tokens, row, n_acc, new[-1])
+        target.commit(tokens, row, n_acc, new[-1])  # roll-backs are booked to the side they belong to
+        t4 = time.perf_counter()
         drafter.commit(tokens, row, n_acc, new[-1], feats[row] if feats is not None else None)
-        stats.seconds_draft += t1 - t0 + time.perf_counter() - t3
-        stats.seconds_verify += t2 - t1
+        stats.seconds_draft += t1 - t0 + time.perf_counter() - t4
+        stats.seconds_verify += t2 - t1 + t4 - t3
         stats.seconds_select += t3 - t2
         stats.accepted_hist[n_acc] += 1
         out.extend(new)

@@ -48,7 +48,6 @@ def label(model, records: list[dict], batch_tokens: int = 4096, progress: bool =
     bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress)
     i = 0
     while i < len(order):
-        width = len(records[order[min(i + 1, len(order) - 1)]]["ids"])
         n = max(1, min(len(order) - i, batch_tokens // max(1, len(records[order[i]]["ids"]))))
         group = [records[j] for j in order[i : i + n]]
         width = max(len(r["ids"]) for r in group)

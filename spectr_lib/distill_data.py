@@ -5,12 +5,10 @@ hidden state at every position (what a feature draft reads), and the target's to
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-
 
 TOP_K = 32
 
@@ -82,7 +80,3 @@ def load_shards(folder: Path) -> list[dict]:
         records.extend(torch.load(shard, weights_only=False))
     return records
 
-
-def n_shards(n_prompts: int, per_shard: int) -> int:
-    """How many shards a prompt list makes."""
-    return math.ceil(n_prompts / per_shard)

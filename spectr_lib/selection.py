@@ -53,15 +53,13 @@ def _illinois(p, q, kf, tol: float, max_iter: int, xp):
     high, low = r >= kf[..., None], r <= 1
     A, B = (q * high).sum(-1), (p * low).sum(-1)
     mid = ~(high | low)
-    if math.prod(p.shape[:-1]) == 1:  # one row (the decoder's case): keep only the varying tokens
+    if math.prod(p.shape[:-1]) == 1:  # one row (numpy or torch): keep only the varying tokens
         pm, qm = p[mid].reshape(p.shape[:-1] + (-1,)), q[mid].reshape(p.shape[:-1] + (-1,))
-    elif xp is torch:  # a batch: gather each row's varying tokens into a [..., m] block, padded with zeros
+    else:  # a batch (torch only): gather each row's varying tokens into a [..., m] block, padded with zeros
         m = int(mid.sum(-1).max())
         idx = mid.to(torch.int8).topk(m, dim=-1).indices
         keep = mid.gather(-1, idx)
         pm, qm = p.gather(-1, idx) * keep, q.gather(-1, idx) * keep
-    else:
-        pm, qm = p * mid, q * mid
 
     def f(rho):
         b = A + B / rho + xp.minimum(qm, pm / rho[..., None]).sum(-1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dists import check_sampling, warp
+from .dists import check_sampling, sample_rows, warp
 from .drafting import make_drafter
 from .models import ModelPair
 from .prompts import encode_chat
@@ -118,7 +118,7 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
             return torch.stack(out), r, i  # a residual sample: the correction token ends the round
         valid = valid[match]
     r = int(valid[0])
-    bonus = torch.multinomial(p_at(r, L), 1, generator=generator)[0]  # every draft position hit: one more for free
+    bonus = sample_rows(p_at(r, L), generator)  # every draft position hit: one more for free
     return torch.stack(out + [bonus]), r, L
 
 
@@ -160,7 +160,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     while len(out) < max_new_tokens and (eos is None or not out or int(out[-1]) != eos):
         if method == "ar":
             t0 = time.perf_counter()
-            token = torch.multinomial(w(target.next_logits()), 1, generator=gen)[0]
+            token = sample_rows(w(target.next_logits()), gen)
             target.push(token)
             stats.seconds_verify += time.perf_counter() - t0
             out.append(token)

@@ -68,7 +68,8 @@ def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
     logits = logits.float()
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
-    logits = logits / temperature
+    if temperature != 1:
+        logits = logits / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -80,6 +81,18 @@ def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
         probs = probs * keep
     probs = probs.double()
     return probs / probs.sum(-1, keepdim=True)
+
+
+def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None, n: int | None = None) -> torch.Tensor:
+    """One token per row of probs [..., V] (or n i.i.d. tokens per row: [..., n]) by inverting the CDF.
+
+    torch.multinomial draws through an exponential variate per vocabulary entry (~3 ms for 4 rows of 49k
+    tokens on a CPU); one cumsum and a binary search per draw cost a tenth of that.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[:-1] + (n or 1,), generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    idx = torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1)
+    return idx if n is not None else idx[..., 0]
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:

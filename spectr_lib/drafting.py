@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from . import hf_cache
+from .dists import sample_rows
 from .feature_draft import FeatureDraft, KVCache
 
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
@@ -39,13 +40,13 @@ class LMDrafter:
         self.calls += 1
         self.length += len(self.pending)
         q = [warp(logits)[None].expand(k, -1)]
-        tokens = [torch.multinomial(q[0][0], k, replacement=True, generator=generator)]
+        tokens = [sample_rows(q[0][0], generator, n=k)]
         hf_cache.repeat_rows(self.cache, k)
         for _ in range(1, L):
             logits = hf_cache.forward(self.model, tokens[-1][:, None], self.cache).logits[:, -1, : self.V]
             self.calls += 1
             q.append(warp(logits))
-            tokens.append(torch.multinomial(q[-1], 1, generator=generator)[:, 0])
+            tokens.append(sample_rows(q[-1], generator))
         return torch.stack(tokens, 1).to(dev), torch.stack(q, 1)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
@@ -84,14 +85,14 @@ class FeatureDrafter:
         self.calls += 1
         self.fed = len(self.cache)
         q = [warp(self.model.full_logits(f[0, 0]).float())[None].expand(k, -1)]
-        tokens = [torch.multinomial(q[0][0], k, replacement=True, generator=generator)]
+        tokens = [sample_rows(q[0][0], generator, n=k)]
         self.cache.select(torch.zeros(k, dtype=torch.long, device=f.device))
         f = f.expand(k, -1, -1)
         for i in range(1, L):
             f = self.model(f, tokens[-1][:, None], pos[-1:] + i, self.cache)
             self.calls += 1
             q.append(warp(self.model.full_logits(f[:, 0]).float()))
-            tokens.append(torch.multinomial(q[-1], 1, generator=generator)[:, 0])
+            tokens.append(sample_rows(q[-1], generator))
         return torch.stack(tokens, 1), torch.stack(q, 1)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from .dists import check_drafts, check_k, check_pair
+from .dists import check_drafts, check_k, check_pair, sample_rows
 
 RULES = ("sps", "kseq", "rrs", "rrs_wor", "spechub")
 IID_RULES = ("sps", "kseq", "rrs")  # drafts i.i.d. from q: their acceptance is bounded by α*(p, q^⊗k)
@@ -177,7 +177,7 @@ def draw_drafts(rule: str, q: torch.Tensor, k: int, generator: torch.Generator |
         hub = q.argmax(-1, keepdim=True)
         other = torch.multinomial(q.scatter(-1, hub, 0.0), 1, generator=generator)
         return torch.cat([hub, other], -1)
-    return torch.multinomial(q, k, replacement=True, generator=generator)
+    return sample_rows(q, generator, n=k)
 
 
 def sample(rule: str, p, q, drafts: torch.Tensor, generator: torch.Generator | None = None,
@@ -208,13 +208,6 @@ def select(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, ge
     if failed.any():  # the residual draw is only paid for when every draft failed
         token = torch.where(failed, sample_rows(residual(), generator), token)
     return token, (first if rule != "spechub" else torch.where(first >= 0, 1 - first, first))
-
-
-def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of probs [B, V] by inverting the CDF (faster than multinomial for one draw)."""
-    cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
-    return torch.searchsorted(cdf, u, right=True)[..., 0].clamp(max=probs.shape[-1] - 1)
 
 
 def speculative_sampling(p, q, draft: torch.Tensor, uniform: torch.Tensor, generator: torch.Generator | None = None):

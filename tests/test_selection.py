@@ -182,3 +182,23 @@ def test_bad_drafts_and_rules_are_refused():
         sample("sps", p, q, torch.tensor([[0, 1]]))
     with pytest.raises(ValueError, match="too many"):
         output_distribution("kseq", np.ones(20) / 20, np.ones(20) / 20, 5)
+
+
+def test_inverse_cdf_sampler_draws_iid_from_each_row():
+    """sample_rows: n draws per row follow the row's law, pairs are independent, zero-mass tokens never come."""
+    from spectr_lib.dists import sample_rows
+
+    p = torch.tensor([[.5, 0., .3, .2], [0., .1, .0, .9]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    n = 50_000
+    draws = sample_rows(p[:, None].expand(2, n, 4), g, n=2)  # [2, n, 2]
+    for row in range(2):
+        for col in range(2):
+            counts = torch.bincount(draws[row, :, col], minlength=4).numpy()
+            assert counts[p[row].numpy() == 0].sum() == 0
+            nz = p[row].numpy() > 0
+            assert stats.chisquare(counts[nz], p[row].numpy()[nz] * n).pvalue > 1e-3
+        pairs = torch.bincount(draws[row, :, 0] * 4 + draws[row, :, 1], minlength=16).numpy()
+        joint = np.outer(p[row], p[row]).reshape(-1)
+        assert stats.chisquare(pairs[joint > 0], joint[joint > 0] * n).pvalue > 1e-3
+    assert sample_rows(p, g).shape == (2,)

@@ -1,7 +1,7 @@
 """Benchmark: methods × (k, L) × prompts → table, JSON and plots, with Hugging Face baselines in the same run.
 
     python -m spectr_lib.bench --limit 8 --max-new-tokens 64
-    python -m spectr_lib.bench --prompts ../shared/data/spec_bench/question.jsonl --limit 40
+    python -m spectr_lib.bench --prompts ../shared/data/spec_bench/question.jsonl --per-category 2 --skip-per-category 16
 
 Speed-ups are ratios of tokens/s measured in this one process, prompt by prompt, so machine noise hits every
 method alike. Block efficiency = new tokens per target call (Spec-Bench's "mean accepted tokens").
@@ -23,9 +23,12 @@ from .prompts import encode_chat, first_per_category, read_prompts
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
 
 
+HF_METHODS = ("hf_ar", "hf_assisted", "hf_lookup")  # generate(): plain, assistant_model=draft, prompt lookup
+
+
 @dataclass
 class Config:
-    """One row of the sweep: a method of this library, or a Hugging Face baseline ("hf_ar", "hf_assisted")."""
+    """One row of the sweep: a method of this library, or a Hugging Face baseline (HF_METHODS)."""
 
     method: str
     k: int = 1
@@ -33,7 +36,9 @@ class Config:
 
     @property
     def name(self) -> str:
-        return self.method if self.method in ("ar", "hf_ar", "hf_assisted") else f"{self.method} k={self.k} L={self.L}"
+        if self.method in ("ar", "hf_ar", "hf_assisted"):
+            return self.method
+        return f"{self.method} L={self.L}" if self.method == "hf_lookup" else f"{self.method} k={self.k} L={self.L}"
 
 
 @dataclass
@@ -78,18 +83,50 @@ def sweep_configs(methods=("ar", "sps", "kseq", "rrs"), ks=KS, Ls=LS, hf: bool =
     return out
 
 
-def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: float, assisted: bool, seed: int):
+class _CallClock:
+    """Counts a model's forward calls and times the first one (Hugging Face's prompt prefill)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.calls, self.first_seconds, self._t0 = 0, 0.0, 0.0
+        self._hooks = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
+
+    def _pre(self, *_):
+        self.calls += 1
+        if self.calls == 1:
+            self._t0 = time.perf_counter()
+
+    def _post(self, *_):
+        if self.calls == 1:
+            self.first_seconds = time.perf_counter() - self._t0
+
+    def remove(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: float, method: str, L: int, seed: int):
+    """New tokens, target calls and seconds of one Hugging Face `generate`, its prompt prefill excluded.
+
+    The first target call (the prompt) is not timed, as our decoder's prefill is not; it also yields HF's first
+    token(s), which are counted: a small edge to the baseline.
+    """
     torch.manual_seed(seed)
-    kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, top_k=0, top_p=1.0,
-              pad_token_id=pair.tokenizer.eos_token_id)
+    pad = getattr(pair.tokenizer, "eos_token_id", None) if pair.tokenizer is not None else None
+    kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, top_k=0, top_p=1.0, pad_token_id=pad)
     if temperature > 0:
         kw["temperature"] = temperature
-    if assisted:
+    if method == "hf_assisted":
         kw["assistant_model"] = pair.draft
-    t0 = time.perf_counter()
-    out = pair.target.generate(ids[None], **kw)
-    new = out.shape[1] - len(ids)
-    return new, time.perf_counter() - t0
+    elif method == "hf_lookup":
+        kw["prompt_lookup_num_tokens"] = L
+    clock = _CallClock(pair.target)
+    try:
+        t0 = time.perf_counter()
+        out = pair.target.generate(ids[None], **kw)
+        seconds = time.perf_counter() - t0 - clock.first_seconds
+    finally:
+        clock.remove()
+    return out.shape[1] - len(ids), clock.calls, seconds
 
 
 def hf_can_assist(pair) -> bool:
@@ -99,19 +136,23 @@ def hf_can_assist(pair) -> bool:
 
 def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, temperature: float, seed: int,
         progress: bool = True) -> list[Result]:
-    """Run every configuration on every prompt (configurations interleaved per prompt)."""
+    """Run every configuration on every prompt (configurations interleaved per prompt).
+
+    A prompt record holds "prompt" (text, chat template applied) or "ids" (token ids), and "category".
+    """
     results = [Result(c) for c in configs]
     bar = tqdm(total=len(prompts) * len(configs), desc=f"benchmark T={temperature}", disable=not progress)
     for i, rec in enumerate(prompts):
-        ids = encode_chat(pair.tokenizer, rec["prompt"]).to(pair.device)
+        ids = rec["ids"] if "ids" in rec else encode_chat(pair.tokenizer, rec["prompt"])
+        ids = ids.to(pair.device)
         for res in results:
             c = res.config
-            if c.method in ("hf_ar", "hf_assisted"):
+            if c.method in HF_METHODS:
                 if c.method == "hf_assisted" and not hf_can_assist(pair):
                     bar.update(1)
                     continue
-                n, sec = _hf_generate(pair, ids, max_new_tokens, temperature, c.method == "hf_assisted", seed + i)
-                res.add(rec["category"], n, n, sec, [])
+                n, calls, sec = _hf_generate(pair, ids, max_new_tokens, temperature, c.method, c.L, seed + i)
+                res.add(rec["category"], n, calls, sec, [])
             else:
                 g = generate(pair, ids, method=c.method, k=c.k, L=max(c.L, 1), max_new_tokens=max_new_tokens,
                              temperature=temperature, seed=seed + i)
@@ -123,16 +164,18 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
 
 
 def table(results: list[Result], baseline: str = "hf_ar") -> str:
-    """Markdown table: block efficiency, tokens/s, speed-up over the baseline, accepted-length histogram."""
+    """Markdown table: block efficiency, tokens/s, speed-ups over the baseline and over our AR, accepted lengths."""
     base = next((r for r in results if r.config.name == baseline and r.tokens), None)
-    lines = ["| method | k | L | block efficiency | tokens/s | speed-up vs " + baseline + " | accepted drafts per round (0..L) |",
-             "|---|---|---|---|---|---|---|"]
+    ours = next((r for r in results if r.config.name == "ar" and r.tokens), None)
+    cols = [baseline] + (["ar"] if ours is not None and baseline != "ar" else [])
+    lines = ["| method | k | L | block efficiency | tokens/s | " + " | ".join(f"speed-up vs {c}" for c in cols)
+             + " | accepted drafts per round (0..L) |", "|---" * (6 + len(cols)) + "|"]
     for r in results:
         if not r.tokens:
             continue
-        speed = f"{r.tokens_per_second / base.tokens_per_second:.2f}×" if base else "–"
+        speeds = [f"{r.tokens_per_second / b.tokens_per_second:.2f}×" if b else "–" for b in (base, ours)[: len(cols)]]
         lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | {r.block_efficiency:.2f} | "
-                     f"{r.tokens_per_second:.1f} | {speed} | {r.accepted_hist or '–'} |")
+                     f"{r.tokens_per_second:.1f} | " + " | ".join(speeds) + f" | {r.accepted_hist or '–'} |")
     return "\n".join(lines)
 
 
@@ -153,8 +196,8 @@ def plot(results: list[Result], path: Path, temperature: float) -> None:
                 axes[0].plot(ks, [r.block_efficiency for r in rows], marker=marker, label=f"{method} L={L}")
                 axes[1].plot(ks, [r.tokens_per_second for r in rows], marker=marker, label=f"{method} L={L}")
     for r in results:
-        if r.config.method in ("hf_ar", "ar", "hf_assisted") and r.tokens:
-            axes[1].axhline(r.tokens_per_second, ls="--", lw=1, color="gray" if r.config.method != "hf_assisted" else "red")
+        if r.config.method in ("ar",) + HF_METHODS and r.tokens:
+            axes[1].axhline(r.tokens_per_second, ls="--", lw=1, color="gray" if r.config.method in ("ar", "hf_ar") else "red")
             axes[1].annotate(r.config.name, (1, r.tokens_per_second), fontsize=8)
     for ax, title in zip(axes, ("block efficiency (tokens per target call)", "tokens/s")):
         ax.set_xscale("log", base=2)
@@ -198,13 +241,16 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=None, help="JSONL prompts (default: data/prompts/eval.jsonl)")
     ap.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    ap.add_argument("--per-category", type=int, default=None, help="use the first N prompts of each category")
+    ap.add_argument("--per-category", type=int, default=None, help="use N prompts of each category")
+    ap.add_argument("--skip-per-category", type=int, default=0,
+                    help="with --per-category: leave out the first N of each category (e.g. those the draft was evaluated on)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
     ap.add_argument("--methods", nargs="+", default=["ar", "sps", "kseq", "rrs"])
     ap.add_argument("--k", type=int, nargs="+", default=list(KS))
     ap.add_argument("--L", type=int, nargs="+", default=list(LS))
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
+    ap.add_argument("--lookup-L", type=int, default=4, help="candidate tokens of HF's prompt-lookup baseline")
     ap.add_argument("--target", default=None)
     ap.add_argument("--draft", default=None)
     ap.add_argument("--device", default=None)
@@ -220,11 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     pair = load_pair(args.target, args.draft, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
     prompts = read_prompts(args.prompts)
     if args.per_category:
-        prompts = first_per_category(prompts, args.per_category)
+        prompts = first_per_category(prompts, args.per_category, args.skip_per_category)
     prompts = prompts[: args.limit]
     configs = sweep_configs(args.methods, args.k, args.L, hf=not args.no_hf)
     if not args.no_hf:
-        configs.insert(1, Config("hf_assisted"))
+        configs[1:1] = [Config("hf_assisted"), Config("hf_lookup", 1, args.lookup_L)]
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if pair.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {"device": device, "dtype": str(pair.dtype), "pair": repr(pair), "prompts": len(prompts),
@@ -232,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     md = [f"# Benchmark\n\n{pair!r} on {device}, {len(prompts)} prompts, {args.max_new_tokens} new tokens at most.\n"]
     if not hf_can_assist(pair):
         md.append("Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted.\n")
+    md.append(f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate tokens). "
+              "HF rows exclude their first target call (the prompt), as ours exclude the prefill.\n")
     for T in args.temperature:
         results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed)
         acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}

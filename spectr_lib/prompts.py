@@ -40,12 +40,13 @@ def read_prompts(path: str | Path | None = None, split: str = "eval") -> list[di
     return records
 
 
-def first_per_category(records: list[dict], n: int) -> list[dict]:
-    """The first n records of each category, in file order."""
+def first_per_category(records: list[dict], n: int, skip: int = 0) -> list[dict]:
+    """Records skip + 1 … skip + n of each category, in file order (skip: leave out prompts used elsewhere)."""
     counts: dict[str, int] = {}
     out = []
     for r in records:
-        if counts.get(r["category"], 0) < n:
-            counts[r["category"]] = counts.get(r["category"], 0) + 1
+        seen = counts.get(r["category"], 0)
+        counts[r["category"]] = seen + 1
+        if skip <= seen < skip + n:
             out.append(r)
     return out

@@ -1,0 +1,21 @@
+"""The benchmark runner on a tiny pair: every method, Hugging Face baselines included, yields counted rows."""
+import torch
+
+from spectr_lib.bench import Config, run, table
+from spectr_lib.models import tiny_pair
+
+
+def test_every_row_counts_tokens_calls_and_time():
+    pair = tiny_pair(vocab_size=32, seed=3)
+    prompts = [{"category": c, "ids": torch.tensor(ids)} for c, ids in (("a", [1, 5, 7, 2]), ("b", [3, 3, 9]))]
+    configs = [Config("hf_ar"), Config("hf_assisted"), Config("hf_lookup", 1, 3), Config("ar"), Config("sps", 1, 3),
+               Config("kseq", 2, 3), Config("rrs", 2, 3)]
+    results = run(pair, prompts, configs, max_new_tokens=12, temperature=1.0, seed=0, progress=False)
+    by = {r.config.name: r for r in results}
+    assert all(r.tokens == 24 and r.seconds > 0 for r in results), [(r.config.name, r.tokens) for r in results]
+    assert by["hf_ar"].block_efficiency == 1.0 and by["ar"].block_efficiency == 1.0
+    for name in ("hf_assisted", "sps k=1 L=3", "kseq k=2 L=3", "rrs k=2 L=3"):
+        assert 1.0 <= by[name].block_efficiency <= 4.0, name
+    assert set(by["kseq k=2 L=3"].per_category) == {"a", "b"}
+    md = table(results)
+    assert "speed-up vs hf_ar | speed-up vs ar" in md and md.count("\n") == len(configs) + 1

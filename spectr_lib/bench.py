@@ -179,6 +179,28 @@ def table(results: list[Result], baseline: str = "hf_ar") -> str:
     return "\n".join(lines)
 
 
+def category_table(results: list[Result]) -> str:
+    """Markdown table per category: block efficiency, and speed-up over our AR measured on the same prompts."""
+    ours = next((r for r in results if r.config.name == "ar" and r.tokens), None)
+    cats = sorted({c for r in results for c in r.per_category})
+    if len(cats) < 2:
+        return ""
+    lines = ["| method | k | L | " + " | ".join(cats) + " |", "|---" * (3 + len(cats)) + "|"]
+    for r in results:
+        if not r.tokens or r.config.method == "ar":
+            continue
+        cells = []
+        for c in cats:
+            v, o = r.per_category.get(c), ours.per_category.get(c) if ours else None
+            if not v or not v["tokens"]:
+                cells.append("–")
+                continue
+            speed = f", {v['tokens'] / v['seconds'] / (o['tokens'] / o['seconds']):.2f}×" if o and o["tokens"] else ""
+            cells.append(f"{v['tokens'] / max(1, v['target_calls']):.2f}{speed}")
+        lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | " + " | ".join(cells) + " |")
+    return "Per category: block efficiency, speed-up over our AR.\n\n" + "\n".join(lines)
+
+
 def plot(results: list[Result], path: Path, temperature: float) -> None:
     """Block efficiency vs k for each L, and tokens/s vs k."""
     import matplotlib
@@ -284,10 +306,13 @@ def main(argv: list[str] | None = None) -> None:
         results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed)
         acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}
         report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc}
-        md += [f"\n## T = {T}\n", f"token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
-               table(results)]
+        part = [f"\n## T = {T}\n", "token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
+                table(results)]
+        if category_table(results):
+            part += ["", category_table(results)]
+        md += part
         plot(results, args.out / f"plots_T{T}.png", T)
-        print(md[-1], flush=True)
+        print("\n".join(part), flush=True)
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
     (args.out / "table.md").write_text("\n".join(md) + "\n")
     print(f"wrote {args.out}/results.json, table.md and plots")

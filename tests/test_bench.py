@@ -19,3 +19,15 @@ def test_every_row_counts_tokens_calls_and_time():
     assert set(by["kseq k=2 L=3"].per_category) == {"a", "b"}
     md = table(results)
     assert "speed-up vs hf_ar | speed-up vs ar" in md and md.count("\n") == len(configs) + 1
+
+
+def test_category_table_has_one_column_per_category():
+    from spectr_lib.bench import category_table
+
+    pair = tiny_pair(vocab_size=32, seed=4)
+    prompts = [{"category": c, "ids": torch.tensor([1, 2, 3])} for c in ("x", "y")]
+    results = run(pair, prompts, [Config("ar"), Config("kseq", 2, 2)], max_new_tokens=6, temperature=1.0, seed=0,
+                  progress=False)
+    md = category_table(results)
+    assert "| method | k | L | x | y |" in md and "| kseq | 2 | 2 |" in md and "×" in md
+    assert category_table(results[:1]) != "" and category_table([]) == ""

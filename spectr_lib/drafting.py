@@ -17,6 +17,18 @@ from .feature_draft import FeatureDraft, KVCache
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
 
 
+def sample_drafts(first: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], k: int, L: int, warp: Warp,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens [k, L] and q [k, L, V]: k i.i.d. first tokens from the logits `first` [V], then L − 1 batched steps,
+    where step(last tokens [k], depth) returns the next logits [k, V] (the drafter's cache already holds k rows)."""
+    q = [warp(first)[None].expand(k, -1)]
+    tokens = [sample_rows(q[0][0], generator, n=k)]
+    for depth in range(1, L):
+        q.append(warp(step(tokens[-1], depth)))
+        tokens.append(sample_rows(q[-1], generator))
+    return torch.stack(tokens, 1), torch.stack(q, 1)
+
+
 class LMDrafter:
     """Drafts with a standalone causal LM and its Hugging Face cache."""
 
@@ -35,19 +47,17 @@ class LMDrafter:
     @torch.no_grad()
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and the draft distributions q [k, L, V] they were sampled from."""
-        dev = self.pending.device
-        logits = hf_cache.forward(self.model, self.pending[None], self.cache).logits[0, -1, : self.V]
+        first = hf_cache.forward(self.model, self.pending[None], self.cache).logits[0, -1, : self.V]
         self.calls += 1
         self.length += len(self.pending)
-        q = [warp(logits)[None].expand(k, -1)]
-        tokens = [sample_rows(q[0][0], generator, n=k)]
         hf_cache.repeat_rows(self.cache, k)
-        for _ in range(1, L):
-            logits = hf_cache.forward(self.model, tokens[-1][:, None], self.cache).logits[:, -1, : self.V]
+
+        def step(last: torch.Tensor, depth: int) -> torch.Tensor:
             self.calls += 1
-            q.append(warp(logits))
-            tokens.append(sample_rows(q[-1], generator))
-        return torch.stack(tokens, 1).to(dev), torch.stack(q, 1)
+            return hf_cache.forward(self.model, last[:, None], self.cache).logits[:, -1, : self.V]
+
+        tokens, q = sample_drafts(first, step, k, L, warp, generator)
+        return tokens.to(self.pending.device), q
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None = None) -> None:
@@ -84,16 +94,17 @@ class FeatureDrafter:
         f = self.model(self.pending_feats[None], self.pending_ids[None], pos, self.cache)[:, -1:]  # [1, 1, d]
         self.calls += 1
         self.fed = len(self.cache)
-        q = [warp(self.model.full_logits(f[0, 0]).float())[None].expand(k, -1)]
-        tokens = [sample_rows(q[0][0], generator, n=k)]
+        first = self.model.full_logits(f[0, 0]).float()
         self.cache.select(torch.zeros(k, dtype=torch.long, device=f.device))
         f = f.expand(k, -1, -1)
-        for i in range(1, L):
-            f = self.model(f, tokens[-1][:, None], pos[-1:] + i, self.cache)
+
+        def step(last: torch.Tensor, depth: int) -> torch.Tensor:
+            nonlocal f
+            f = self.model(f, last[:, None], pos[-1:] + depth, self.cache)
             self.calls += 1
-            q.append(warp(self.model.full_logits(f[:, 0]).float()))
-            tokens.append(sample_rows(q[-1], generator))
-        return torch.stack(tokens, 1), torch.stack(q, 1)
+            return self.model.full_logits(f[:, 0]).float()
+
+        return sample_drafts(first, step, k, L, warp, generator)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None = None) -> None:

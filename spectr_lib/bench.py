@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prompts", type=Path, default=None, help="JSONL prompts (default: data/prompts/eval.jsonl)")
     ap.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     ap.add_argument("--per-category", type=int, default=None, help="use N prompts of each category")
+    ap.add_argument("--categories", nargs="+", default=None, help="keep only prompts of these categories")
     ap.add_argument("--skip-per-category", type=int, default=0,
                     help="with --per-category: leave out the first N of each category (e.g. those the draft was evaluated on)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
@@ -287,6 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.disable_progress_bar()
     pair = load_pair(args.target, args.draft, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
     prompts = read_prompts(args.prompts)
+    if args.categories:
+        prompts = [r for r in prompts if r["category"] in args.categories]
+        if not prompts:
+            raise SystemExit(f"no prompt of categories {args.categories} in {args.prompts or 'the default prompts file'}")
     if args.per_category:
         prompts = first_per_category(prompts, args.per_category, args.skip_per_category)
     prompts = prompts[: args.limit]

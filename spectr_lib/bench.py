@@ -241,6 +241,28 @@ def to_json(results: list[Result]) -> list[dict]:
                               for c, v in r.per_category.items()}} for r in results if r.tokens]
 
 
+def from_json(records: list[dict]) -> list[Result]:
+    """Results back from the records of `to_json` (to re-render tables and plots of a saved run)."""
+    keep = ("tokens", "target_calls", "seconds")
+    return [Result(Config(d["method"], d["k"], d["L"]), d["tokens"], d["target_calls"], d["seconds"], list(d["accepted_hist"]),
+                   {c: {key: v[key] for key in keep} for c, v in d["per_category"].items()}) for d in records]
+
+
+def render(report: dict, out: Path) -> str:
+    """Write table.md and one plot per temperature for a report (the content of results.json); return the markdown."""
+    md = [f"# Benchmark\n\n{report['pair']} on {report['device']}, {report['prompts']} prompts, "
+          f"{report['max_new_tokens']} new tokens at most.\n"] + [n + "\n" for n in report.get("notes", [])]
+    for T, run_ in report["runs"].items():
+        results, acc = from_json(run_["results"]), run_["token_acceptance"]
+        md += [f"\n## T = {T}\n", "token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
+               table(results)]
+        if category_table(results):
+            md += ["", category_table(results)]
+        plot(results, out / f"plots_T{T}.png", float(T))
+    (out / "table.md").write_text("\n".join(md) + "\n")
+    return "\n".join(md)
+
+
 def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int) -> dict:
     """Mean Σ min(p, q) along target-sampled continuations, per category and overall."""
     from .acceptance import draft_acceptance
@@ -280,7 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("results") / "bench")
+    ap.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
+                    help="only re-write table.md and the plots of a saved results.json (into its folder)")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        print(render(json.loads(args.render.read_text()), args.render.parent))
+        return
     from transformers.utils import logging
 
     from .models import load_pair
@@ -302,24 +329,17 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.cuda.get_device_name() if pair.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {"device": device, "dtype": str(pair.dtype), "pair": repr(pair), "prompts": len(prompts),
               "max_new_tokens": args.max_new_tokens, "runs": {}}
-    md = [f"# Benchmark\n\n{pair!r} on {device}, {len(prompts)} prompts, {args.max_new_tokens} new tokens at most.\n"]
-    if not hf_can_assist(pair):
-        md.append("Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted.\n")
-    md.append(f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate tokens). "
-              "HF rows exclude their first target call (the prompt), as ours exclude the prefill.\n")
+    lookup = (f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate "
+              "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill.")
+    no_assist = "Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted."
+    report["notes"] = ([] if hf_can_assist(pair) else [no_assist]) + [lookup]
     for T in args.temperature:
         results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed)
         acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}
         report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc}
-        part = [f"\n## T = {T}\n", "token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
-                table(results)]
-        if category_table(results):
-            part += ["", category_table(results)]
-        md += part
-        plot(results, args.out / f"plots_T{T}.png", T)
-        print("\n".join(part), flush=True)
-    (args.out / "results.json").write_text(json.dumps(report, indent=1))
-    (args.out / "table.md").write_text("\n".join(md) + "\n")
+        (args.out / "results.json").write_text(json.dumps(report, indent=1))  # after each temperature: a long run keeps its part
+        md = render(report, args.out)
+        print(md[md.index(f"## T = {T}"):], flush=True)
     print(f"wrote {args.out}/results.json, table.md and plots")
 
 

@@ -31,3 +31,19 @@ def test_category_table_has_one_column_per_category():
     md = category_table(results)
     assert "| method | k | L | x | y |" in md and "| kseq | 2 | 2 |" in md and "×" in md
     assert category_table(results[:1]) != "" and category_table([]) == ""
+
+
+def test_saved_results_render_back_to_the_same_table(tmp_path):
+    from spectr_lib.bench import from_json, render, to_json
+
+    pair = tiny_pair(vocab_size=32, seed=5)
+    prompts = [{"category": c, "ids": torch.tensor([4, 5, 6])} for c in ("x", "y")]
+    results = run(pair, prompts, [Config("ar"), Config("sps", 1, 2), Config("kseq", 2, 2)], max_new_tokens=6,
+                  temperature=1.0, seed=0, progress=False)
+    again = from_json(to_json(results))
+    assert table(again) == table(results)
+    report = {"pair": "tiny", "device": "cpu", "prompts": 2, "max_new_tokens": 6, "notes": ["a note"],
+              "runs": {"1.0": {"results": to_json(results), "token_acceptance": {"overall": 0.5}}}}
+    md = render(report, tmp_path)
+    assert "a note" in md and table(results) in md and (tmp_path / "plots_T1.0.png").exists()
+    assert (tmp_path / "table.md").read_text() == md + "\n"

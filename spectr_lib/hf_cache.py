@@ -43,13 +43,19 @@ def repeat_rows(cache, k: int) -> None:
         cache.batch_repeat_interleave(k)
 
 
-def keep_positions(cache, index: torch.Tensor) -> None:
-    """Keep the given sequence positions (in order) of every layer: the accepted path through a token tree."""
+def keep_path(cache, start: int, path: torch.Tensor) -> None:
+    """Keep positions [0, start) and then the positions `path` (ascending, all ≥ start) of every layer: the
+    accepted path through a token tree. The path is moved down in place; the context is not copied."""
+    end = start + len(path)
+
+    def moved(t: torch.Tensor) -> torch.Tensor:
+        t[:, :, start:end] = t[:, :, path]  # the gather copies first, so overlapping ranges are safe
+        return t[:, :, :end]
+
     layers = getattr(cache, "layers", None)
     if layers is not None:
         for layer in layers:
-            layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+            layer.keys, layer.values = moved(layer.keys), moved(layer.values)
     else:  # older transformers keep per-layer lists
         for i in range(len(cache.key_cache)):
-            cache.key_cache[i] = cache.key_cache[i][:, :, index]
-            cache.value_cache[i] = cache.value_cache[i][:, :, index]
+            cache.key_cache[i], cache.value_cache[i] = moved(cache.key_cache[i]), moved(cache.value_cache[i])

@@ -96,7 +96,7 @@ class Verifier:
         """Keep draft `row` with its first n_accepted tokens (and the old pending one); new_token is pending."""
         if self.tree:  # keep the context and the accepted path's nodes, drop the other branches
             path = self.length + self.node_of[row, : n_accepted + 1].to(tokens.device)
-            hf_cache.keep_positions(self.cache, torch.cat([torch.arange(self.length, device=tokens.device), path]))
+            hf_cache.keep_path(self.cache, self.length, path)
         else:
             hf_cache.crop(self.cache, self.length + 1 + n_accepted)
             hf_cache.keep_row(self.cache, row)

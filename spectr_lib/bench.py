@@ -111,8 +111,8 @@ def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: floa
     token(s), which are counted: a small edge to the baseline.
     """
     torch.manual_seed(seed)
-    pad = getattr(pair.tokenizer, "eos_token_id", None) if pair.tokenizer is not None else None
-    kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, top_k=0, top_p=1.0, pad_token_id=pad)
+    kw = dict(do_sample=temperature > 0, max_new_tokens=max_new_tokens, top_k=0, top_p=1.0,
+              pad_token_id=getattr(pair.tokenizer, "eos_token_id", None))  # None when the pair has no tokenizer
     if temperature > 0:
         kw["temperature"] = temperature
     if method == "hf_assisted":
@@ -256,8 +256,9 @@ def render(report: dict, out: Path) -> str:
         results, acc = from_json(run_["results"]), run_["token_acceptance"]
         md += [f"\n## T = {T}\n", "token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
                table(results)]
-        if category_table(results):
-            md += ["", category_table(results)]
+        per_category = category_table(results)
+        if per_category:
+            md += ["", per_category]
         plot(results, out / f"plots_T{T}.png", float(T))
     (out / "table.md").write_text("\n".join(md) + "\n")
     return "\n".join(md)

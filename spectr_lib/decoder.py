@@ -139,7 +139,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
                          f"context of {limit} tokens: shorten the prompt or ask for fewer tokens")
     seed = random.randrange(2**63) if seed is None else seed
     gen = torch.Generator(device=pair.device).manual_seed(seed)
-    eos = getattr(pair.tokenizer, "eos_token_id", None) if pair.tokenizer is not None else None
+    eos = getattr(pair.tokenizer, "eos_token_id", None)  # None when the pair has no tokenizer
 
     def w(logits: torch.Tensor) -> torch.Tensor:
         return warp(logits, temperature, top_k, top_p)

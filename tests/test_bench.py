@@ -1,7 +1,7 @@
 """The benchmark runner on a tiny pair: every method, Hugging Face baselines included, yields counted rows."""
 import torch
 
-from spectr_lib.bench import Config, run, table
+from spectr_lib.bench import Config, category_table, from_json, render, run, table, to_json
 from spectr_lib.models import tiny_pair
 
 
@@ -22,8 +22,6 @@ def test_every_row_counts_tokens_calls_and_time():
 
 
 def test_category_table_has_one_column_per_category():
-    from spectr_lib.bench import category_table
-
     pair = tiny_pair(vocab_size=32, seed=4)
     prompts = [{"category": c, "ids": torch.tensor([1, 2, 3])} for c in ("x", "y")]
     results = run(pair, prompts, [Config("ar"), Config("kseq", 2, 2)], max_new_tokens=6, temperature=1.0, seed=0,
@@ -34,8 +32,6 @@ def test_category_table_has_one_column_per_category():
 
 
 def test_saved_results_render_back_to_the_same_table(tmp_path):
-    from spectr_lib.bench import from_json, render, to_json
-
     pair = tiny_pair(vocab_size=32, seed=5)
     prompts = [{"category": c, "ids": torch.tensor([4, 5, 6])} for c in ("x", "y")]
     results = run(pair, prompts, [Config("ar"), Config("sps", 1, 2), Config("kseq", 2, 2)], max_new_tokens=6,

@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from . import hf_cache
 from .acceptance import next_token_probs
-from .distill_data import sample_answers
+from .distill.data import sample_answers
 from .feature_draft import FeatureDraft, KVCache
 from .models import ModelPair
-from .prompts import SPEC_BENCH, encode_chat, first_per_category, read_prompts
+from .paths import SPEC_BENCH
+from .prompts import encode_chat, first_per_category, read_prompts
 from .selection import kseq_acceptance
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}

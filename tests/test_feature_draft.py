@@ -7,7 +7,7 @@ import torch
 from spectr_lib import draft_acceptance, generate
 from spectr_lib.acceptance import next_token_probs
 from spectr_lib.dists import warp
-from spectr_lib.distill import main as distill_main
+from spectr_lib.distill.cli import main as distill_main
 from spectr_lib.drafting import FeatureDrafter
 from spectr_lib.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
 from spectr_lib.models import ModelPair, tiny_pair

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .models import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
+from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_data(args, target, tokenizer, work: Path) -> None:
     """Sample answers and label them, one shard at a time; shards already on disk are kept."""
-    from .distill_data import label, sample_answers, save_shard
-    from .prompts import encode_chat, read_prompts
+    from .data import label, sample_answers, save_shard
+    from ..prompts import encode_chat, read_prompts
 
     texts = [r["prompt"] for r in read_prompts(args.prompts)][: args.max_prompts]
     if tokenizer is not None:
@@ -82,21 +82,21 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.disable_progress_bar()
     if args.tiny:
-        from .models import tiny_pair
+        from ..models import tiny_pair
 
         target, tokenizer = tiny_pair(vocab_size=64, seed=args.seed, hidden=32).target, None
     else:
-        from .models import load_target
+        from ..models import load_target
 
         target, tokenizer = load_target(args.target, device=args.device)
     if args.stage in ("data", "all"):
         run_data(args, target, tokenizer, work)
     if args.stage in ("train", "all"):
-        from .distill_train import run_train
+        from .train import run_train
 
         run_train(args, target, work)
     if args.stage in ("save", "all"):
-        from .distill_train import run_save
+        from .train import run_save
 
         run_save(args, target, tokenizer, work)
     (work / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))

@@ -1,7 +1,7 @@
 """The project's own prompt sets (data/prompts/train.jsonl, eval.jsonl): templates × topics, deterministic.
 
 Spec-Bench is for evaluation only; these prompts are written here so that training never sees it.
-Run `python -m spectr_lib.prompt_set` to rewrite the files (the same seed gives the same files).
+Run `python -m spectr_lib.distill.prompt_set` to rewrite the files (the same seed gives the same files).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import random
 from pathlib import Path
 
-from .models import DATA_DIR
+from ..paths import DATA_DIR
 
 TOPICS = [
     "volcanoes", "the history of the printing press", "honeybees", "black holes", "the Roman Empire", "coffee",

@@ -1,0 +1,143 @@
+"""On-policy answers at scale, stored as token ids only: `python -m spectr_lib.distill.answers`.
+
+Reads the prompt corpus (data/distill/prompts.jsonl.gz, see corpus.py), samples one answer per prompt from
+the target with Hugging Face `generate` (batched, left-padded, prompts of a batch of similar length), and
+writes shards data/distill/answers/shard-NNNN.npz every `--shard-size` prompts:
+
+    prompt_id  int32 [n]     row of the corpus
+    offsets    int64 [n + 1] answer i is tokens[offsets[i]:offsets[i + 1]]
+    tokens     uint16 [Σ]    answer token ids (EOS included when reached)
+    temperature, top_p  float32 [n]
+
+Prompts are re-encoded from the corpus with the tokenizer's chat template at training time; hidden states
+and soft labels are recomputed by a teacher pass, so the repository keeps only these ids. A restart skips
+every shard already written (a shard is written atomically). Three prompts in four are answered at T = 1,
+one in four at T = 0.7 with top-p 0.9 (fixed by the prompt id, so a rerun gives the same split).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..paths import DATA_DIR
+from . import corpus
+
+ANSWERS_DIR = DATA_DIR / "distill" / "answers"
+
+
+def sampling_of(prompt_id: int) -> tuple[float, float]:
+    """(temperature, top_p) of a prompt's answer."""
+    return (0.7, 0.9) if prompt_id % 4 == 3 else (1.0, 1.0)
+
+
+@torch.no_grad()
+def sample_batch(model, prompts: list[torch.Tensor], eos: int | None, max_new_tokens: int, temperature: float,
+                 top_p: float) -> list[torch.Tensor]:
+    """One answer [≤ max_new_tokens] per encoded prompt (left-padded batch; EOS kept, nothing after it)."""
+    pad = 0 if eos is None else eos
+    width = max(len(e) for e in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, e in enumerate(prompts):
+        ids[row, width - len(e):], mask[row, width - len(e):] = e, 1
+    gen = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+                         do_sample=True, temperature=temperature, top_k=0, top_p=top_p, pad_token_id=pad,
+                         eos_token_id=eos)[:, width:].cpu()
+    out = []
+    for answer in gen:
+        stop = (answer == eos).nonzero() if eos is not None else answer[:0]
+        out.append(answer[: int(stop[0]) + 1] if len(stop) else answer)
+    return out
+
+
+def save_shard(path: Path, prompt_ids: list[int], answers: list[torch.Tensor]) -> None:
+    """Write one shard atomically (see the module docstring for the arrays)."""
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in answers])]).astype(np.int64)
+    tokens = torch.cat(answers).numpy() if answers else np.zeros(0)
+    if tokens.size and tokens.max() >= 2**16:
+        raise ValueError("token ids ≥ 65536 do not fit uint16: this store is for vocabularies up to 65,536")
+    samp = np.array([sampling_of(i) for i in prompt_ids], dtype=np.float32).reshape(-1, 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, prompt_id=np.array(prompt_ids, dtype=np.int32), offsets=offsets,
+                        tokens=tokens.astype(np.uint16), temperature=samp[:, 0], top_p=samp[:, 1])
+    tmp.rename(path)
+
+
+def load_answers(folder: Path = ANSWERS_DIR, limit_tokens: int | None = None) -> list[tuple[int, np.ndarray]]:
+    """(prompt id, answer ids) of every shard in name order, stopping once limit_tokens answer tokens are read."""
+    out, n = [], 0
+    for shard in sorted(Path(folder).glob("shard-*.npz")):
+        z = np.load(shard)
+        for i, pid in enumerate(z["prompt_id"]):
+            if limit_tokens is not None and n >= limit_tokens:
+                return out
+            a = z["tokens"][z["offsets"][i] : z["offsets"][i + 1]].astype(np.int64)
+            out.append((int(pid), a))
+            n += len(a)
+    return out
+
+
+def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int = 256, batch: int = 64,
+        max_new_tokens: int = 256, max_prompt_tokens: int = 768, limit: int | None = None, seed: int = 0,
+        corpus_file: Path = corpus.CORPUS_FILE) -> None:
+    """Answer the corpus' prompts of one split, shard by shard, skipping shards already on disk."""
+    from ..prompts import encode_chat
+
+    records = corpus.read(corpus_file, split)[:limit]
+    eos = getattr(tokenizer, "eos_token_id", None)
+    n_shards = (len(records) + shard_size - 1) // shard_size
+    todo = [s for s in range(n_shards) if not (out / f"shard-{s:04d}.npz").exists()]
+    bar = tqdm(total=len(records), initial=(n_shards - len(todo)) * shard_size, desc="answers", unit="prompt",
+               smoothing=0.05)
+    for s in todo:
+        t0, rows = time.perf_counter(), records[s * shard_size : (s + 1) * shard_size]
+        torch.manual_seed(seed * 100_003 + s)  # a shard redone after a crash is drawn the same way
+        enc = {r["id"]: encode_chat(tokenizer, r["prompt"])[-max_prompt_tokens:] for r in rows}
+        answers: dict[int, torch.Tensor] = {}
+        for setting in {sampling_of(r["id"]) for r in rows}:
+            ids = sorted((r["id"] for r in rows if sampling_of(r["id"]) == setting), key=lambda i: len(enc[i]))
+            for b in range(0, len(ids), batch):
+                chunk = ids[b : b + batch]
+                for pid, a in zip(chunk, sample_batch(target, [enc[i] for i in chunk], eos, max_new_tokens, *setting)):
+                    answers[pid] = a
+                bar.update(len(chunk))
+        order = [r["id"] for r in rows]
+        save_shard(out / f"shard-{s:04d}.npz", order, [answers[i] for i in order])
+        n_tok = sum(len(a) for a in answers.values())
+        bar.write(f"shard-{s:04d}: {len(rows)} answers, {n_tok} tokens, {n_tok / (time.perf_counter() - t0):.0f} tokens/s")
+    bar.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line of the answer job."""
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.distill.answers", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ANSWERS_DIR)
+    ap.add_argument("--split", default="train", choices=["train", "heldout"])
+    ap.add_argument("--shard-size", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--limit", type=int, default=None, help="answer only the first N prompts of the split")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (mind other jobs on the machine)")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=0, help="seeds each shard as seed * 100003 + shard number")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    from ..models import load_target
+
+    target, tokenizer = load_target(device=args.device)
+    run(target, tokenizer, args.out, split=args.split, shard_size=args.shard_size, batch=args.batch,
+        max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Where the project's files live: the shipped data folder, the default draft, the user cache (no model import)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DRAFT_DIR = DATA_DIR / "models" / "smollm2-draft"
+SPEC_BENCH = Path("..") / "shared" / "data" / "spec_bench" / "question.jsonl"
+
+
+def cache_dir() -> Path:
+    """Where converted models and calibrations are kept: $SPECTR_CACHE, else ~/.cache/spectr_lib."""
+    return Path(os.environ.get("SPECTR_CACHE", Path.home() / ".cache" / "spectr_lib"))

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m spectr_lib.demo
+	$(PY) -m spectr_lib.tools.demo
 
 test: setup
 	SPECTR_FAST=1 $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env
@@ -28,9 +28,9 @@ lab: setup
 	.venv/bin/jupyter lab notebooks/
 
 bench: setup
-	$(PY) -m spectr_lib.bench
+	$(PY) -m spectr_lib.tools.bench
 
 # A short check for a machine with a CUDA GPU: a few decodes of every method and the timing tables.
 gpu-check: setup
-	$(PY) -m spectr_lib.bench --device cuda --limit 8 --max-new-tokens 96 --k 1 4 8 --L 4 8 --temperature 1.0 --out results/gpu
-	$(PY) -m spectr_lib.bench_verify --device cuda --limit 4
+	$(PY) -m spectr_lib.tools.bench --device cuda --limit 8 --max-new-tokens 96 --k 1 4 8 --L 4 8 --temperature 1.0 --out results/gpu
+	$(PY) -m spectr_lib.tools.bench_verify --device cuda --limit 4

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .ot import optimal_acceptance
-from .selection import draw_drafts, kseq_acceptance, select
+from .theory.ot import optimal_acceptance
+from .theory.selection import draw_drafts, kseq_acceptance, select
 
 RULE_LABELS = {"kseq": "K-SEQ (SpecTr)", "rrs": "RRS (SpecInfer)", "rrs_wor": "RRS w/o replacement",
                "alpha": "optimum α* (i.i.d. drafts)"}

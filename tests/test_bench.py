@@ -1,8 +1,8 @@
 """The benchmark runner on a tiny pair: every method, Hugging Face baselines included, yields counted rows."""
 import torch
 
-from spectr_lib.bench import Config, category_table, from_json, render, run, table, to_json
-from spectr_lib.models import tiny_pair
+from spectr_lib.tools.bench import Config, category_table, from_json, render, run, table, to_json
+from spectr_lib.models.load import tiny_pair
 
 
 def test_every_row_counts_tokens_calls_and_time():

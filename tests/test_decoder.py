@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy import stats as st
 
-from spectr_lib.decoder import generate
-from spectr_lib.dists import warp
-from spectr_lib.models import tiny_pair
+from spectr_lib.engine.decoder import generate
+from spectr_lib.theory.dists import warp
+from spectr_lib.models.load import tiny_pair
 
 PROMPT = [1, 4, 2]
 V = 6
@@ -151,7 +151,7 @@ def test_bad_prompts_are_refused(pair):
 
 
 def test_tree_and_batch_verification_score_the_same(pair):
-    from spectr_lib.verify import Verifier, token_tree
+    from spectr_lib.engine.verifiers import Verifier, token_tree
 
     tokens = torch.tensor([[3, 1, 2], [3, 1, 4], [5, 0, 0], [3, 2, 2]])
     node_tok, parent, depth, node_of = token_tree(tokens)

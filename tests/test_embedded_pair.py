@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer
 
 from spectr_lib import draft_acceptance, generate, load_pair
-from spectr_lib.feature_draft import FeatureDraft
+from spectr_lib.models.feature_draft import FeatureDraft
 from spectr_lib.paths import DEFAULT_DRAFT_DIR
 from spectr_lib.prompts import encode_chat
 
@@ -49,7 +49,7 @@ def test_greedy_equals_target_greedy_on_the_embedded_pair(pair32, method, k):
 
 
 def test_bench_writes_results_for_notebook_05():
-    from spectr_lib.bench import main
+    from spectr_lib.tools.bench import main
 
     out = ROOT / "results" / "test-bench"
     main(["--limit", "2", "--max-new-tokens", "16", "--k", "1", "8", "--L", "4", "8", "--temperature", "1.0",
@@ -63,7 +63,7 @@ def test_bench_writes_results_for_notebook_05():
 
 
 def test_demo_prints_the_comparison(capsys):
-    from spectr_lib.demo import main
+    from spectr_lib.tools.demo import main
 
     main(["--max-new-tokens", "12"])
     out = capsys.readouterr().out

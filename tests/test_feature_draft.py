@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from spectr_lib import draft_acceptance, generate
-from spectr_lib.acceptance import next_token_probs
-from spectr_lib.dists import warp
+from spectr_lib.engine.acceptance import next_token_probs
+from spectr_lib.theory.dists import warp
 from spectr_lib.distill.cli import main as distill_main
-from spectr_lib.drafting import FeatureDrafter
-from spectr_lib.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
-from spectr_lib.models import ModelPair, tiny_pair
-from spectr_lib.verify import Verifier
+from spectr_lib.engine.drafters import FeatureDrafter
+from spectr_lib.models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
+from spectr_lib.models.load import ModelPair, tiny_pair
+from spectr_lib.engine.verifiers import Verifier
 
 from test_decoder import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from scipy import stats
 
-from spectr_lib.exact import acceptance, output_distribution
-from spectr_lib.ot import maximal_coupling, optimal_acceptance, optimal_acceptance_lp, optimal_coupling_lp
-from spectr_lib.selection import (IID_RULES, RULES, beta, draw_drafts, kseq_acceptance, kseq_residual, kseq_rho,
+from spectr_lib.theory.exact import acceptance, output_distribution
+from spectr_lib.theory.ot import maximal_coupling, optimal_acceptance, optimal_acceptance_lp, optimal_coupling_lp
+from spectr_lib.theory.selection import (IID_RULES, RULES, beta, draw_drafts, kseq_acceptance, kseq_residual, kseq_rho,
                                   sample, speculative_sampling)
 
 VECTORS = [  # p, q, k, rho*, p_acc, alpha*
@@ -186,7 +186,7 @@ def test_bad_drafts_and_rules_are_refused():
 
 def test_inverse_cdf_sampler_draws_iid_from_each_row():
     """sample_rows: n draws per row follow the row's law, pairs are independent, zero-mass tokens never come."""
-    from spectr_lib.dists import sample_rows
+    from spectr_lib.theory.dists import sample_rows
 
     p = torch.tensor([[.5, 0., .3, .2], [0., .1, .0, .9]], dtype=torch.float64)
     g = torch.Generator().manual_seed(3)

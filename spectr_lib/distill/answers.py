@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    from ..models import load_target
+    from ..models.load import load_target
 
     target, tokenizer = load_target(device=args.device)
     run(target, tokenizer, args.out, split=args.split, shard_size=args.shard_size, batch=args.batch,

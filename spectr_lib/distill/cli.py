@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.disable_progress_bar()
     if args.tiny:
-        from ..models import tiny_pair
+        from ..models.load import tiny_pair
 
         target, tokenizer = tiny_pair(vocab_size=64, seed=args.seed, hidden=32).target, None
     else:
-        from ..models import load_target
+        from ..models.load import load_target
 
         target, tokenizer = load_target(args.target, device=args.device)
     if args.stage in ("data", "all"):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import load_shards
-from ..feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
+from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
 
 FEATURE_WEIGHT = 0.1  # the feature regression keeps predicted features usable as the next step's input
 UNROLL_WEIGHT = 0.5  # second pass on the draft's own predicted features, as in multi-token drafting

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .paths import DEFAULT_DRAFT_DIR, cache_dir
+from ..paths import DEFAULT_DRAFT_DIR, cache_dir
+from .feature_draft import FeatureDraft, is_feature_draft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -173,8 +174,6 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
                 f"or pass draft=<Hugging Face name or folder> sharing the target's tokenizer"
             )
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
-    from .draft_model import load_draft
-
     draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
     return ModelPair(target_model, draft_model, tokenizer, dev, dt, n)
@@ -203,3 +202,13 @@ def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, dr
     target = make(target_layers, hidden, 1)
     draft = make(draft_layers, max(8, hidden // 2), 2)
     return ModelPair(target, draft, None, dev, dtype, vocab_size)
+
+
+def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, dtype: torch.dtype):
+    """Load a draft by name or folder; returns (model, tokenizer)."""
+    if is_feature_draft(spec):
+        if target.config.hidden_size != FeatureDraft.hidden_size_of(spec):
+            raise ValueError(f"the feature draft in {spec} was built for a target with hidden size "
+                             f"{FeatureDraft.hidden_size_of(spec)}, not {target.config.hidden_size}: pair it with its own target")
+        return FeatureDraft.load(spec, target, dtype=dtype), _load_tokenizer(spec)
+    return _load_lm(spec, device, dtype), _load_tokenizer(spec)

@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 
 from . import hf_cache
-from .dists import sample_rows
-from .feature_draft import FeatureDraft, KVCache
+from ..theory.dists import sample_rows
+from ..models.feature_draft import FeatureDraft, KVCache
 
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
 

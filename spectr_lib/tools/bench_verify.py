@@ -1,4 +1,4 @@
-"""Batch form vs prefix-tree form of verification, measured side by side: `python -m spectr_lib.bench_verify`."""
+"""Batch form vs prefix-tree form of verification, measured side by side: `python -m spectr_lib.tools.bench_verify`."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ import argparse
 import torch
 from tqdm.auto import tqdm
 
-from .decoder import generate
-from .prompts import encode_chat, read_prompts
+from ..engine.decoder import generate
+from ..prompts import encode_chat, read_prompts
 
 
 def compare(pair, prompts: list[dict], configs, max_new_tokens: int, seed: int = 0) -> list[dict]:
@@ -26,14 +26,14 @@ def compare(pair, prompts: list[dict], configs, max_new_tokens: int, seed: int =
 
 def main(argv: list[str] | None = None) -> None:
     """Print the comparison as a table."""
-    ap = argparse.ArgumentParser(prog="python -m spectr_lib.bench_verify", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.bench_verify", description=__doc__)
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
-    from .models import load_pair
+    from ..models.load import load_pair
 
     logging.disable_progress_bar()
     pair = load_pair(device=args.device)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .dists import warp
-from .feature_draft import FeatureDraft
-from .models import ModelPair
+from ..theory.dists import warp
+from ..models.feature_draft import FeatureDraft
+from ..models.load import ModelPair
 
 
 @torch.no_grad()

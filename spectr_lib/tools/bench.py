@@ -1,7 +1,7 @@
 """Benchmark: methods × (k, L) × prompts → table, JSON and plots, with Hugging Face baselines in the same run.
 
-    python -m spectr_lib.bench --limit 8 --max-new-tokens 64
-    python -m spectr_lib.bench --prompts ../shared/data/spec_bench/question.jsonl --per-category 2 --skip-per-category 16
+    python -m spectr_lib.tools.bench --limit 8 --max-new-tokens 64
+    python -m spectr_lib.tools.bench --prompts ../shared/data/spec_bench/question.jsonl --per-category 2 --skip-per-category 16
 
 Speed-ups are ratios of tokens/s measured in this one process, prompt by prompt, so machine noise hits every
 method alike. Block efficiency = new tokens per target call (Spec-Bench's "mean accepted tokens").
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .decoder import generate
-from .prompts import encode_chat, first_per_category, read_prompts
+from ..engine.decoder import generate
+from ..prompts import encode_chat, first_per_category, read_prompts
 
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
 
@@ -266,7 +266,7 @@ def render(report: dict, out: Path) -> str:
 
 def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int) -> dict:
     """Mean Σ min(p, q) along target-sampled continuations, per category and overall."""
-    from .acceptance import draft_acceptance
+    from ..engine.acceptance import draft_acceptance
 
     per: dict[str, list[float]] = {}
     for i, rec in enumerate(prompts):
@@ -282,7 +282,7 @@ def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: run the sweep and write results/<name>/{results.json, table.md, *.png}."""
-    ap = argparse.ArgumentParser(prog="python -m spectr_lib.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=None, help="JSONL prompts (default: data/prompts/eval.jsonl)")
     ap.add_argument("--limit", type=int, default=None, help="use the first N prompts")
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from transformers.utils import logging
 
-    from .models import load_pair
+    from ..models.load import load_pair
 
     logging.disable_progress_bar()
     pair = load_pair(args.target, args.draft, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)

@@ -15,7 +15,7 @@ DEMO_PROMPTS = [
 
 def main(argv: list[str] | None = None) -> None:
     """Load the embedded pair, show one SpecTr answer, then print the comparison table."""
-    ap = argparse.ArgumentParser(prog="python -m spectr_lib.demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.demo", description=__doc__)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--k", type=int, default=4, help="drafts per round for SpecTr")
     ap.add_argument("--L", type=int, default=4, help="draft length")
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     from transformers.utils import logging
 
     from .bench import Config, run, table
-    from .decoder import generate
-    from .models import load_pair
+    from ..engine.decoder import generate
+    from ..models.load import load_pair
 
     logging.disable_progress_bar()
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from .selection import draw_drafts, select
+from ..theory.selection import draw_drafts, select
 
 
 def _best_of(fn, repeat: int) -> float:
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
-    from . import hf_cache
-    from .models import load_target
+    from ..engine import hf_cache
+    from ..models.load import load_target
 
     logging.disable_progress_bar()
     model, _ = load_target(device=args.device)

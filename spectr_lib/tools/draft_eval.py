@@ -1,5 +1,5 @@
 """Measure a draft: token-level acceptance on Spec-Bench continuations, its cost next to the target's, and
-the speed-up the two predict. `python -m spectr_lib.draft_eval --help`.
+the speed-up the two predict. `python -m spectr_lib.tools.draft_eval --help`.
 
 Acceptance is Σ_x min(p(x), q(x)) at every position of target-sampled continuations (first turn of each
 prompt, chat template), per category. Cost is wall-clock of one draft step vs one target step on a warm
@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import hf_cache
-from .acceptance import next_token_probs
-from .distill.data import sample_answers
-from .feature_draft import FeatureDraft, KVCache
-from .models import ModelPair
-from .paths import SPEC_BENCH
-from .prompts import encode_chat, first_per_category, read_prompts
-from .selection import kseq_acceptance
+from ..engine import hf_cache
+from ..engine.acceptance import next_token_probs
+from ..distill.data import sample_answers
+from ..models.feature_draft import FeatureDraft, KVCache
+from ..models.load import ModelPair
+from ..paths import SPEC_BENCH
+from ..prompts import encode_chat, first_per_category, read_prompts
+from ..theory.selection import kseq_acceptance
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
@@ -119,7 +119,7 @@ def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_toke
 
 def main(argv: list[str] | None = None) -> None:
     """Print and save acceptance per category (T = 1 and 0.7), step costs and predicted speed-ups."""
-    ap = argparse.ArgumentParser(prog="python -m spectr_lib.draft_eval", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.draft_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=SPEC_BENCH)
     ap.add_argument("--per-category", type=int, default=16)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
-    from .models import load_pair
+    from ..models.load import load_pair
 
     logging.disable_progress_bar()
     pair = load_pair(draft=args.draft, device=args.device)

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .dists import check_sampling, sample_rows, warp
-from .drafting import make_drafter
-from .models import ModelPair
-from .prompts import encode_chat
-from .selection import select
-from .verify import Verifier
+from ..theory.dists import check_sampling, sample_rows, warp
+from .drafters import make_drafter
+from ..models.load import ModelPair
+from ..prompts import encode_chat
+from ..theory.selection import select
+from .verifiers import Verifier
 
 METHODS = ("ar", "sps", "kseq", "rrs")
-# Verification form per device type, the faster one measured by `python -m spectr_lib.bench_verify`.
+# Verification form per device type, the faster one measured by `python -m spectr_lib.tools.bench_verify`.
 TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
 
 

@@ -1,0 +1,2 @@
+"""What people run (benchmarks, draft evaluation, the demo): imported by nothing in the library.
+Each module is a command: `python -m spectr_lib.tools.<name> --help`."""

@@ -10,14 +10,29 @@ from .paths import DATA_DIR, SPEC_BENCH
 
 
 
-def encode_chat(tokenizer, prompt: str) -> torch.Tensor:
-    """Token ids [T] of a user prompt wrapped in the model's chat template (ready for the answer)."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("the prompt is empty: give a non-empty string or a non-empty list of token ids")
+def is_chat(x) -> bool:
+    """True for a non-empty list of chat messages (dicts), the form Hugging Face pipelines take."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
+
+
+def encode_chat(tokenizer, prompt) -> torch.Tensor:
+    """Token ids [T] of a user prompt (a string) or a conversation (a list of {"role", "content"} messages:
+    system, user and assistant turns) in the model's chat template, ready for the answer."""
     if tokenizer is None:
         raise ValueError("this pair has no tokenizer (e.g. tiny_pair()): pass the prompt as token ids")
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ValueError("the prompt is empty: give a non-empty string or a non-empty list of token ids")
+        messages = [{"role": "user", "content": prompt}]
+    elif is_chat(prompt):
+        for i, m in enumerate(prompt):
+            if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ValueError(f"chat message {i} must have a string 'role' and a string 'content', got {m!r}")
+        messages = list(prompt)
+    else:
+        raise TypeError(f"a chat prompt is a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]
     return ids[0]
 
 

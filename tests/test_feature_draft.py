@@ -43,6 +43,25 @@ def test_incremental_drafting_matches_one_pass(fpair):
     assert (q[0, 0][[1, 4]] == 0).all()  # tokens outside the kept head are never drafted
 
 
+@pytest.mark.parametrize("drafter_kind", ["feature", "lm"])
+def test_a_plain_target_step_keeps_the_drafter_in_step(fpair, drafter_kind):
+    """After a round with nothing to draft (a target step), the drafter drafts as if it had seen the token all along."""
+    from spectr_lib.engine.drafters import make_drafter
+
+    draft = fpair.draft if drafter_kind == "feature" else tiny_pair(vocab_size=V, seed=1, target_layers=1, hidden=32).draft
+    ids, qs = torch.tensor(PROMPT + [3, 0]), []
+    for pushed in (False, True):
+        ver, drafter = Verifier(fpair.target, V, need_features=True), make_drafter(draft, V)
+        start = ids[:-1] if pushed else ids
+        drafter.prefill(start, ver.prefill(start))
+        if pushed:  # the verifier's pending token is ids[-2]; one step samples (here: is given) ids[-1]
+            _, feat = ver.step()
+            ver.push(ids[-1])
+            drafter.push(ids[-1], feat)
+        qs.append(drafter.draft(1, 2, lambda x: warp(x), torch.Generator().manual_seed(0))[1])
+    torch.testing.assert_close(qs[0], qs[1], atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("method,k,L", [("kseq", 4, 3), ("rrs", 2, 2)])
 def test_decoding_with_a_feature_draft_is_exact(fpair, method, k, L):
     assert chi_square_pvalue(samples_of(fpair, 5000, method=method, k=k, L=L), exact_law(fpair)) > 1e-3

@@ -3,34 +3,47 @@ from __future__ import annotations
 
 import torch
 
-from ..theory.dists import warp
-from ..models.feature_draft import FeatureDraft
 from ..models.load import ModelPair
+from ..theory.dists import check_sampling, warp
+from .drafters import make_drafter
+from .heads import Float32Head
+from . import inputs
+from .inputs import check_pair, context_limit, count
 
 
 @torch.no_grad()
 def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: float = 1.0):
-    """p and q [T, V] of the token after each prefix of token_ids (teacher forcing, both models)."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(1, -1)
-    need_feats = isinstance(pair.draft, FeatureDraft)
-    out = pair.target(ids, output_hidden_states=need_feats)
-    p = warp(out.logits[0, :, : pair.vocab_size], temperature)
-    if need_feats:  # the feature draft reads h_{t-1} and x_t, as it does while decoding
-        h = out.hidden_states[-1][0]
-        feats_in = torch.cat([torch.zeros_like(h[:1]), h[:-1]])
-        f = pair.draft(feats_in[None], ids, torch.arange(ids.shape[1], device=ids.device))[0]
-        q_logits = pair.draft.full_logits(f)
-    else:
-        q_logits = pair.draft(ids).logits[0, :, : pair.vocab_size]
-    return p, warp(q_logits, temperature)
+    """p and q [T, V] (float64) of the token after each prefix of token_ids [T] (teacher forcing, both models,
+    output heads in float32 as in decoding)."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
+    drafter = make_drafter(pair.draft, pair.vocab_size)
+    logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None)
+    q_logits = drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
+    return warp(logits[0], temperature), warp(q_logits, temperature)
 
 
 def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float = 1.0) -> torch.Tensor:
-    """Σ_x min(p(x), q(x)) for predicting each token from index `start` on (one value per position)."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
-    if not 1 <= start < len(ids):
+    """Σ_x min(p(x), q(x)) [T − start] for predicting each token of token_ids from index `start` on (the
+    single-draft acceptance of speculative sampling, Leviathan et al. 2023, at every position).
+
+    token_ids: a 1-D sequence of ids or a [T] / [1, T] integer tensor (the prompt and its answer). Raises
+    TypeError / ValueError, before any model call, as `generate` does: a pair without a draft, ids out of
+    range, a sequence longer than the models' context, a start outside [1, T), a temperature that is not a
+    finite number > 0.
+    """
+    check_pair(pair)
+    if pair.draft is None:
+        raise ValueError("draft_acceptance compares the draft with the target: load a pair with a draft")
+    ids = inputs.token_ids(token_ids, pair.vocab_size)
+    start = count("start", start)
+    if not start < len(ids):
         raise ValueError(f"start must lie in [1, {len(ids)}) for a sequence of {len(ids)} tokens, got {start}")
+    check_sampling(temperature, None, None)
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (acceptance compares two sampling distributions)")
-    p, q = next_token_probs(pair, ids, temperature)
+    limit = context_limit(pair)
+    if len(ids) > limit:
+        raise ValueError(f"the sequence has {len(ids)} tokens, more than the models' context of {limit}: shorten it")
+    p, q = next_token_probs(pair, ids, float(temperature))
     return torch.minimum(p, q)[start - 1 : len(ids) - 1].sum(-1).cpu()
+

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..theory.dists import check_sampling, sample_rows, warp
-from .drafters import make_drafter
 from ..models.load import ModelPair
-from ..prompts import encode_chat
-from ..theory.selection import select
+from ..theory.dists import check_sampling, sample_rows, warp
+from ..theory.selection import sample
+from .drafters import make_drafter
+from .inputs import SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
 from .verifiers import Verifier
 
 METHODS = ("ar", "sps", "kseq", "rrs")
@@ -34,7 +34,8 @@ class Stats:
     new_tokens: int = 0
     target_calls: int = 0  # verification rounds (or one call per token for "ar"); the prefill is not counted
     draft_calls: int = 0
-    accepted_hist: list[int] = field(default_factory=list)  # rounds that accepted 0, 1, …, L draft tokens
+    accepted_hist: list[int] = field(default_factory=list)  # rounds that emitted 0, 1, …, L accepted draft tokens
+    draft_lengths: list[int] = field(default_factory=list)  # tokens drafted in each round (0: a plain target step)
     seconds_prefill: float = 0.0
     seconds_draft: float = 0.0
     seconds_verify: float = 0.0
@@ -67,36 +68,6 @@ class Generation:
     stats: Stats
 
 
-def _check_args(pair: ModelPair, method: str, k: int, L: int, max_new_tokens: int, temperature, top_k, top_p) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    if method != "ar" and pair.draft is None:
-        raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
-    for name, value in (("k", k), ("L", L), ("max_new_tokens", max_new_tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-    if method == "sps" and k != 1:
-        raise ValueError(f"'sps' is single-draft speculative sampling (k = 1), got k = {k}: use 'kseq' or 'rrs'")
-    check_sampling(temperature, top_k, top_p)
-
-
-def _prompt_ids(pair: ModelPair, prompt) -> torch.Tensor:
-    if isinstance(prompt, str):
-        ids = encode_chat(pair.tokenizer, prompt)
-    else:
-        ids = torch.as_tensor(prompt, dtype=torch.long).reshape(-1)
-        if len(ids) == 0:
-            raise ValueError("the prompt is empty: give a non-empty string or a non-empty list of token ids")
-        if ids.min() < 0 or ids.max() >= pair.vocab_size:
-            raise ValueError(f"prompt token ids must lie in [0, {pair.vocab_size})")
-    return ids.to(pair.device)
-
-
-def _context_limit(pair: ModelPair) -> int:
-    limits = [getattr(m.config, "max_position_embeddings", None) for m in (pair.target, pair.draft) if m is not None and hasattr(m, "config")]
-    return min([n for n in limits if isinstance(n, int)] or [10**9])
-
-
 def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator):
     """Walk the K drafts position by position with the shrinking set of valid drafts.
 
@@ -111,7 +82,7 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
     for i in range(L):
         r = int(valid[0])
         toks = tokens[valid, i]
-        y, _ = select(rule, p_at(r, i)[None], q[r, i][None], toks[None], generator)
+        y, _ = sample(rule, p_at(r, i)[None], q[r, i][None], toks[None], generator, check=False)
         out.append(y[0])
         match = toks == y[0]
         if not match.any():
@@ -124,22 +95,47 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = None, L: int = 4,
              max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int | None = None, tree: bool | None = None) -> Generation:
-    """Generate up to max_new_tokens after the prompt (a string: chat template applied; or token ids).
+             top_p: float | None = None, seed: int | None = None, tree: bool | None = None,
+             eos_token_id: int | list[int] | None = None) -> Generation:
+    """Generate up to max_new_tokens after the prompt; the output is distributed exactly as the (warped)
+    target's own sampling (SpecTr, Sun et al. 2023, §4; every rule's exactness is tested by chi-square).
 
-    `tree` picks the verification form: one row per draft (False) or one row holding the drafts' prefix tree
-    (True); None takes the faster form measured for the device.
+    prompt: a string (chat template applied), a list of chat messages {"role", "content"}, a 1-D sequence of
+    token ids or a [T] / [1, T] integer tensor. method: "ar", "sps" (k = 1), "kseq" (SpecTr) or "rrs".
+    k drafts (default 8; 1 for "sps"/"ar") of length L per round; each round drafts at most
+    min(L, tokens still allowed − 1) tokens, and a round with nothing left to draft is a plain target step.
+    Generation ends in the round that emits a stop token: eos_token_id (an id or several), by default every EOS
+    id of the tokenizer and of the target's generation config. `tree` picks the verification form: one row per
+    draft (False) or one row holding the drafts' prefix tree (True); None takes the faster form measured for
+    the device. seed: an integer in [0, 2**32) (None: a random one).
+
+    Greedy (temperature 0): both models' output heads run in float32, so bf16 rounding of the logits cannot
+    tie two tokens. In float32 the output equals the target's greedy output token for token; in bfloat16 it
+    does too except where the top two logits lie within the hidden state's own bf16 noise (a genuine near-tie,
+    where the batch shape of the call may decide).
+
+    Raises TypeError / ValueError, before any model call, for a bad argument, prompt or a sequence longer than
+    the models' context (prompt + max_new_tokens must fit).
     """
-    k = (1 if method in ("sps", "ar") else 8) if k is None else k
-    _check_args(pair, method, k, L, max_new_tokens, temperature, top_k, top_p)
-    ids = _prompt_ids(pair, prompt)
-    limit = _context_limit(pair)
-    if len(ids) + max_new_tokens + L + 1 > limit:
-        raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) + L + 1 exceeds the models' "
+    check_pair(pair)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if method != "ar" and pair.draft is None:
+        raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
+    k = (1 if method in ("sps", "ar") else 8) if k is None else count("k", k)
+    L, max_new_tokens = count("L", L), count("max_new_tokens", max_new_tokens)
+    if method == "sps" and k != 1:
+        raise ValueError(f"'sps' is single-draft speculative sampling (k = 1), got k = {k}: use 'kseq' or 'rrs'")
+    check_sampling(temperature, top_k, top_p)
+    temperature = float(temperature)
+    tree, seed = flag("tree", tree), seed_of(seed)
+    stop = stop_token_ids(pair, eos_token_id)
+    ids = prompt_ids(pair, prompt)
+    limit = context_limit(pair)
+    if len(ids) + max_new_tokens > limit:
+        raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the models' "
                          f"context of {limit} tokens: shorten the prompt or ask for fewer tokens")
-    seed = random.randrange(2**63) if seed is None else seed
-    gen = torch.Generator(device=pair.device).manual_seed(seed)
-    eos = getattr(pair.tokenizer, "eos_token_id", None)  # None when the pair has no tokenizer
+    gen = torch.Generator(device=pair.device).manual_seed(random.randrange(SEED_LIMIT) if seed is None else seed)
 
     def w(logits: torch.Tensor) -> torch.Tensor:
         return warp(logits, temperature, top_k, top_p)
@@ -152,37 +148,46 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     feats = target.prefill(ids)
     if drafter is not None:
         drafter.prefill(ids, feats)
+        stats.accepted_hist = [0] * (L + 1)
     stats.seconds_prefill = time.perf_counter() - t_start
     out: list[torch.Tensor] = []
     rule = "kseq" if method == "sps" else method
-    if method != "ar":
-        stats.accepted_hist = [0] * (L + 1)
-    while len(out) < max_new_tokens and (eos is None or not out or int(out[-1]) != eos):
-        if method == "ar":
+    while len(out) < max_new_tokens and not (out and int(out[-1]) in stop):
+        L_now = 0 if drafter is None else min(L, max_new_tokens - len(out) - 1)
+        if L_now == 0:  # a plain target step: "ar", or the last token of a speculative run
             t0 = time.perf_counter()
-            token = sample_rows(w(target.next_logits()), gen)
+            logits, feat = target.step()
+            token = sample_rows(w(logits), gen)
             target.push(token)
             stats.seconds_verify += time.perf_counter() - t0
+            if drafter is not None:
+                drafter.push(token, feat)
+                stats.accepted_hist[0] += 1
+                stats.draft_lengths.append(0)
             out.append(token)
             continue
         t0 = time.perf_counter()
-        tokens, q = drafter.draft(k, L, w, gen)
+        tokens, q = drafter.draft(k, L_now, w, gen)
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
         t2 = time.perf_counter()
         new, row, n_acc = select_path(rule, lambda r, i: w(logits[r, i]), q, tokens, gen)
         t3 = time.perf_counter()
-        target.commit(tokens, row, n_acc, new[-1])  # roll-backs are booked to the side they belong to
+        ends = [i for i, t in enumerate(new.tolist()) if t in stop]
+        if ends:  # a stop token inside the round ends the generation here: nothing after it is kept or paid for
+            new, n_acc = new[: ends[0] + 1], min(n_acc, ends[0] + 1)
+        else:
+            target.commit(tokens, row, n_acc, new[-1])  # roll-backs are booked to the side they belong to
         t4 = time.perf_counter()
-        drafter.commit(tokens, row, n_acc, new[-1], feats[row] if feats is not None else None)
+        if not ends:
+            drafter.commit(tokens, row, n_acc, new[-1], feats[row] if feats is not None else None)
         stats.seconds_draft += t1 - t0 + time.perf_counter() - t4
         stats.seconds_verify += t2 - t1 + t4 - t3
         stats.seconds_select += t3 - t2
         stats.accepted_hist[n_acc] += 1
+        stats.draft_lengths.append(L_now)
         out.extend(new)
-    token_ids = torch.stack(out[:max_new_tokens]) if out else torch.zeros(0, dtype=torch.long)
-    if eos is not None and (token_ids == eos).any():
-        token_ids = token_ids[: int((token_ids == eos).nonzero()[0]) + 1]  # never past EOS
+    token_ids = torch.stack(out) if out else torch.zeros(0, dtype=torch.long)
     stats.new_tokens = len(token_ids)
     stats.target_calls = target.calls
     stats.draft_calls = drafter.calls if drafter is not None else 0

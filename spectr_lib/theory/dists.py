@@ -5,6 +5,9 @@ import numpy as np
 import torch
 
 SUM_TOL = 1e-6
+# Temperatures in (0, MIN_TEMPERATURE) are computed as MIN_TEMPERATURE: float32 logits that differ at all then
+# already differ by more than 1e20 after scaling, so the result is the argmax (ties shared) either way.
+MIN_TEMPERATURE = 1e-30
 
 
 def as_tensor(x, dtype=torch.float64) -> torch.Tensor:
@@ -45,7 +48,7 @@ def check_k(k) -> None:
         if (k < 1).any():
             raise ValueError("k (number of drafts) must be at least 1")
         return
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+    if not is_int(k) or k < 1:
         raise ValueError(f"k (number of drafts) must be an integer ≥ 1, got {k!r}")
 
 
@@ -62,14 +65,16 @@ def check_drafts(q: torch.Tensor, drafts: torch.Tensor) -> None:
 def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     """Float64 probabilities from logits [..., V] after temperature, top-k and top-p; temperature 0 is one-hot argmax.
 
-    The softmax runs in float32 (fast); the result is renormalised in float64 so that every row sums to 1 to
-    float64 precision, as the selection rules require.
+    The row maximum is subtracted before dividing by the temperature, so any temperature > 0, however small,
+    gives a finite distribution (below MIN_TEMPERATURE it is the argmax, ties shared). The softmax runs in float32 (fast);
+    the result is renormalised in float64 so that every row sums to 1 to float64 precision, as the selection
+    rules require.
     """
     logits = logits.float()
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).double()
     if temperature != 1:
-        logits = logits / temperature
+        logits = (logits - logits.amax(-1, keepdim=True)) / max(float(temperature), MIN_TEMPERATURE)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -87,19 +92,40 @@ def sample_rows(probs: torch.Tensor, generator: torch.Generator | None = None, n
     """One token per row of probs [..., V] (or n i.i.d. tokens per row: [..., n]) by inverting the CDF.
 
     torch.multinomial draws through an exponential variate per vocabulary entry (~3 ms for 4 rows of 49k
-    tokens on a CPU); one cumsum and a binary search per draw cost a tenth of that.
+    tokens on a CPU); one cumsum and a binary search per draw cost a tenth of that. Tokens of zero mass are
+    never drawn. Raises ValueError for a row that is all zero or holds NaN/inf (it defines no distribution).
     """
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[:-1] + (n or 1,), generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    total = cdf[..., -1:]
+    if not bool(((total > 0) & torch.isfinite(total)).all()):
+        raise ValueError("cannot sample from a row of probabilities that is all zero or holds NaN/inf: "
+                         "check the temperature, top_k/top_p and the model's logits")
+    u = torch.rand(probs.shape[:-1] + (n or 1,), generator=generator, dtype=cdf.dtype, device=cdf.device) * total
     idx = torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1)
     return idx if n is not None else idx[..., 0]
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Refuse sampling settings that define no distribution."""
-    if not isinstance(temperature, (int, float)) or not np.isfinite(temperature) or temperature < 0:
+def is_int(value) -> bool:
+    """A Python or numpy integer (not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value) -> bool:
+    """A Python or numpy real number (not a bool)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_sampling(temperature, top_k, top_p) -> None:
+    """Refuse sampling settings that define no distribution: TypeError for a wrong type, ValueError for a wrong
+    value (numpy scalars are accepted)."""
+    for name, value, ok, what in (("temperature", temperature, is_real, "a finite number ≥ 0 (0 = greedy)"),
+                                  ("top_k", top_k, is_int, "an integer ≥ 1 or None"),
+                                  ("top_p", top_p, is_real, "a number in (0, 1] or None")):
+        if value is not None and not ok(value) or (name == "temperature" and value is None):
+            raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+    if not np.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, (int, np.integer)) or top_k < 1):
+    if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be an integer ≥ 1 or None, got {top_k!r}")
-    if top_p is not None and not (0 < top_p <= 1):
+    if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .dists import check_pair
-from .selection import check_rule, pass_probabilities, _trial_order
+from .selection import _pass_probabilities, _trial_order, check_rule
 
 MAX_TUPLES = 100_000
 
@@ -22,12 +22,18 @@ def draft_tuples(rule: str, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     qt = q[tuples]  # [N, k]
     if rule == "rrs_wor":
         distinct = torch.tensor([len(set(t)) == k for t in tuples.tolist()])
-        before = torch.nn.functional.pad(qt.cumsum(-1)[:, :-1], (1, 0))
-        weight = torch.where(distinct, (qt / (1 - before).clamp_min(1e-300)).prod(-1), torch.zeros(len(tuples), dtype=q.dtype))
+        # mass left before draw i = the sum of the entries not drawn yet (never 1 − drafted mass: it rounds to 0
+        # when q is peaked)
+        drawn = torch.zeros(len(tuples), k, V, dtype=torch.bool)
+        for i in range(1, k):
+            drawn[:, i] = drawn[:, i - 1].scatter(-1, tuples[:, i - 1 : i], True)
+        left = (q * ~drawn).sum(-1)  # [N, k]
+        weight = torch.where(distinct, (qt / left.clamp_min(1e-300)).prod(-1), torch.zeros(len(tuples), dtype=q.dtype))
     elif rule == "spechub":
         hub = int(q.argmax())
         ok = (tuples[:, 0] == hub) & (tuples[:, 1] != hub)
-        weight = torch.where(ok, qt[:, 1] / (1 - q[hub]), torch.zeros(len(tuples), dtype=q.dtype))
+        rest = torch.cat([q[:hub], q[hub + 1 :]]).sum()  # q(≠ hub) as a sum, never 1 − q(hub)
+        weight = torch.where(ok, qt[:, 1] / rest, torch.zeros(len(tuples), dtype=q.dtype))
     else:
         weight = qt.prod(-1)
     keep = weight > 0
@@ -45,7 +51,7 @@ def _laws(rule: str, p, q, k: int):
         raise ValueError("'spechub' needs a draft distribution with at least 2 tokens of q > 0")
     tuples, weight = draft_tuples(rule, q, k)
     N, V = len(tuples), p.shape[-1]
-    a, residual = pass_probabilities(rule, p.expand(N, V), q.expand(N, V), tuples)
+    a, residual = _pass_probabilities(rule, p.expand(N, V), q.expand(N, V), tuples)
     fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)  # [N, k+1]
     out = fail_before[:, -1:] * residual()  # [N, V]: every draft failed
     out = out.scatter_add(-1, _trial_order(rule, tuples), fail_before[:, :-1] * a)

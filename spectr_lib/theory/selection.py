@@ -2,6 +2,9 @@
 
 Every rule sees a target p and a draft q over one vocabulary ([B, V] tensors) and k draft tokens [B, k]
 drawn from the rule's own draft law (`draw_drafts`), and returns one token per row whose law is exactly p.
+Every public function checks its inputs (ValueError saying what to pass); `sample(..., check=False)` is the
+decoder's hot path for inputs it built itself. A uniform U ∈ [0, 1) accepts with probability a when U < a,
+so a token of p = 0 (a = 0) is never accepted, not even when U is exactly 0.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from .dists import check_drafts, check_k, check_pair, sample_rows
+from .dists import as_tensor, check_distribution, check_drafts, check_k, check_pair, is_real, sample_rows
 
 RULES = ("sps", "kseq", "rrs", "rrs_wor", "spechub")
 IID_RULES = ("sps", "kseq", "rrs")  # drafts i.i.d. from q: their acceptance is bounded by α*(p, q^⊗k)
@@ -30,9 +33,23 @@ def check_rule(rule: str, k: int | None = None) -> None:
 
 # ---------------------------------------------------------------- K-SEQ: β(ρ), ρ*, p_acc, residual
 
-def beta(p: torch.Tensor, q: torch.Tensor, rho) -> torch.Tensor:
-    """β(ρ) = Σ_x min(q(x), p(x)/ρ): the probability that one draft passes K-SEQ's test."""
-    rho = torch.as_tensor(rho, dtype=p.dtype, device=p.device)
+def check_rho(rho, p: torch.Tensor) -> torch.Tensor:
+    """ρ as a tensor on p's device, refusing values that are not finite numbers ≥ 1 (K-SEQ's ρ lies in [1, k])."""
+    if not isinstance(rho, torch.Tensor) and not is_real(rho):
+        raise ValueError(f"rho must be a number ≥ 1 (or a tensor of them), got {rho!r}")
+    rho = as_tensor(rho).to(p.device)
+    if not torch.isfinite(rho).all() or (rho < 1).any():
+        raise ValueError(f"rho must be finite and ≥ 1 (K-SEQ's ρ lies in [1, k]), got {rho}")
+    return rho
+
+
+def beta(p, q, rho) -> torch.Tensor:
+    """β(ρ) = Σ_x min(q(x), p(x)/ρ) [...]: the probability that one draft passes K-SEQ's test (SpecTr §4)."""
+    p, q = check_pair(p, q)
+    return _beta(p, q, check_rho(rho, p))
+
+
+def _beta(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
     return torch.minimum(q, p / rho[..., None]).sum(-1)
 
 
@@ -97,20 +114,26 @@ def kseq_acceptance(p, q, k):
     """p_acc = 1 − (1 − β(ρ*))^k, the probability that K-SEQ returns one of the k drafts; batched."""
     p, q = check_pair(p, q, k)
     k_t = torch.as_tensor(k, device=p.device).expand(p.shape[:-1])
-    acc = 1 - (1 - beta(p, q, _rho_star(p, q, k_t))) ** k_t.to(p.dtype)
+    acc = 1 - (1 - _beta(p, q, _rho_star(p, q, k_t))) ** k_t.to(p.dtype)
     return float(acc) if acc.ndim == 0 else acc
 
 
 def _normalise(residual: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """Normalise non-negative rows; a row with no mass (it is reached with probability 0) becomes fallback."""
+    """Normalise non-negative rows by the sum of their entries, however small; only a row with no mass at all
+    (it is reached with probability 0) becomes fallback."""
     residual = residual.clamp_min(0)
     mass = residual.sum(-1, keepdim=True)
-    return torch.where(mass > 1e-12, residual / mass.clamp_min(1e-300), fallback)
+    return torch.where(mass > 0, residual / mass.clamp_min(1e-300), fallback)
 
 
-def kseq_residual(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor, k) -> torch.Tensor:
-    """p_res ∝ p − γ·min(q, p/ρ) with γ = p_acc/β: what K-SEQ samples when every draft fails."""
-    b = beta(p, q, rho)
+def kseq_residual(p, q, rho, k) -> torch.Tensor:
+    """p_res ∝ p − γ·min(q, p/ρ) with γ = p_acc/β [..., V]: what K-SEQ samples when every draft fails."""
+    p, q = check_pair(p, q, k)
+    return _kseq_residual(p, q, check_rho(rho, p), k)
+
+
+def _kseq_residual(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor, k) -> torch.Tensor:
+    b = _beta(p, q, rho)
     p_acc = 1 - (1 - b) ** torch.as_tensor(k, dtype=p.dtype, device=p.device)
     gamma = torch.where(b > 0, p_acc / b.clamp_min(1e-300), torch.zeros_like(b))
     return _normalise(p - gamma[..., None] * torch.minimum(q, p / rho[..., None]), p)
@@ -118,18 +141,44 @@ def kseq_residual(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor, k) -> tor
 
 # ---------------------------------------------------------------- per-draft pass probabilities
 
-def pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor):
+def pass_probabilities(rule: str, p, q, drafts: torch.Tensor):
     """For drafts [B, k]: the probability that draft i passes given drafts < i failed [B, k], and a function
     returning the residual [B, V] (computed only when asked: most rounds never need it).
 
     This is the whole rule: the output is draft i with probability Π_{j<i}(1 − a_j)·a_i, else a residual draw.
+    Sources: K-SEQ, SpecTr (Sun et al. 2023) §4; RRS, SpecInfer (Miao et al. 2024); RRS without replacement,
+    Jeon et al. 2024; the hub rule, SpecHub (Sun et al. 2024).
     """
+    p, q, drafts = _checked(rule, p, q, drafts)
+    return _pass_probabilities(rule, p, q, drafts)
+
+
+def _checked(rule: str, p, q, drafts):
+    """p, q [B, V] float64 and drafts [B, k] after every check of `sample`."""
+    p, q = check_pair(p, q)
+    if p.ndim == 1:
+        p, q = p[None], q[None]
+    if not isinstance(drafts, torch.Tensor):
+        drafts = torch.as_tensor(drafts)
+    if drafts.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+        raise ValueError(f"drafts must be integer token ids, got dtype {drafts.dtype}")
+    drafts = drafts.long().reshape(p.shape[0], -1)
+    check_rule(rule, drafts.shape[-1])
+    check_drafts(q, drafts)
+    if rule == "spechub" and ((drafts[:, 0] != q.argmax(-1)) | (drafts[:, 1] == drafts[:, 0])).any():
+        raise ValueError("'spechub' drafts are (hub, other): the hub is argmax q and the other differs from it")
+    if rule == "rrs_wor" and drafts.shape[-1] > 1 and (drafts.sort(-1).values.diff(dim=-1) == 0).any():
+        raise ValueError("'rrs_wor' drafts are drawn without replacement: a row repeats a token")
+    return p, q, drafts
+
+
+def _pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor):
     k = drafts.shape[-1]
     take = lambda d, i: d.gather(-1, drafts[:, i : i + 1])[:, 0]  # noqa: E731  (value of draft i)
     if rule in ("kseq", "sps"):
         rho = _rho_star(p, q, torch.full(p.shape[:-1], k, device=p.device))
         a = (p.gather(-1, drafts) / (rho[:, None] * q.gather(-1, drafts))).clamp(max=1.0)
-        return a, lambda: kseq_residual(p, q, rho, k)
+        return a, lambda: _kseq_residual(p, q, rho, k)
     if rule == "spechub":
         return _spechub_pass(p, q, drafts)
     p_i, q_i, a = p, q, []
@@ -144,8 +193,8 @@ def pass_probabilities(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torc
 def _spechub_pass(p, q, drafts):
     """Hub rule for drafts (a, x): a = argmax q is in every pair, x ~ q(·|≠a); optimal transport for that law."""
     a_tok, x_tok = drafts[:, 0:1], drafts[:, 1:2]
-    qa = q.gather(-1, a_tok)
-    w = q.scatter(-1, a_tok, 0.0) / (1 - qa)  # law of x, the non-hub draft
+    rest = q.scatter(-1, a_tok, 0.0)
+    w = rest / rest.sum(-1, keepdim=True)  # law of x, the non-hub draft (1 − q(a) as a sum: exact when q(a) ≈ 1)
     to_x = torch.minimum(p, w).scatter(-1, a_tok, 0.0)  # mass each pair {a, x} sends to its own x
     excess = (w - p).clamp_min(0).scatter(-1, a_tok, 0.0).sum(-1, keepdim=True)
     pa = p.gather(-1, a_tok)
@@ -164,9 +213,14 @@ def _trial_order(rule: str, drafts: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------- draft laws and samplers
 
-def draw_drafts(rule: str, q: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """k draft tokens per row of q [B, V] from the rule's own draft law: i.i.d., without replacement, or hub."""
+def draw_drafts(rule: str, q, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k draft tokens per row of q [B, V] (or [V]) from the rule's own draft law: i.i.d., without replacement,
+    or hub; returns [B, k] (or [k]). Raises ValueError for an invalid q, rule or k."""
     check_rule(rule, k)
+    q = as_tensor(q)
+    check_distribution(q, "q (draft)")
+    if q.ndim == 1:
+        return draw_drafts(rule, q[None], k, generator)[0]
     if rule == "rrs_wor":
         if (q > 0).sum(-1).min() < k:
             raise ValueError(f"'rrs_wor' draws {k} distinct drafts, but q has fewer tokens with q > 0")
@@ -181,27 +235,24 @@ def draw_drafts(rule: str, q: torch.Tensor, k: int, generator: torch.Generator |
 
 
 def sample(rule: str, p, q, drafts: torch.Tensor, generator: torch.Generator | None = None,
-           uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chosen token [B] and the index of the draft it came from [B] (−1: drawn from the residual)."""
-    p, q = check_pair(p, q)
-    squeeze = p.ndim == 1
-    if squeeze:
-        p, q, drafts = p[None], q[None], drafts.reshape(1, -1)
-    check_rule(rule, drafts.shape[-1])
-    check_drafts(q, drafts)
-    if rule == "spechub" and ((drafts[:, 0] != q.argmax(-1)) | (drafts[:, 1] == drafts[:, 0])).any():
-        raise ValueError("'spechub' drafts are (hub, other): the hub is argmax q and the other differs from it")
-    return select(rule, p, q, drafts, generator, uniforms)
+           uniforms: torch.Tensor | None = None, *, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chosen token [B] and the index of the draft it came from [B] (−1: drawn from the residual).
 
-
-def select(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator: torch.Generator | None = None,
-           uniforms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sample` without the input checks: the decoder's hot path, for inputs it built itself ([B, V], [B, k])."""
+    p, q [B, V] (or [V]), drafts [B, k] from `draw_drafts`, optional uniforms [B, k] in [0, 1) (one per trial).
+    check=False skips every input check: the decoder's hot path, for [B, V] float64 inputs it built itself.
+    """
+    if check:
+        p, q, drafts = _checked(rule, p, q, drafts)
+        if uniforms is not None:
+            uniforms = as_tensor(uniforms).reshape(drafts.shape)
+            if not ((uniforms >= 0) & (uniforms < 1)).all():
+                raise ValueError("uniforms must lie in [0, 1)")
+        return sample(rule, p, q, drafts, generator, uniforms, check=False)
     if uniforms is None:
         uniforms = torch.rand(drafts.shape, generator=generator, dtype=p.dtype, device=p.device)
     ordered = _trial_order(rule, drafts)
-    a, residual = pass_probabilities(rule, p, q, drafts)
-    passed = uniforms.to(a.dtype) <= a
+    a, residual = _pass_probabilities(rule, p, q, drafts)
+    passed = uniforms.to(a.dtype) < a
     first = torch.where(passed.any(-1), passed.to(torch.int8).argmax(-1), torch.full_like(passed[:, 0], -1, dtype=torch.long))
     token = ordered.gather(-1, first.clamp_min(0)[:, None])[:, 0]
     failed = first < 0
@@ -211,9 +262,14 @@ def select(rule: str, p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, ge
 
 
 def speculative_sampling(p, q, draft: torch.Tensor, uniform: torch.Tensor, generator: torch.Generator | None = None):
-    """Textbook single-draft speculative sampling: accept x if U ≤ p(x)/q(x), else sample ∝ (p − q)_+."""
+    """Textbook single-draft speculative sampling (Leviathan et al. 2023; Chen et al. 2023): accept the draft [B]
+    if U < p(x)/q(x) (U [B] in [0, 1)), else sample ∝ (p − q)_+. Returns tokens [B] and accepted [B]."""
     p, q = check_pair(p, q)
-    accept = uniform <= (p.gather(-1, draft[..., None]) / q.gather(-1, draft[..., None]))[..., 0]
+    draft = torch.as_tensor(draft)
+    if p.ndim == 1:  # one distribution for every draft
+        p, q = p.expand(draft.shape + p.shape), q.expand(draft.shape + q.shape)
+    check_drafts(q, draft[..., None])
+    accept = uniform < (p.gather(-1, draft[..., None]) / q.gather(-1, draft[..., None]))[..., 0]
     residual = _normalise(p - q, p)
     fallback = sample_rows(residual.reshape(-1, p.shape[-1]), generator).reshape(draft.shape)
     return torch.where(accept, draft, fallback), accept

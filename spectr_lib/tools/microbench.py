@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from ..theory.selection import draw_drafts, select
+from ..theory.selection import draw_drafts, sample
 
 
 def _best_of(fn, repeat: int) -> float:
@@ -25,7 +25,7 @@ def kseq_round_seconds(p: torch.Tensor, q: torch.Tensor, k: int, repeat: int = 5
 
     def run():
         for i in range(p.shape[0]):
-            select("kseq", p[i : i + 1], q[i : i + 1], drafts[i : i + 1, : max(1, k >> i)], generator=g)
+            sample("kseq", p[i : i + 1], q[i : i + 1], drafts[i : i + 1, : max(1, k >> i)], generator=g, check=False)
 
     return _best_of(run, repeat)
 

@@ -1,0 +1,55 @@
+"""The output head in float32: logits that bf16 rounding cannot tie.
+
+In bfloat16 a logit near 17.5 is resolved only to 0.125, so two tokens whose logits differ by less can come
+out equal, and which one wins then depends on the batch shape of the call (one token at a time, a batch of
+drafts, a token tree). Computing the head from the model's hidden state in float32 removes those ties; what
+remains are genuine near-ties of the hidden state itself (see `generate`'s docstring).
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from . import hf_cache
+
+_WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()  # model -> float32 head
+_SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
+
+
+class Float32Head:
+    """Runs a Hugging Face causal LM as body (in its dtype) + output head (in float32).
+
+    `__call__(ids [B, T], cache, **kw)` returns (logits [B, T, V] float32, last hidden state [B, T, d]). Models
+    whose config scales or caps logits after the head (Gemma 2, Cohere, ...) keep their own forward, with the
+    logits cast to float32.
+    """
+
+    def __init__(self, model: torch.nn.Module, vocab_size: int):
+        self.model, self.V = model, vocab_size
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        body = model.get_decoder() if hasattr(model, "get_decoder") else None
+        scaled = any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in _SCALED)
+        self.own = head is None or body is None or scaled or not isinstance(head, torch.nn.Linear)
+        if not self.own:
+            self.body = body
+            self.weight, self.bias = _float32_weights(model, head, vocab_size)
+
+    def __call__(self, ids: torch.Tensor, cache, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.own:
+            out = hf_cache.forward(self.model, ids, cache, output_hidden_states=True, **kw)
+            return out.logits[..., : self.V].float(), out.hidden_states[-1]
+        h = hf_cache.forward(self.body, ids, cache, **kw).last_hidden_state
+        logits = h.float() @ self.weight.T
+        return (logits + self.bias if self.bias is not None else logits), h
+
+
+def _float32_weights(model: torch.nn.Module, head: torch.nn.Linear, V: int):
+    """The head's first V rows [V, d] (and bias) in float32, made once per model and weight version."""
+    key = (head.weight.data_ptr(), head.weight._version, V)
+    hit = _WEIGHTS.get(model)
+    if hit is None or hit[0] != key:
+        bias = head.bias[:V].detach().float() if head.bias is not None else None
+        hit = (key, head.weight[:V].detach().float(), bias)
+        _WEIGHTS[model] = hit
+    return hit[1], hit[2]

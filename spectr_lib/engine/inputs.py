@@ -1,0 +1,106 @@
+"""What users pass to `generate` and `draft_acceptance`, checked and converted before any model call.
+
+Wrong types raise TypeError, wrong values ValueError; each message says what to pass instead. numpy
+scalars are accepted wherever a Python number is.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..models.load import ModelPair
+from ..prompts import encode_chat, is_chat
+from ..theory.dists import is_int
+
+PROMPT_FORMS = ("a string (the chat template is applied), a list of chat messages {'role', 'content'}, "
+                "a 1-D sequence of token ids, or a [T] / [1, T] integer tensor or array")
+SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of its seed: larger seeds would repeat smaller ones
+
+
+def check_pair(pair) -> None:
+    """`pair` is a ModelPair."""
+    if not isinstance(pair, ModelPair):
+        raise TypeError(f"pair must be a ModelPair (from load_pair() or tiny_pair()), got {type(pair).__name__}")
+
+
+def count(name: str, value, minimum: int = 1) -> int:
+    """An integer ≥ minimum (Python or numpy), as a Python int."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be an integer ≥ {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+def flag(name: str, value) -> bool | None:
+    """True, False or None (numpy bools accepted)."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise TypeError(f"{name} must be True, False or None, got {value!r}")
+
+
+def seed_of(seed) -> int | None:
+    """A seed in [0, 2**32), or None."""
+    if seed is None:
+        return None
+    if not is_int(seed):
+        raise TypeError(f"seed must be an integer in [0, 2**32) or None, got {seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must lie in [0, 2**32) (torch's CPU generator keeps 32 bits, so larger seeds would "
+                         f"repeat smaller ones), got {seed}")
+    return int(seed)
+
+
+def prompt_ids(pair: ModelPair, prompt) -> torch.Tensor:
+    """Token ids [T] on the pair's device from any accepted prompt form (see PROMPT_FORMS)."""
+    if isinstance(prompt, str) or is_chat(prompt):
+        if pair.tokenizer is None:
+            raise ValueError(f"this pair has no tokenizer (e.g. tiny_pair()), so text and chat messages cannot be "
+                             f"encoded: pass token ids. Accepted prompts: {PROMPT_FORMS}")
+        return encode_chat(pair.tokenizer, prompt).to(pair.device)
+    return token_ids(prompt, pair.vocab_size, "prompt").to(pair.device)
+
+
+def token_ids(x, vocab_size: int, name: str = "token_ids") -> torch.Tensor:
+    """A 1-D int64 CPU tensor from a sequence of ints or a [T] / [1, T] integer tensor or array."""
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        dtype_ok = (not x.dtype.is_floating_point and not x.dtype.is_complex and x.dtype != torch.bool
+                    if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.integer))
+        if not dtype_ok:
+            raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}. Accepted: {PROMPT_FORMS}")
+        if not (x.ndim == 1 or (x.ndim == 2 and x.shape[0] == 1)):
+            raise ValueError(f"{name} must be [T] or [1, T] (one sequence), got shape {tuple(x.shape)}")
+        ids = torch.as_tensor(x).reshape(-1).long().cpu()
+    elif isinstance(x, (list, tuple)):
+        if not all(is_int(t) for t in x):
+            bad = next(t for t in x if not is_int(t))
+            raise TypeError(f"{name} must be a flat sequence of integer token ids; found {bad!r} "
+                            f"({type(bad).__name__}). Accepted: {PROMPT_FORMS}")
+        ids = torch.tensor([int(t) for t in x], dtype=torch.long)
+    else:
+        raise TypeError(f"{name} must be one of: {PROMPT_FORMS}; got {type(x).__name__}")
+    if len(ids) == 0:
+        raise ValueError(f"the {name} is empty: give a non-empty string or a non-empty list of token ids")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError(f"{name} token ids must lie in [0, {vocab_size}), got min {int(ids.min())}, max {int(ids.max())}")
+    return ids
+
+
+def stop_token_ids(pair: ModelPair, eos_token_id=None) -> frozenset[int]:
+    """The tokens that end a generation: eos_token_id (an int or several) when given, else every EOS id of the
+    pair's tokenizer and of the target's generation config."""
+    if eos_token_id is None:
+        found = [getattr(pair.tokenizer, "eos_token_id", None),
+                 getattr(getattr(pair.target, "generation_config", None), "eos_token_id", None)]
+        ids = [i for f in found for i in (f if isinstance(f, (list, tuple)) else [f]) if i is not None]
+    else:
+        ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set, frozenset)) else [eos_token_id]
+        if not all(is_int(i) and 0 <= i < pair.vocab_size for i in ids):
+            raise ValueError(f"eos_token_id must be a token id in [0, {pair.vocab_size}) or a list of them, got {eos_token_id!r}")
+    return frozenset(int(i) for i in ids)
+
+
+def context_limit(pair: ModelPair) -> int:
+    """The smallest context window of the pair's models (10**9 when none states one)."""
+    limits = [getattr(getattr(m, "config", None), "max_position_embeddings", None) for m in (pair.target, pair.draft)]
+    return min([n for n in limits if isinstance(n, int)] or [10**9])

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .paths import DATA_DIR, SPEC_BENCH
 
@@ -63,4 +64,30 @@ def first_per_category(records: list[dict], n: int, skip: int = 0) -> list[dict]
         counts[r["category"]] = seen + 1
         if skip <= seen < skip + n:
             out.append(r)
+    return out
+
+
+@torch.no_grad()
+def sample_answers(model, prompts: list[torch.Tensor], eos: int | None, max_new_tokens: int, temperature: float = 1.0,
+                   top_p: float = 1.0, batch_size: int = 16, seed: int | None = None, progress: bool = True) -> list[torch.Tensor]:
+    """One answer [≤ max_new_tokens] per encoded prompt [T_i], sampled from `model` with Hugging Face `generate`
+    (batches left-padded; temperature 0 is greedy). EOS is kept, nothing after it. Prompts of similar length
+    should be batched together by the caller: padding costs compute."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    pad = 0 if eos is None else eos
+    out = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="sampling answers", disable=not progress):
+        enc = prompts[i : i + batch_size]
+        width = max(len(e) for e in enc)
+        ids = torch.full((len(enc), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, e in enumerate(enc):
+            ids[row, width - len(e):], mask[row, width - len(e):] = e, 1
+        sampling = dict(do_sample=True, temperature=temperature, top_k=0, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        gen = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
+                             pad_token_id=pad, eos_token_id=eos, **sampling)[:, width:].cpu()
+        for answer in gen:
+            stop = (answer == eos).nonzero() if eos is not None else answer[:0]
+            out.append(answer[: int(stop[0]) + 1] if len(stop) else answer)
     return out

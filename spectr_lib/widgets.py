@@ -5,10 +5,10 @@ import numpy as np
 import torch
 
 from .theory.ot import optimal_acceptance
-from .theory.selection import draw_drafts, kseq_acceptance, sample
+from .theory.kseq import kseq_acceptance
+from .theory.selection import RULES, draw_drafts, sample
 
-RULE_LABELS = {"kseq": "K-SEQ (SpecTr)", "rrs": "RRS (SpecInfer)", "rrs_wor": "RRS w/o replacement",
-               "alpha": "optimum α* (i.i.d. drafts)"}
+ALPHA_LABEL = "optimum α* (i.i.d. drafts)"
 
 
 def mismatched_pair(logits: torch.Tensor, mismatch: float, temperature: float = 1.0, seed: int = 0):
@@ -55,7 +55,7 @@ def plot_acceptance(curves: dict, ax=None, title: str = ""):
         if name == "k":
             continue
         style = dict(ls="--", color="black") if name == "alpha" else dict(marker="o")
-        ax.plot(curves["k"], values, label=RULE_LABELS.get(name, name), **style)
+        ax.plot(curves["k"], values, label=ALPHA_LABEL if name == "alpha" else RULES[name].label if name in RULES else name, **style)
     ax.set_xscale("log", base=2)
     ax.set_xticks(curves["k"], [str(k) for k in curves["k"]])
     ax.set_xlabel("number of drafts k")

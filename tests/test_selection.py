@@ -6,8 +6,8 @@ from scipy import stats
 
 from spectr_lib.theory.exact import acceptance, output_distribution
 from spectr_lib.theory.ot import maximal_coupling, optimal_acceptance, optimal_acceptance_lp, optimal_coupling_lp
-from spectr_lib.theory.selection import (IID_RULES, RULES, beta, draw_drafts, kseq_acceptance, kseq_residual, kseq_rho,
-                                  sample, speculative_sampling)
+from spectr_lib.theory.kseq import beta, kseq_acceptance, kseq_residual, kseq_rho
+from spectr_lib.theory.selection import IID_RULES, RULES, draw_drafts, sample, speculative_sampling
 
 VECTORS = [  # p, q, k, rho*, p_acc, alpha*
     ([.5, .3, .2], [.2, .3, .5], 1, 1.0, .7, .7),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spectr_lib.theory.ot import optimal_acceptance
-from spectr_lib.theory.selection import kseq_acceptance
+from spectr_lib.theory.kseq import kseq_acceptance
 from spectr_lib.widgets import acceptance_curves, acceptance_panel, mismatched_pair, monte_carlo_acceptance, plot_acceptance
 
 

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..paths import DATA_DIR
+from ..runtime import keep_freed_memory
 from . import corpus
 
 ANSWERS_DIR = DATA_DIR / "distill" / "answers"
@@ -33,26 +34,6 @@ ANSWERS_DIR = DATA_DIR / "distill" / "answers"
 def sampling_of(prompt_id: int) -> tuple[float, float]:
     """(temperature, top_p) of a prompt's answer."""
     return (0.7, 0.9) if prompt_id % 4 == 3 else (1.0, 1.0)
-
-
-@torch.no_grad()
-def sample_batch(model, prompts: list[torch.Tensor], eos: int | None, max_new_tokens: int, temperature: float,
-                 top_p: float) -> list[torch.Tensor]:
-    """One answer [≤ max_new_tokens] per encoded prompt (left-padded batch; EOS kept, nothing after it)."""
-    pad = 0 if eos is None else eos
-    width = max(len(e) for e in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, e in enumerate(prompts):
-        ids[row, width - len(e):], mask[row, width - len(e):] = e, 1
-    gen = model.generate(ids.to(model.device), attention_mask=mask.to(model.device), max_new_tokens=max_new_tokens,
-                         do_sample=True, temperature=temperature, top_k=0, top_p=top_p, pad_token_id=pad,
-                         eos_token_id=eos)[:, width:].cpu()
-    out = []
-    for answer in gen:
-        stop = (answer == eos).nonzero() if eos is not None else answer[:0]
-        out.append(answer[: int(stop[0]) + 1] if len(stop) else answer)
-    return out
 
 
 def save_shard(path: Path, prompt_ids: list[int], answers: list[torch.Tensor]) -> None:
@@ -85,9 +66,10 @@ def load_answers(folder: Path = ANSWERS_DIR, limit_tokens: int | None = None) ->
 
 def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int = 256, batch: int = 64,
         max_new_tokens: int = 256, max_prompt_tokens: int = 768, limit: int | None = None, seed: int = 0,
+        batch_tokens: int = 24576,
         corpus_file: Path = corpus.CORPUS_FILE) -> None:
     """Answer the corpus' prompts of one split, shard by shard, skipping shards already on disk."""
-    from ..prompts import encode_chat
+    from ..prompts import encode_chat, sample_answers
 
     records = corpus.read(corpus_file, split)[:limit]
     eos = getattr(tokenizer, "eos_token_id", None)
@@ -102,9 +84,14 @@ def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int =
         answers: dict[int, torch.Tensor] = {}
         for setting in {sampling_of(r["id"]) for r in rows}:
             ids = sorted((r["id"] for r in rows if sampling_of(r["id"]) == setting), key=lambda i: len(enc[i]))
-            for b in range(0, len(ids), batch):
-                chunk = ids[b : b + batch]
-                for pid, a in zip(chunk, sample_batch(target, [enc[i] for i in chunk], eos, max_new_tokens, *setting)):
+            b = 0
+            while b < len(ids):  # rows of one batch hold at most batch_tokens prompt + answer tokens
+                rows_fit = max(1, batch_tokens // (len(enc[ids[min(len(ids) - 1, b + batch - 1)]]) + max_new_tokens))
+                chunk = ids[b : b + min(batch, rows_fit)]
+                b += len(chunk)
+                new = sample_answers(target, [enc[i] for i in chunk], eos, max_new_tokens, *setting, batch_size=batch,
+                                     progress=False)
+                for pid, a in zip(chunk, new):
                     answers[pid] = a
                 bar.update(len(chunk))
         order = [r["id"] for r in rows]
@@ -121,13 +108,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ANSWERS_DIR)
     ap.add_argument("--split", default="train", choices=["train", "heldout"])
     ap.add_argument("--shard-size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="rows per generate call at most")
+    ap.add_argument("--batch-tokens", type=int, default=24576, help="prompt + answer tokens per generate call at most")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N prompts of the split")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (mind other jobs on the machine)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0, help="seeds each shard as seed * 100003 + shard number")
     args = ap.parse_args(argv)
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging
 
@@ -136,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
 
     target, tokenizer = load_target(device=args.device)
     run(target, tokenizer, args.out, split=args.split, shard_size=args.shard_size, batch=args.batch,
-        max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed)
+        max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_tokens=args.batch_tokens)
 
 
 if __name__ == "__main__":

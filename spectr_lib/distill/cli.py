@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_data(args, target, tokenizer, work: Path) -> None:
     """Sample answers and label them, one shard at a time; shards already on disk are kept."""
-    from .data import label, sample_answers, save_shard
+    from .data import answer_records, label, save_shard
     from ..prompts import encode_chat, read_prompts
 
     texts = [r["prompt"] for r in read_prompts(args.prompts)][: args.max_prompts]
@@ -63,7 +63,7 @@ def run_data(args, target, tokenizer, work: Path) -> None:
         if path.exists():
             continue
         t0 = time.perf_counter()
-        recs = sample_answers(target, prompts[s : s + args.shard_size], eos, args.max_new_tokens,
+        recs = answer_records(target, prompts[s : s + args.shard_size], eos, args.max_new_tokens,
                               args.temperature, args.gen_batch, seed=args.seed * 100_003 + s)
         label(target, recs)
         save_shard(recs, path)

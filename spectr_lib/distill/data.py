@@ -10,33 +10,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..prompts import sample_answers
+
 TOP_K = 32
 
 
-@torch.no_grad()
-def sample_answers(model, prompts: list[torch.Tensor], eos: int | None, max_new_tokens: int, temperature: float,
+def answer_records(model, prompts: list[torch.Tensor], eos: int | None, max_new_tokens: int, temperature: float,
                    batch_size: int, seed: int, progress: bool = True) -> list[dict]:
-    """Sample one answer per encoded prompt from the target (batched, left-padded); returns ids and answer start."""
-    torch.manual_seed(seed)
-    dev = model.device
-    out = []
-    pad = 0 if eos is None else eos
-    for i in tqdm(range(0, len(prompts), batch_size), desc="sampling answers", disable=not progress):
-        enc = prompts[i : i + batch_size]
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(enc), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, e in enumerate(enc):
-            ids[row, width - len(e):], mask[row, width - len(e):] = e, 1
-        gen = model.generate(ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
-                             do_sample=temperature > 0, temperature=temperature or None, top_k=0, top_p=1.0,
-                             pad_token_id=pad, eos_token_id=eos)[:, width:].cpu()
-        for row, e in enumerate(enc):
-            answer = gen[row]
-            stop = (answer == eos).nonzero() if eos is not None else answer[:0]
-            answer = answer[: int(stop[0]) + 1] if len(stop) else answer
-            out.append({"ids": torch.cat([e, answer]), "start": len(e)})
-    return out
+    """Records {"ids": prompt + answer [T], "start": len(prompt)} with one sampled answer per encoded prompt."""
+    answers = sample_answers(model, prompts, eos, max_new_tokens, temperature, 1.0, batch_size, seed, progress)
+    return [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(prompts, answers)]
 
 
 @torch.no_grad()

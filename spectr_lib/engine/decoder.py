@@ -14,12 +14,12 @@ import torch
 
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, sample_rows, warp
-from ..theory.selection import sample
+from ..theory.selection import IID_RULES, check_rule, sample
 from .drafters import make_drafter
 from .inputs import SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
 from .verifiers import Verifier
 
-METHODS = ("ar", "sps", "kseq", "rrs")
+METHODS = ("ar",) + IID_RULES  # the target alone, and every rule whose drafts are i.i.d. (see theory.selection.Rule)
 # Verification form per device type, the faster one measured by `python -m spectr_lib.tools.bench_verify`.
 TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
 
@@ -124,8 +124,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
     k = (1 if method in ("sps", "ar") else 8) if k is None else count("k", k)
     L, max_new_tokens = count("L", L), count("max_new_tokens", max_new_tokens)
-    if method == "sps" and k != 1:
-        raise ValueError(f"'sps' is single-draft speculative sampling (k = 1), got k = {k}: use 'kseq' or 'rrs'")
+    if method != "ar":
+        check_rule(method, k)
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
     tree, seed = flag("tree", tree), seed_of(seed)
@@ -151,7 +151,6 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         stats.accepted_hist = [0] * (L + 1)
     stats.seconds_prefill = time.perf_counter() - t_start
     out: list[torch.Tensor] = []
-    rule = "kseq" if method == "sps" else method
     while len(out) < max_new_tokens and not (out and int(out[-1]) in stop):
         L_now = 0 if drafter is None else min(L, max_new_tokens - len(out) - 1)
         if L_now == 0:  # a plain target step: "ar", or the last token of a speculative run
@@ -171,7 +170,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
         t2 = time.perf_counter()
-        new, row, n_acc = select_path(rule, lambda r, i: w(logits[r, i]), q, tokens, gen)
+        new, row, n_acc = select_path(method, lambda r, i: w(logits[r, i]), q, tokens, gen)
         t3 = time.perf_counter()
         ends = [i for i, t in enumerate(new.tolist()) if t in stop]
         if ends:  # a stop token inside the round ends the generation here: nothing after it is kept or paid for

@@ -129,3 +129,11 @@ def check_sampling(temperature, top_k, top_p) -> None:
         raise ValueError(f"top_k must be an integer ≥ 1 or None, got {top_k!r}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1] or be None, got {top_p!r}")
+
+
+def normalise(residual: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Normalise non-negative rows by the sum of their entries, however small; only a row with no mass at all
+    (it is reached with probability 0) becomes fallback."""
+    residual = residual.clamp_min(0)
+    mass = residual.sum(-1, keepdim=True)
+    return torch.where(mass > 0, residual / mass.clamp_min(1e-300), fallback)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .dists import check_pair
-from .selection import _pass_probabilities, _trial_order, check_rule
+from .selection import RULES, _pass_probabilities, _trial_order, check_rule
 
 MAX_TUPLES = 100_000
 
@@ -19,23 +19,7 @@ def draft_tuples(rule: str, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
         raise ValueError(f"enumerating |V|^k = {V}^{k} = {V**k:,} draft tuples is too many (limit {MAX_TUPLES:,}): "
                          f"use a smaller vocabulary, or kseq_acceptance / optimal_acceptance for real vocabularies")
     tuples = torch.tensor(list(itertools.product(range(V), repeat=k)), dtype=torch.long).reshape(-1, k)
-    qt = q[tuples]  # [N, k]
-    if rule == "rrs_wor":
-        distinct = torch.tensor([len(set(t)) == k for t in tuples.tolist()])
-        # mass left before draw i = the sum of the entries not drawn yet (never 1 − drafted mass: it rounds to 0
-        # when q is peaked)
-        drawn = torch.zeros(len(tuples), k, V, dtype=torch.bool)
-        for i in range(1, k):
-            drawn[:, i] = drawn[:, i - 1].scatter(-1, tuples[:, i - 1 : i], True)
-        left = (q * ~drawn).sum(-1)  # [N, k]
-        weight = torch.where(distinct, (qt / left.clamp_min(1e-300)).prod(-1), torch.zeros(len(tuples), dtype=q.dtype))
-    elif rule == "spechub":
-        hub = int(q.argmax())
-        ok = (tuples[:, 0] == hub) & (tuples[:, 1] != hub)
-        rest = torch.cat([q[:hub], q[hub + 1 :]]).sum()  # q(≠ hub) as a sum, never 1 − q(hub)
-        weight = torch.where(ok, qt[:, 1] / rest, torch.zeros(len(tuples), dtype=q.dtype))
-    else:
-        weight = qt.prod(-1)
+    weight = RULES[rule].tuple_law(q, tuples)
     keep = weight > 0
     return tuples[keep], weight[keep]
 
@@ -45,10 +29,8 @@ def _laws(rule: str, p, q, k: int):
     if p.ndim != 1:
         raise ValueError("exact laws take 1-D p and q (one vocabulary); loop over rows for batches")
     check_rule(rule, k)
-    if rule == "rrs_wor" and int((q > 0).sum()) < k:
-        raise ValueError(f"'rrs_wor' draws {k} distinct drafts, but q has fewer tokens with q > 0")
-    if rule == "spechub" and int((q > 0).sum()) < 2:
-        raise ValueError("'spechub' needs a draft distribution with at least 2 tokens of q > 0")
+    if int((q > 0).sum()) < RULES[rule].min_support(k):
+        raise ValueError(f"{rule!r} draws {k} distinct drafts, but q has fewer tokens with q > 0")
     tuples, weight = draft_tuples(rule, q, k)
     N, V = len(tuples), p.shape[-1]
     a, residual = _pass_probabilities(rule, p.expand(N, V), q.expand(N, V), tuples)

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..engine.decoder import generate
+from ..engine.decoder import METHODS, generate
 from ..prompts import encode_chat, first_per_category, read_prompts
+from ..theory.selection import RULES
 
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
 
@@ -71,15 +72,14 @@ class Result:
         return self.tokens / max(1e-9, self.seconds)
 
 
-def sweep_configs(methods=("ar", "sps", "kseq", "rrs"), ks=KS, Ls=LS, hf: bool = True) -> list[Config]:
-    """The configurations of a sweep (SpS only at k = 1; multi-draft rules at k ≥ 2)."""
+def sweep_configs(methods=METHODS, ks=KS, Ls=LS, hf: bool = True) -> list[Config]:
+    """The configurations of a sweep: a rule with a fixed k (SpS) at that k, the multi-draft rules at k ≥ 2."""
     out = [Config("hf_ar")] if hf else []
     if "ar" in methods:
         out.append(Config("ar"))
     for L in Ls:
-        if "sps" in methods:
-            out.append(Config("sps", 1, L))
-        out += [Config(m, k, L) for m in ("kseq", "rrs") if m in methods for k in ks if k >= 2]
+        for m in (m for m in METHODS if m in methods and m != "ar"):
+            out += [Config(m, RULES[m].k, L)] if RULES[m].k else [Config(m, k, L) for k in ks if k >= 2]
     return out
 
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --per-category: leave out the first N of each category (e.g. those the draft was evaluated on)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
-    ap.add_argument("--methods", nargs="+", default=["ar", "sps", "kseq", "rrs"])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--k", type=int, nargs="+", default=list(KS))
     ap.add_argument("--L", type=int, nargs="+", default=list(LS))
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")

@@ -17,12 +17,11 @@ from tqdm.auto import tqdm
 
 from ..engine import hf_cache
 from ..engine.acceptance import next_token_probs
-from ..distill.data import sample_answers
 from ..models.feature_draft import FeatureDraft, KVCache
 from ..models.load import ModelPair
 from ..paths import SPEC_BENCH
-from ..prompts import encode_chat, first_per_category, read_prompts
-from ..theory.selection import kseq_acceptance
+from ..prompts import encode_chat, first_per_category, read_prompts, sample_answers
+from ..theory.kseq import kseq_acceptance
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
@@ -39,7 +38,8 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
                            seed: int, ks=(1, 4)) -> dict:
     """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall."""
     enc = [encode_chat(pair.tokenizer, r["prompt"]) for r in prompts]
-    recs = sample_answers(pair.target, enc, pair.tokenizer.eos_token_id, max_new_tokens, temperature, 16, seed)
+    answers = sample_answers(pair.target, enc, pair.tokenizer.eos_token_id, max_new_tokens, temperature, 1.0, 16, seed)
+    recs = [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(enc, answers)]
     sums: dict[str, dict] = {}
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:

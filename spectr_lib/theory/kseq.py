@@ -1,0 +1,113 @@
+"""K-SEQ, SpecTr's token-level selection (Sun et al., NeurIPS 2023, §4): β(ρ), ρ*, p_acc and the residual.
+
+β(ρ) = Σ_x min(q(x), p(x)/ρ) is the chance that one draft passes; ρ* is the root of
+f(ρ) = 1 − (1 − β(ρ))^k − ρ·β(ρ) on [1, k]; each draft passes with probability min(1, p(x)/(ρ*·q(x))) and, when
+all k fail, the output is drawn from p_res ∝ p − γ·min(q, p/ρ*) with γ = p_acc/β(ρ*). Every function here is
+batched over [..., V] and checks its inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .dists import as_tensor, check_pair, is_real, normalise
+
+
+def check_rho(rho, p: torch.Tensor) -> torch.Tensor:
+    """ρ as a tensor on p's device, refusing values that are not finite numbers ≥ 1 (K-SEQ's ρ lies in [1, k])."""
+    if not isinstance(rho, torch.Tensor) and not is_real(rho):
+        raise ValueError(f"rho must be a number ≥ 1 (or a tensor of them), got {rho!r}")
+    rho = as_tensor(rho).to(p.device)
+    if not torch.isfinite(rho).all() or (rho < 1).any():
+        raise ValueError(f"rho must be finite and ≥ 1 (K-SEQ's ρ lies in [1, k]), got {rho}")
+    return rho
+
+
+def beta(p, q, rho) -> torch.Tensor:
+    """β(ρ) = Σ_x min(q(x), p(x)/ρ) [...]: the probability that one draft passes K-SEQ's test (SpecTr §4)."""
+    p, q = check_pair(p, q)
+    return _beta(p, q, check_rho(rho, p))
+
+
+def _beta(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+    return torch.minimum(q, p / rho[..., None]).sum(-1)
+
+
+def _rho_star(p: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tol: float = 1e-11, max_iter: int = 200) -> torch.Tensor:
+    """Root of f(ρ) = 1 − (1 − β(ρ))^k − ρβ(ρ) on [1, k] by a bracketing secant (Illinois); returns the
+    upper end of the final bracket, where f ≤ 0, so the residual is never negative."""
+    tol = max(tol, 8 * torch.finfo(p.dtype).eps)  # float32 inputs cannot resolve 1e-11
+    if p.device.type == "cpu" and p.numel() == p.shape[-1]:  # one row (the decoder): numpy's small-array calls are cheaper
+        return torch.from_numpy(np.asarray(_illinois(p.numpy(), q.numpy(), k.to(p.dtype).numpy(), tol, max_iter, np)))
+    return _illinois(p, q, k.to(p.dtype), tol, max_iter, torch)
+
+
+def _illinois(p, q, kf, tol: float, max_iter: int, xp):
+    """The root finder of _rho_star, written once for numpy and torch arrays (xp is the module)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = xp.where(q > 0, p / xp.where(q > 0, q, 1), xp.full_like(p, math.inf))
+    # Tokens with p/q ≥ k always contribute q, those with p/q ≤ 1 always p/ρ: only the rest vary with ρ.
+    high, low = r >= kf[..., None], r <= 1
+    A, B = (q * high).sum(-1), (p * low).sum(-1)
+    mid = ~(high | low)
+    if math.prod(p.shape[:-1]) == 1:  # one row (numpy or torch): keep only the varying tokens
+        pm, qm = p[mid].reshape(p.shape[:-1] + (-1,)), q[mid].reshape(p.shape[:-1] + (-1,))
+    else:  # a batch (torch only): gather each row's varying tokens into a [..., m] block, padded with zeros
+        m = int(mid.sum(-1).max())
+        idx = mid.to(torch.int8).topk(m, dim=-1).indices
+        keep = mid.gather(-1, idx)
+        pm, qm = p.gather(-1, idx) * keep, q.gather(-1, idx) * keep
+
+    def f(rho):
+        b = A + B / rho + xp.minimum(qm, pm / rho[..., None]).sum(-1)
+        return 1 - (1 - b).clip(min=0) ** kf - rho * b
+
+    lo, hi = kf * 0 + 1, kf + 0
+    f_lo, f_hi = f(lo), f(hi).clip(max=0.0)  # f(k) ≤ 0 holds exactly (Bernoulli); clip rounding noise
+    side = kf * 0  # +1: the last move was lo, −1: hi (the Illinois rule halves the stale end)
+    for _ in range(max_iter):
+        open_ = hi - lo > tol * kf
+        if not open_.any():
+            break
+        x = hi - f_hi * (hi - lo) / (f_hi - f_lo).clip(max=-1e-300)
+        x = xp.where((x <= lo) | (x >= hi), (lo + hi) / 2, x)
+        fx = f(x)
+        up = open_ & (fx > 0)
+        down = open_ & ~(fx > 0)
+        f_hi = xp.where(up & (side > 0), f_hi / 2, f_hi)
+        f_lo = xp.where(down & (side < 0), f_lo / 2, f_lo)
+        lo, f_lo = xp.where(up, x, lo), xp.where(up, fx, f_lo)
+        hi, f_hi = xp.where(down, x, hi), xp.where(down, fx, f_hi)
+        side = xp.where(up, 1.0, xp.where(down, -1.0, side))
+    return hi
+
+
+def kseq_rho(p, q, k):
+    """ρ* of K-SEQ: the upper end of the bisection bracket of f(ρ) = 0 on [1, k]; batched over [..., V]."""
+    p, q = check_pair(p, q, k)
+    k_t = torch.as_tensor(k, device=p.device).expand(p.shape[:-1])
+    rho = _rho_star(p, q, k_t)
+    return float(rho) if rho.ndim == 0 else rho
+
+
+def kseq_acceptance(p, q, k):
+    """p_acc = 1 − (1 − β(ρ*))^k, the probability that K-SEQ returns one of the k drafts; batched."""
+    p, q = check_pair(p, q, k)
+    k_t = torch.as_tensor(k, device=p.device).expand(p.shape[:-1])
+    acc = 1 - (1 - _beta(p, q, _rho_star(p, q, k_t))) ** k_t.to(p.dtype)
+    return float(acc) if acc.ndim == 0 else acc
+
+
+def kseq_residual(p, q, rho, k) -> torch.Tensor:
+    """p_res ∝ p − γ·min(q, p/ρ) with γ = p_acc/β [..., V]: what K-SEQ samples when every draft fails."""
+    p, q = check_pair(p, q, k)
+    return _kseq_residual(p, q, check_rho(rho, p), k)
+
+
+def _kseq_residual(p: torch.Tensor, q: torch.Tensor, rho: torch.Tensor, k) -> torch.Tensor:
+    b = _beta(p, q, rho)
+    p_acc = 1 - (1 - b) ** torch.as_tensor(k, dtype=p.dtype, device=p.device)
+    gamma = torch.where(b > 0, p_acc / b.clamp_min(1e-300), torch.zeros_like(b))
+    return normalise(p - gamma[..., None] * torch.minimum(q, p / rho[..., None]), p)

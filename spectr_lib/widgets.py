@@ -7,6 +7,7 @@ import torch
 from .theory.ot import optimal_acceptance
 from .theory.kseq import kseq_acceptance
 from .theory.selection import RULES, draw_drafts, sample
+from .theory.trees import token_tree
 
 ALPHA_LABEL = "optimum α* (i.i.d. drafts)"
 
@@ -87,17 +88,12 @@ def acceptance_panel(logits: torch.Tensor, k_max: int = 16, n_mc: int = 2000):
 
 
 def draft_tree(tokens: torch.Tensor) -> tuple[list[tuple[int, ...]], list[int]]:
-    """The distinct prefixes of K drafts [k, L] (the nodes of their prefix tree) and each node's parent index."""
+    """The distinct prefixes of K drafts [k, L] (the nodes of their prefix tree, root first) and each node's
+    parent index (−1 for the root)."""
+    node_tok, parents, _, _ = token_tree(tokens)
     nodes: list[tuple[int, ...]] = [()]
-    index = {(): 0}
-    parents = [-1]
-    for row in tokens.tolist():
-        for depth in range(1, len(row) + 1):
-            prefix = tuple(row[:depth])
-            if prefix not in index:
-                index[prefix] = len(nodes)
-                nodes.append(prefix)
-                parents.append(index[prefix[:-1]])
+    for tok, parent in zip(node_tok[1:], parents[1:]):
+        nodes.append(nodes[parent] + (tok,))
     return nodes, parents
 
 

@@ -152,14 +152,15 @@ def test_bad_prompts_are_refused(pair):
 
 
 def test_tree_and_batch_verification_score_the_same(pair):
-    from spectr_lib.engine.verifiers import Verifier, token_tree
+    from spectr_lib.engine.verifiers import make_verifier
+    from spectr_lib.theory.trees import token_tree
 
     tokens = torch.tensor([[3, 1, 2], [3, 1, 4], [5, 0, 0], [3, 2, 2]])
     node_tok, parent, depth, node_of = token_tree(tokens)
     assert len(node_tok) == 1 + 9 and depth[node_of[1, 3]] == 3 and node_of[0, 2] == node_of[1, 2]
     outs = []
     for tree in (False, True):
-        ver = Verifier(pair.target, V, tree=tree)
+        ver = make_verifier(pair.target, V, tree=tree)
         ver.prefill(torch.tensor(PROMPT))
         logits, _ = ver.verify(tokens)
         ver.commit(tokens, row=1, n_accepted=2, new_token=torch.tensor(5))

@@ -11,7 +11,7 @@ from spectr_lib.distill.cli import main as distill_main
 from spectr_lib.engine.drafters import FeatureDrafter
 from spectr_lib.models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
 from spectr_lib.models.load import ModelPair, tiny_pair
-from spectr_lib.engine.verifiers import Verifier
+from spectr_lib.engine.verifiers import make_verifier
 
 from test_decoder import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 
@@ -35,7 +35,7 @@ def fpair():
 def test_incremental_drafting_matches_one_pass(fpair):
     ids = torch.tensor(PROMPT + [3, 0, 5])
     _, q_full = next_token_probs(fpair, ids)
-    ver = Verifier(fpair.target, V, need_features=True)
+    ver = make_verifier(fpair.target, V, need_features=True)
     drafter = FeatureDrafter(fpair.draft, V)
     drafter.prefill(ids, ver.prefill(ids))
     tokens, q = drafter.draft(1, 1, lambda x: warp(x), torch.Generator().manual_seed(0))
@@ -51,7 +51,7 @@ def test_a_plain_target_step_keeps_the_drafter_in_step(fpair, drafter_kind):
     draft = fpair.draft if drafter_kind == "feature" else tiny_pair(vocab_size=V, seed=1, target_layers=1, hidden=32).draft
     ids, qs = torch.tensor(PROMPT + [3, 0]), []
     for pushed in (False, True):
-        ver, drafter = Verifier(fpair.target, V, need_features=True), make_drafter(draft, V)
+        ver, drafter = make_verifier(fpair.target, V, need_features=True), make_drafter(draft, V)
         start = ids[:-1] if pushed else ids
         drafter.prefill(start, ver.prefill(start))
         if pushed:  # the verifier's pending token is ids[-2]; one step samples (here: is given) ids[-1]

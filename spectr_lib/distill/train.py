@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import load_shards
-from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target
+from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
 
 FEATURE_WEIGHT = 0.1  # the feature regression keeps predicted features usable as the next step's input
 UNROLL_WEIGHT = 0.5  # second pass on the draft's own predicted features, as in multi-token drafting
@@ -45,7 +45,7 @@ def batch_tensors(group: list[dict], to_head: torch.Tensor):
         idx = to_head[r["top_ids"].long()]
         top_p[b, :n], top_i[b, :n] = r["top_p"].float() * (idx >= 0), idx.clamp_min(0)
         mask[b, r["start"] - 1 : n - 1] = 1  # positions whose next token is part of the answer
-    feats_in = torch.nn.functional.pad(feats[:, :-1], (0, 0, 1, 0))
+    feats_in = previous_features(feats)
     return feats_in, ids, feats, top_p, top_i, mask
 
 
@@ -62,7 +62,7 @@ def draft_loss(model: FeatureDraft, feats_in, ids, feats, top_p, top_i, mask):
         total = total + weight * ((ce + FEATURE_WEIGHT * reg) * mask).sum() / n
         with torch.no_grad():  # Σ min(p, q) over the teacher's top-k: a lower bound of the acceptance
             stats[f"acc{depth}"] = float((torch.minimum(top_p, logq.exp().gather(-1, top_i)).sum(-1) * mask).sum() / n)
-        feats_in = torch.nn.functional.pad(f[:, :-1].detach().float(), (0, 0, 1, 0))
+        feats_in = previous_features(f.detach().float())
     return total, stats
 
 

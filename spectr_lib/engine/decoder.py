@@ -17,11 +17,9 @@ from ..theory.dists import check_sampling, sample_rows, warp
 from ..theory.selection import IID_RULES, check_rule, sample
 from .drafters import make_drafter
 from .inputs import SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
-from .verifiers import Verifier
+from .verifiers import make_verifier
 
 METHODS = ("ar",) + IID_RULES  # the target alone, and every rule whose drafts are i.i.d. (see theory.selection.Rule)
-# Verification form per device type, the faster one measured by `python -m spectr_lib.tools.bench_verify`.
-TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
 
 
 @dataclass
@@ -143,8 +141,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     stats = Stats(method, k, L if method != "ar" else 0)
     t_start = time.perf_counter()
     drafter = make_drafter(pair.draft, pair.vocab_size) if method != "ar" else None
-    tree = TREE_BY_DEFAULT.get(pair.device.type, False) if tree is None else tree
-    target = Verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features), tree=tree)
+    target = make_verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features), tree=tree)
     feats = target.prefill(ids)
     if drafter is not None:
         drafter.prefill(ids, feats)

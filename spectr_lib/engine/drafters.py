@@ -1,21 +1,46 @@
 """K i.i.d. drafts of length L from the draft model, batched, on top of the draft's cache of the context.
 
-Two kinds of draft share one interface: a standalone causal LM (any Hugging Face model with the target's
-tokenizer) and a feature draft (reads the target's hidden states; see feature_draft.py). Both keep a cache of
-the accepted context and a list of pending inputs that the next `draft` call feeds first.
+Every kind of draft model has one Drafter class (the protocol below); this module is the only part of the
+decoding engine that knows the kinds. Two exist: a standalone causal LM (any Hugging Face model with the
+target's tokenizer) and a feature draft (reads the target's hidden states; see models/feature_draft.py). Both
+keep a cache of the accepted context and pending inputs that the next `draft` call feeds first. A new kind
+of draft is one class following `Drafter`, listed in DRAFTERS.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
 from . import hf_cache
 from .heads import Float32Head
 from ..theory.dists import sample_rows
-from ..models.feature_draft import FeatureDraft, KVCache
+from ..models.feature_draft import FeatureDraft, KVCache, previous_features
 
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
+
+
+class Drafter(Protocol):
+    """What the decoder, acceptance and timing ask of a draft model's driver."""
+
+    needs_features: bool  # True: prefill/commit/push take the target's hidden states [.., d]
+    calls: int  # draft model forward calls so far
+
+    def prefill(self, ids: torch.Tensor, features: torch.Tensor | None) -> None:
+        """Start a sequence from the prompt ids [T] (features [T-1, d] of ids[:-1] when needs_features)."""
+
+    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """k i.i.d. drafts: tokens [k, L] and the warped draft distributions q [k, L, V] they came from."""
+
+    def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
+               features: torch.Tensor | None) -> None:
+        """Keep draft `row`'s first n_accepted tokens and new_token (target features [n_accepted + 1, d] there)."""
+
+    def push(self, token: torch.Tensor, feature: torch.Tensor | None) -> None:
+        """The target took a plain step: token joins the context (feature [d] of the position it came from)."""
+
+    def teacher_forced_logits(self, ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """Float32 draft logits [T, V] after each prefix of ids [T] (target features [T, d] when needed)."""
 
 
 def sample_drafts(first: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], k: int, L: int, warp: Warp,
@@ -136,13 +161,16 @@ class FeatureDrafter:
     def teacher_forced_logits(self, ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Float32 logits [T, V] of the token after each prefix of ids [T], given the target's features [T, d]
         at those positions: the draft reads (h_{t-1}, x_t), as it does while decoding."""
-        feats_in = torch.cat([torch.zeros_like(features[:1]), features[:-1]])
         pos = torch.arange(len(ids), device=ids.device)
-        return self.model.full_logits(self.model(feats_in[None], ids[None], pos)[0]).float()
+        return self.model.full_logits(self.model(previous_features(features)[None], ids[None], pos)[0]).float()
 
 
-def make_drafter(draft: torch.nn.Module, vocab_size: int):
-    """The drafter for a draft model of either kind."""
-    if isinstance(draft, FeatureDraft):
-        return FeatureDrafter(draft, vocab_size)
-    return LMDrafter(draft, vocab_size)
+DRAFTERS: list[tuple[type, type]] = [(FeatureDraft, FeatureDrafter), (torch.nn.Module, LMDrafter)]  # first match wins
+
+
+def make_drafter(draft: torch.nn.Module, vocab_size: int) -> Drafter:
+    """The Drafter for a draft model of any registered kind (ValueError for an unknown kind)."""
+    for kind, cls in DRAFTERS:
+        if isinstance(draft, kind):
+            return cls(draft, vocab_size)
+    raise ValueError(f"no drafter for a draft of type {type(draft).__name__}: register one in DRAFTERS")

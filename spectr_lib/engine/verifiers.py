@@ -8,34 +8,22 @@ from __future__ import annotations
 import torch
 
 from . import hf_cache
+from ..theory.trees import ancestors, token_tree
 from .heads import Float32Head
 
-
-def token_tree(tokens: torch.Tensor) -> tuple[list[int], list[int], list[int], torch.Tensor]:
-    """Nodes of the drafts' prefix tree, root (the pending token) first: token, parent, depth of each node, and
-    node_of [k, L+1], the node that ends each draft's prefix of length i (i = 0: the root)."""
-    k, L = tokens.shape
-    node_tok, parent, depth, index = [-1], [-1], [0], {(): 0}
-    node_of = torch.zeros(k, L + 1, dtype=torch.long)
-    for j, row in enumerate(tokens.tolist()):
-        for i in range(1, L + 1):
-            prefix = tuple(row[:i])
-            if prefix not in index:
-                index[prefix] = len(node_tok)
-                node_tok.append(row[i - 1]), parent.append(index[prefix[:-1]]), depth.append(i)
-            node_of[j, i] = index[prefix]
-    return node_tok, parent, depth, node_of
+# Verification form per device type, the faster one measured by `python -m spectr_lib.tools.bench_verify`.
+TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
 
 
 class Verifier:
-    """The target side of speculative decoding: prefill, batched verification, roll-back.
-
-    `tree=False` scores K rows of L + 1 tokens (the batch form); `tree=True` scores each distinct prefix once in
-    one row, with a tree-shaped attention mask (fewer positions, and no copy of the context cache per draft).
+    """The target side of speculative decoding (the protocol every verification form follows): prefill, one
+    call scoring every draft position (`verify`), roll-back to the accepted path (`commit`), and a plain
+    autoregressive `step`. Subclasses differ only in how `verify` lays the drafts out and `commit` rolls back;
+    a new verification path (a static cache for CUDA graphs, a fused tree kernel) is one more subclass.
     """
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool = False, tree: bool = False):
-        self.model, self.V, self.need_features, self.tree = model, vocab_size, need_features, tree
+    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool = False):
+        self.model, self.V, self.need_features = model, vocab_size, need_features
         self.head = Float32Head(model, vocab_size)
         self.calls = 0
 
@@ -57,30 +45,12 @@ class Verifier:
 
     @torch.no_grad()
     def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [k, L+1, V] of every draft position (and the features there), in one call."""
-        self.calls += 1
-        if self.tree:
-            return self._verify_tree(tokens)
-        k = tokens.shape[0]
-        hf_cache.repeat_rows(self.cache, k)
-        return self._run(torch.cat([self.pending.expand(k, 1), tokens], 1))
+        """Logits [k, L+1, V] of every draft position of tokens [k, L] (and the features there), in one call."""
+        raise NotImplementedError
 
-    def _verify_tree(self, tokens: torch.Tensor):
-        dev = tokens.device
-        node_tok, parent, depth, self.node_of = token_tree(tokens)
-        n = len(node_tok)
-        ids = torch.tensor(node_tok, device=dev)
-        ids[0] = self.pending[0]
-        ancestor = torch.eye(n, dtype=torch.bool)
-        for i in range(1, n):  # parents come before children, so each row extends its parent's row
-            ancestor[i] |= ancestor[parent[i]]
-        allowed = torch.cat([torch.ones(n, self.length, dtype=torch.bool), ancestor], 1).to(dev)
-        dtype = self.model.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
-        pos = (self.length + torch.tensor(depth, device=dev))[None]
-        logits, feats = self._run(ids[None], attention_mask=mask[None, None], position_ids=pos)
-        node_of = self.node_of.to(dev)
-        return logits[0][node_of], (feats[0][node_of] if feats is not None else None)
+    def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
+        """Keep draft `row` with its first n_accepted tokens (and the old pending one); new_token is pending."""
+        raise NotImplementedError
 
     @torch.no_grad()
     def step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -94,13 +64,54 @@ class Verifier:
         """The token sampled after a `step` becomes pending."""
         self.pending = token.reshape(1)
 
+
+class BatchVerifier(Verifier):
+    """K rows of L + 1 tokens, one per draft, on K copies of the context cache (the GPU default)."""
+
+    @torch.no_grad()
+    def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.calls += 1
+        k = tokens.shape[0]
+        hf_cache.repeat_rows(self.cache, k)
+        return self._run(torch.cat([self.pending.expand(k, 1), tokens], 1))
+
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
-        """Keep draft `row` with its first n_accepted tokens (and the old pending one); new_token is pending."""
-        if self.tree:  # keep the context and the accepted path's nodes, drop the other branches
-            path = self.length + self.node_of[row, : n_accepted + 1].to(tokens.device)
-            hf_cache.keep_path(self.cache, self.length, path)
-        else:
-            hf_cache.crop(self.cache, self.length + 1 + n_accepted)
-            hf_cache.keep_row(self.cache, row)
+        hf_cache.crop(self.cache, self.length + 1 + n_accepted)
+        hf_cache.keep_row(self.cache, row)
         self.length += 1 + n_accepted
         self.pending = new_token.reshape(1)
+
+
+class TreeVerifier(Verifier):
+    """One row holding the drafts' prefix tree, each distinct prefix scored once under a tree-shaped attention
+    mask (fewer positions, no copy of the context cache per draft: the CPU default)."""
+
+    @torch.no_grad()
+    def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.calls += 1
+        dev = tokens.device
+        node_tok, parent, depth, self.node_of = token_tree(tokens)
+        n = len(node_tok)
+        ids = torch.tensor(node_tok, device=dev)
+        ids[0] = self.pending[0]
+        allowed = torch.cat([torch.ones(n, self.length, dtype=torch.bool), ancestors(parent)], 1).to(dev)
+        dtype = self.model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+        pos = (self.length + torch.tensor(depth, device=dev))[None]
+        logits, feats = self._run(ids[None], attention_mask=mask[None, None], position_ids=pos)
+        node_of = self.node_of.to(dev)
+        return logits[0][node_of], (feats[0][node_of] if feats is not None else None)
+
+    def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
+        path = self.length + self.node_of[row, : n_accepted + 1].to(tokens.device)  # the accepted path's nodes
+        hf_cache.keep_path(self.cache, self.length, path)
+        self.length += 1 + n_accepted
+        self.pending = new_token.reshape(1)
+
+
+def make_verifier(model: torch.nn.Module, vocab_size: int, need_features: bool = False, tree: bool | None = None) -> Verifier:
+    """The verifier for a target: the tree form (tree=True), the batch form (False), or the faster form measured
+    for the model's device (None)."""
+    if tree is None:
+        tree = TREE_BY_DEFAULT.get(next(model.parameters()).device.type, False)
+    return (TreeVerifier if tree else BatchVerifier)(model, vocab_size, need_features)

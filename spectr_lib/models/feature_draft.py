@@ -188,6 +188,12 @@ class FeatureDraft(nn.Module):
         return model.to(device=dev, dtype=dtype or target.dtype).eval()
 
 
+def previous_features(features: torch.Tensor) -> torch.Tensor:
+    """The draft's feature input h_{t-1} for every position t of features [..., T, d]: shifted one step to the
+    right along T, zeros at t = 0 (the draft reads (h_{t-1}, x_t) to predict h_t)."""
+    return F.pad(features[..., :-1, :], (0, 0, 1, 0))
+
+
 def is_feature_draft(folder) -> bool:
     """True when a folder holds a feature draft saved by this module."""
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -17,11 +16,11 @@ from tqdm.auto import tqdm
 
 from ..engine import hf_cache
 from ..engine.acceptance import next_token_probs
-from ..models.feature_draft import FeatureDraft, KVCache
 from ..models.load import ModelPair
 from ..paths import SPEC_BENCH
 from ..prompts import encode_chat, first_per_category, read_prompts, sample_answers
 from ..theory.kseq import kseq_acceptance
+from .timing import draft_step_seconds, median_seconds
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
@@ -55,15 +54,6 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
             for c, s in sums.items()}
 
 
-def _best(fn, repeat: int = 7) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
 @torch.no_grad()
 def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_tokens=(5, 20, 36, 72)) -> dict:
     """Seconds of one target step, one draft step (batch 1 and 8, warm cache) and target calls scoring n tokens."""
@@ -72,8 +62,7 @@ def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_toke
     out = {}
     for b in batch:
         cache = hf_cache.new_cache()
-        res = hf_cache.forward(pair.target, ctx, cache, output_hidden_states=True)
-        feats = res.hidden_states[-1]
+        hf_cache.forward(pair.target, ctx, cache)
         hf_cache.repeat_rows(cache, b)
         tok = torch.randint(100, 20000, (b, 1), device=dev)
 
@@ -81,28 +70,7 @@ def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_toke
             hf_cache.forward(pair.target, tok, cache)
             hf_cache.crop(cache, context)
 
-        if isinstance(pair.draft, FeatureDraft):
-            dcache = KVCache()
-            pos = torch.arange(context, device=dev)
-            pair.draft(torch.cat([torch.zeros_like(feats[:, :1]), feats[:, :-1]], 1), ctx, pos, dcache)
-            dcache.select(torch.zeros(b, dtype=torch.long, device=dev))
-            f = feats[:, -1:].expand(b, 1, -1)
-
-            def draft_step():
-                pair.draft.full_logits(pair.draft(f, tok, pos[-1:] + 1, dcache))
-                dcache.crop(context)
-        else:
-            dcache = hf_cache.new_cache()
-            hf_cache.forward(pair.draft, ctx, dcache)
-            hf_cache.repeat_rows(dcache, b)
-
-            def draft_step():
-                hf_cache.forward(pair.draft, tok, dcache)
-                hf_cache.crop(dcache, context)
-
-        for _ in range(2):
-            target_step(), draft_step()
-        t_target, t_draft = _best(target_step), _best(draft_step)
+        t_target, t_draft = median_seconds(target_step), draft_step_seconds(pair, ctx[0], b)
         out[f"batch{b}"] = {"target_step_s": t_target, "draft_step_s": t_draft, "ratio": t_draft / t_target}
     cache = hf_cache.new_cache()
     hf_cache.forward(pair.target, ctx, cache)
@@ -113,7 +81,7 @@ def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_toke
             hf_cache.forward(pair.target, ids, cache)
             hf_cache.crop(cache, context)
 
-        out[f"target_call_{n}_tokens_s"] = _best(call)
+        out[f"target_call_{n}_tokens_s"] = median_seconds(call)
     return out
 
 

@@ -7,15 +7,7 @@ import time
 import torch
 
 from ..theory.selection import draw_drafts, sample
-
-
-def _best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from .timing import median_seconds
 
 
 def kseq_round_seconds(p: torch.Tensor, q: torch.Tensor, k: int, repeat: int = 5) -> float:
@@ -27,7 +19,7 @@ def kseq_round_seconds(p: torch.Tensor, q: torch.Tensor, k: int, repeat: int = 5
         for i in range(p.shape[0]):
             sample("kseq", p[i : i + 1], q[i : i + 1], drafts[i : i + 1, : max(1, k >> i)], generator=g, check=False)
 
-    return _best_of(run, repeat)
+    return median_seconds(run, repeat)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
             hf_cache.crop(cache, args.context)
             return elapsed
 
-        t_one = min(forward(block[:, :1]) for _ in range(5))
-        t_block = min(forward(block) for _ in range(5))
+        t_one = sorted(forward(block[:, :1]) for _ in range(7))[3]  # medians: forward() times itself, crop excluded
+        t_block = sorted(forward(block) for _ in range(7))[3]
         logits = hf_cache.forward(model, block, cache).logits[0, : args.L].double()
     p = logits.softmax(-1)
     q = (logits * 0.8 + torch.randn_like(logits)).softmax(-1)  # a plausible draft: blurred, perturbed target

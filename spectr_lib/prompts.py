@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .paths import DATA_DIR, SPEC_BENCH
+from .paths import DATA_DIR
 
 
 

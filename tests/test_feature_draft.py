@@ -1,5 +1,4 @@
 """The feature draft: incremental drafting matches one-pass scoring, decoding with it is exact, distill runs."""
-import itertools
 
 import pytest
 import torch

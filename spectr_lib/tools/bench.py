@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ..engine.decoder import METHODS, generate
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..theory.selection import RULES
+from .acceptance import acceptance_by_category
 
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
 
@@ -201,11 +202,8 @@ def category_table(results: list[Result]) -> str:
     return "Per category: block efficiency, speed-up over our AR.\n\n" + "\n".join(lines)
 
 
-def plot(results: list[Result], path: Path, temperature: float) -> None:
-    """Block efficiency vs k for each L, and tokens/s vs k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(results: list[Result], temperature: float):
+    """Block efficiency vs k for each L, and tokens/s vs k; returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -228,8 +226,7 @@ def plot(results: list[Result], path: Path, temperature: float) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def to_json(results: list[Result]) -> list[dict]:
@@ -250,6 +247,8 @@ def from_json(records: list[dict]) -> list[Result]:
 
 def render(report: dict, out: Path) -> str:
     """Write table.md and one plot per temperature for a report (the content of results.json); return the markdown."""
+    import matplotlib.pyplot as plt
+
     md = [f"# Benchmark\n\n{report['pair']} on {report['device']}, {report['prompts']} prompts, "
           f"{report['max_new_tokens']} new tokens at most.\n"] + [n + "\n" for n in report.get("notes", [])]
     for T, run_ in report["runs"].items():
@@ -259,25 +258,17 @@ def render(report: dict, out: Path) -> str:
         per_category = category_table(results)
         if per_category:
             md += ["", per_category]
-        plot(results, out / f"plots_T{T}.png", float(T))
+        fig = plot(results, float(T))
+        fig.savefig(out / f"plots_T{T}.png", dpi=110)
+        plt.close(fig)
     (out / "table.md").write_text("\n".join(md) + "\n")
     return "\n".join(md)
 
 
 def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int) -> dict:
     """Mean Σ min(p, q) along target-sampled continuations, per category and overall."""
-    from ..engine.acceptance import draft_acceptance
-
-    per: dict[str, list[float]] = {}
-    for i, rec in enumerate(prompts):
-        ids = encode_chat(pair.tokenizer, rec["prompt"]).to(pair.device)
-        g = generate(pair, ids, method="ar", max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + 10_000 + i)
-        seq = torch.cat([ids.cpu(), g.token_ids])
-        if len(g.token_ids):
-            per.setdefault(rec["category"], []).extend(draft_acceptance(pair, seq, len(ids), temperature).tolist())
-    out = {c: sum(v) / len(v) for c, v in per.items()}
-    out["overall"] = sum(sum(v) for v in per.values()) / max(1, sum(len(v) for v in per.values()))
-    return out
+    by_cat = acceptance_by_category(pair, prompts, temperature, max_new_tokens, seed + 10_000, ks=(1,))
+    return {c: v["k1"] for c, v in by_cat.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,14 +12,12 @@ import json
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..engine import hf_cache
-from ..engine.acceptance import next_token_probs
 from ..models.load import ModelPair
 from ..paths import SPEC_BENCH
-from ..prompts import encode_chat, first_per_category, read_prompts, sample_answers
-from ..theory.kseq import kseq_acceptance
+from ..prompts import first_per_category, read_prompts
+from .acceptance import acceptance_by_category
 from .timing import draft_step_seconds, median_seconds
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
@@ -31,27 +29,6 @@ def spec_bench_prompts(path: Path, per_category: int) -> list[dict]:
     for r in records:
         r["category"] = "mt_bench" if r["category"] in MT_BENCH else r["category"]
     return first_per_category(records, per_category)
-
-
-def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
-                           seed: int, ks=(1, 4)) -> dict:
-    """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall."""
-    enc = [encode_chat(pair.tokenizer, r["prompt"]) for r in prompts]
-    answers = sample_answers(pair.target, enc, pair.tokenizer.eos_token_id, max_new_tokens, temperature, 1.0, 16, seed)
-    recs = [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(enc, answers)]
-    sums: dict[str, dict] = {}
-    for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
-        if len(rec["ids"]) <= rec["start"]:
-            continue
-        p, q = next_token_probs(pair, rec["ids"], temperature)
-        p, q = p[rec["start"] - 1 : -1], q[rec["start"] - 1 : -1]
-        for cat in (r["category"], "overall"):
-            s = sums.setdefault(cat, {"positions": 0, **{f"k{k}": 0.0 for k in ks}})
-            s["positions"] += len(p)
-            for k in ks:
-                s[f"k{k}"] += float(kseq_acceptance(p.cpu(), q.cpu(), k).sum())
-    return {c: {"positions": s["positions"], **{key: v / s["positions"] for key, v in s.items() if key != "positions"}}
-            for c, s in sums.items()}
 
 
 @torch.no_grad()

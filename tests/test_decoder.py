@@ -176,3 +176,12 @@ def test_tree_and_batch_verification_score_the_same(pair):
 def test_both_verification_forms_are_exact(pair, tree):
     samples = samples_of(pair, 5000, method="kseq", k=4, L=3, tree=tree)
     assert chi_square_pvalue(samples, exact_law(pair)) > 1e-3
+
+
+def test_field_metrics_follow_the_vllm_definitions():
+    from spectr_lib.engine.decoder import acceptance_rate_per_position, mean_acceptance_length
+
+    hist = [2, 1, 0, 1]  # 4 rounds accepting 0, 0, 1 and 3 drafts
+    assert mean_acceptance_length(hist) == 1 + 4 / 4
+    assert acceptance_rate_per_position(hist) == [2 / 4, 1 / 4, 1 / 4]
+    assert mean_acceptance_length([]) == 0.0 and acceptance_rate_per_position([]) == []

@@ -14,12 +14,26 @@ import torch
 
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, sample_rows, warp
+from ..theory.block import _block_verify
 from ..theory.selection import IID_RULES, check_rule, sample
 from .drafters import make_drafter
 from .inputs import SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
 from .verifiers import make_verifier
 
-METHODS = ("ar",) + IID_RULES  # the target alone, and every rule whose drafts are i.i.d. (see theory.selection.Rule)
+# the target alone, block verification of one draft, and every token-level rule whose drafts are i.i.d.
+METHODS = ("ar", "block") + IID_RULES
+
+
+def mean_acceptance_length(accepted_hist: list[int]) -> float:
+    """1 + accepted drafts / rounds from a histogram of rounds by accepted draft tokens (0 with no rounds)."""
+    rounds = sum(accepted_hist)
+    return 1 + sum(n * c for n, c in enumerate(accepted_hist)) / rounds if rounds else 0.0
+
+
+def acceptance_rate_per_position(accepted_hist: list[int]) -> list[float]:
+    """[rounds that accepted ≥ i drafts / rounds for i = 1..L] from the same histogram."""
+    rounds = sum(accepted_hist)
+    return [sum(accepted_hist[i:]) / rounds for i in range(1, len(accepted_hist))] if rounds else []
 
 
 @dataclass
@@ -50,10 +64,22 @@ class Stats:
         """New tokens per second of decoding (prefill excluded)."""
         return self.new_tokens / max(1e-9, self.seconds_total - self.seconds_prefill)
 
+    @property
+    def mean_acceptance_length(self) -> float:
+        """1 + accepted draft tokens per round (vLLM's and llama.cpp's definition); 0 for "ar"."""
+        return mean_acceptance_length(self.accepted_hist)
+
+    @property
+    def acceptance_rate_per_position(self) -> list[float]:
+        """Rate i (i = 1..L): rounds that accepted ≥ i draft tokens / rounds (vLLM's per-position rate)."""
+        return acceptance_rate_per_position(self.accepted_hist)
+
     def as_dict(self) -> dict:
         """Plain dict, with the derived figures."""
         d = dict(self.__dict__)
-        d.update(block_efficiency=self.block_efficiency, tokens_per_second=self.tokens_per_second)
+        d.update(block_efficiency=self.block_efficiency, tokens_per_second=self.tokens_per_second,
+                 mean_acceptance_length=self.mean_acceptance_length,
+                 acceptance_rate_per_position=self.acceptance_rate_per_position)
         return d
 
 
@@ -99,7 +125,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     target's own sampling (SpecTr, Sun et al. 2023, §4; every rule's exactness is tested by chi-square).
 
     prompt: a string (chat template applied), a list of chat messages {"role", "content"}, a 1-D sequence of
-    token ids or a [T] / [1, T] integer tensor. method: "ar", "sps" (k = 1), "kseq" (SpecTr) or "rrs".
+    token ids or a [T] / [1, T] integer tensor. method: "ar", "sps" (k = 1), "block" (block verification of one
+    draft, Sun et al., ICLR 2025), "kseq" (SpecTr) or "rrs".
     k drafts (default 8; 1 for "sps"/"ar") of length L per round; each round drafts at most
     min(L, tokens still allowed − 1) tokens, and a round with nothing left to draft is a plain target step.
     Generation ends in the round that emits a stop token: eos_token_id (an id or several), by default every EOS
@@ -120,9 +147,11 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if method != "ar" and pair.draft is None:
         raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
-    k = (1 if method in ("sps", "ar") else 8) if k is None else count("k", k)
+    k = (1 if method in ("sps", "ar", "block") else 8) if k is None else count("k", k)
     L, max_new_tokens = count("L", L), count("max_new_tokens", max_new_tokens)
-    if method != "ar":
+    if method == "block" and k != 1:
+        raise ValueError(f"'block' verifies one draft (k = 1), got k = {k}: use 'kseq' or 'rrs' for several")
+    if method not in ("ar", "block"):
         check_rule(method, k)
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
@@ -167,7 +196,11 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
         t2 = time.perf_counter()
-        new, row, n_acc = select_path(method, lambda r, i: w(logits[r, i]), q, tokens, gen)
+        if method == "block":
+            n_acc, y = _block_verify(w(logits[0]), q[0], tokens[0], gen)
+            new, row = torch.cat([tokens[0, :n_acc], y.reshape(1)]), 0
+        else:
+            new, row, n_acc = select_path(method, lambda r, i: w(logits[r, i]), q, tokens, gen)
         t3 = time.perf_counter()
         ends = [i for i, t in enumerate(new.tolist()) if t in stop]
         if ends:  # a stop token inside the round ends the generation here: nothing after it is kept or paid for

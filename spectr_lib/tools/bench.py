@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..engine.decoder import METHODS, generate
+from ..engine.decoder import METHODS, generate, mean_acceptance_length
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..theory.selection import RULES
 from .acceptance import acceptance_by_category
@@ -74,13 +74,15 @@ class Result:
 
 
 def sweep_configs(methods=METHODS, ks=KS, Ls=LS, hf: bool = True) -> list[Config]:
-    """The configurations of a sweep: a rule with a fixed k (SpS) at that k, the multi-draft rules at k ≥ 2."""
+    """The configurations of a sweep: single-draft methods (SpS, block verification) at k = 1, the multi-draft
+    rules at k ≥ 2."""
     out = [Config("hf_ar")] if hf else []
     if "ar" in methods:
         out.append(Config("ar"))
     for L in Ls:
         for m in (m for m in METHODS if m in methods and m != "ar"):
-            out += [Config(m, RULES[m].k, L)] if RULES[m].k else [Config(m, k, L) for k in ks if k >= 2]
+            fixed = 1 if m == "block" else RULES[m].k
+            out += [Config(m, fixed, L)] if fixed else [Config(m, k, L) for k in ks if k >= 2]
     return out
 
 
@@ -169,13 +171,15 @@ def table(results: list[Result], baseline: str = "hf_ar") -> str:
     base = next((r for r in results if r.config.name == baseline and r.tokens), None)
     ours = next((r for r in results if r.config.name == "ar" and r.tokens), None)
     cols = [baseline] + (["ar"] if ours is not None and baseline != "ar" else [])
-    lines = ["| method | k | L | block efficiency | tokens/s | " + " | ".join(f"speed-up vs {c}" for c in cols)
-             + " | accepted drafts per round (0..L) |", "|---" * (6 + len(cols)) + "|"]
+    lines = ["| method | k | L | block efficiency | mean acceptance length | tokens/s | "
+             + " | ".join(f"speed-up vs {c}" for c in cols) + " | accepted drafts per round (0..L) |",
+             "|---" * (7 + len(cols)) + "|"]
     for r in results:
         if not r.tokens:
             continue
         speeds = [f"{r.tokens_per_second / b.tokens_per_second:.2f}×" if b else "–" for b in (base, ours)[: len(cols)]]
-        lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | {r.block_efficiency:.2f} | "
+        mal = f"{mean_acceptance_length(r.accepted_hist):.2f}" if r.accepted_hist else "–"
+        lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | {r.block_efficiency:.2f} | {mal} | "
                      f"{r.tokens_per_second:.1f} | " + " | ".join(speeds) + f" | {r.accepted_hist or '–'} |")
     return "\n".join(lines)
 

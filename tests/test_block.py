@@ -95,7 +95,7 @@ def pair():
 
 
 def test_block_decoding_follows_the_target_law(pair):
-    from test_decoder import PROMPT, chi_square_pvalue, exact_law, samples_of
+    from test_decoder import chi_square_pvalue, exact_law, samples_of
 
     assert chi_square_pvalue(samples_of(pair, 5000, method="block", L=3), exact_law(pair)) > 1e-3
 

@@ -59,3 +59,37 @@ def test_pair_curves_on_real_shaped_logits():
     with pytest.raises(ValueError, match="position"):
         pair_curves(pl, ql, 9)
     assert len(pair_panel(pl, ql, list("abcde"), n_mc=100).children) >= 3
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rrs_closed_form_equals_enumeration(seed):
+    from spectr_lib.theory.exact import acceptance
+    from spectr_lib.theory.selection import rrs_acceptance
+
+    rng = np.random.default_rng(seed)
+    p, q = rng.dirichlet(np.ones(5) * 0.5), rng.dirichlet(np.ones(5) * 0.5)
+    for k in (1, 2, 3):
+        assert rrs_acceptance(p, q, k) == pytest.approx(acceptance("rrs", p, q, k), abs=1e-12)
+    peaked = np.array([1 - 1e-13, 4e-14, 6e-14])
+    assert rrs_acceptance([0.2, 0.5, 0.3], peaked, 2) == pytest.approx(acceptance("rrs", [0.2, 0.5, 0.3], peaked, 2), abs=1e-12)
+
+
+def test_every_rules_curve_at_the_sliders_lowest_temperature(embedded_f32):
+    """T = 0.2 makes most real next-token distributions peaked: every rule's acceptance stays a probability,
+    the closed forms agree with the samplers, i.i.d. rules stay under α*, K-SEQ over its (1 − 1/e) guarantee."""
+    from spectr_lib.prompts import encode_chat
+    from spectr_lib.theory.selection import RULES
+
+    model, tok = embedded_f32
+    with torch.no_grad():
+        logits = model(encode_chat(tok, "Name three rivers in Europe.")[None]).logits[0, -12:].double()
+    for i in (0, 7):
+        p, q = mismatched_pair(logits[i], 0.5, temperature=0.2, seed=i)
+        rules = [r for r in RULES if r != "sps"]
+        curves = acceptance_curves(p, q, ks=(2,), rules=rules, n_mc=4000)  # SpecHub is defined for k = 2
+        mc_rrs = monte_carlo_acceptance("rrs", p, q, 2, n=4000)
+        assert curves["rrs"][0] == pytest.approx(mc_rrs, abs=0.03)  # 4000 draws: 3 standard errors
+        for rule in rules:
+            assert all(0 <= a <= 1 for a in curves[rule]), (rule, curves[rule])
+        assert curves["kseq"][0] <= curves["alpha"][0] + 1e-9 and curves["rrs"][0] <= curves["alpha"][0] + 0.015
+        assert curves["kseq"][0] >= (1 - (1 - 1 / 2) ** 2) * curves["alpha"][0] - 1e-9

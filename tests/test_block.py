@@ -106,6 +106,6 @@ def test_block_decoding_greedy_and_stats(pair):
     got = generate(pair, PROMPT, method="block", L=3, max_new_tokens=24, temperature=0).token_ids
     assert torch.equal(got, target_greedy(pair, PROMPT, 24))
     s = generate(pair, PROMPT, method="block", L=4, max_new_tokens=40, seed=3).stats
-    assert s.new_tokens == 40 and s.target_calls == sum(s.accepted_hist)
+    assert s.new_tokens == 40 and s.target_calls == sum(s.accepted_hist) + s.plain_steps
     with pytest.raises(ValueError, match="one draft"):
         generate(pair, PROMPT, method="block", k=2)

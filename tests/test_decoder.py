@@ -121,8 +121,8 @@ def test_same_seed_same_output_different_seed_different_output(pair):
 def test_stats_add_up(pair, method, k, L):
     g = generate(pair, PROMPT, method=method, k=k, L=L, max_new_tokens=40, seed=3)
     s = g.stats
-    assert s.target_calls == sum(s.accepted_hist)  # one target call per round
-    emitted = sum((n + 1) * c for n, c in enumerate(s.accepted_hist))
+    assert s.target_calls == sum(s.accepted_hist) + s.plain_steps  # one target call per round or plain step
+    emitted = sum((n + 1) * c for n, c in enumerate(s.accepted_hist)) + s.plain_steps
     assert len(g.token_ids) == s.new_tokens == 40 == emitted  # rounds never draft past max_new_tokens
     assert s.block_efficiency == pytest.approx(40 / s.target_calls)
     assert 1 <= s.block_efficiency <= L + 1

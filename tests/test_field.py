@@ -32,7 +32,9 @@ def test_stop_token_inside_a_round_ends_generation_there(self_pair):
     g = generate(self_pair, PROMPT, method="kseq", k=2, L=4, max_new_tokens=40, temperature=0, eos_token_id=6)
     s = g.stats
     assert g.token_ids.tolist() == [0, 6]
-    assert (s.target_calls, s.draft_calls, s.block_efficiency, s.accepted_hist) == (1, 4, 2.0, [0, 0, 1, 0, 0])
+    # the accepted stop token closes the round, as a correction or bonus token would: 1 accepted + 1
+    assert (s.target_calls, s.draft_calls, s.block_efficiency, s.accepted_hist) == (1, 4, 2.0, [0, 1, 0, 0, 0])
+    assert s.mean_acceptance_length == 2.0
 
 
 @pytest.mark.parametrize("method,k", [("ar", 1), ("sps", 1), ("kseq", 3), ("rrs", 2)])
@@ -48,24 +50,28 @@ def test_any_of_several_stop_tokens_ends_generation(self_pair, method, k):
 
 def test_draft_length_is_capped_by_what_is_left(pair):
     g = generate(pair, PROMPT, method="kseq", k=4, L=8, max_new_tokens=1)
-    assert (len(g.token_ids), g.stats.target_calls, g.stats.draft_calls) == (1, 1, 0)
+    assert (len(g.token_ids), g.stats.target_calls, g.stats.draft_calls, g.stats.plain_steps) == (1, 1, 0, 1)
+    assert g.stats.accepted_hist == [0]  # a plain step is not a round: it leaves the acceptance metrics alone
+    g = generate(pair, PROMPT, method="kseq", k=2, L=10**6, max_new_tokens=3, seed=0)
+    assert len(g.stats.accepted_hist) == 3 and len(g.stats.acceptance_rate_per_position) == 2
     g = generate(pair, PROMPT, method="kseq", k=4, L=8, max_new_tokens=3, seed=1)
     assert len(g.token_ids) == 3 and g.stats.draft_lengths[0] == 2
 
 
 @pytest.mark.parametrize("method", ["ar", "kseq", "rrs"])
 def test_a_sequence_that_fills_the_context_exactly_runs(pair, method):
-    g = generate(pair, [1] * 250, method=method, k=2, L=4, max_new_tokens=6, seed=0)
+    k = None if method == "ar" else 2
+    g = generate(pair, [1] * 250, method=method, k=k, L=4, max_new_tokens=6, seed=0)
     assert len(g.token_ids) == 6
     with pytest.raises(ValueError, match="context of 256"):
-        generate(pair, [1] * 250, method=method, k=2, L=4, max_new_tokens=7)
+        generate(pair, [1] * 250, method=method, k=k, L=4, max_new_tokens=7)
 
 
 @pytest.mark.parametrize("T", [1e-39, 1e-38, 1e-30, 1e-12])
 def test_tiny_temperature_is_greedy(pair, T):
     greedy = generate(pair, PROMPT, method="ar", max_new_tokens=8, temperature=0).token_ids
-    for method in ("ar", "kseq"):
-        assert torch.equal(generate(pair, PROMPT, method=method, k=2, L=3, max_new_tokens=8, temperature=T, seed=0).token_ids, greedy)
+    for method, k in (("ar", 1), ("kseq", 2)):
+        assert torch.equal(generate(pair, PROMPT, method=method, k=k, L=3, max_new_tokens=8, temperature=T, seed=0).token_ids, greedy)
 
 
 def test_warp_at_tiny_temperature_is_finite_and_shares_ties():
@@ -240,3 +246,62 @@ def test_batched_sampler_is_exact_for_a_peaked_draft(rule):
     token, _ = sample(rule, P, Q, draw_drafts(rule, Q, k, g), g)
     counts = torch.bincount(token, minlength=3).numpy()
     assert st.chisquare(counts, p.numpy() * n).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("method,k", [("kseq", 4), ("rrs", 2), ("sps", 1), ("block", 1)])
+def test_tokens_add_up_per_round_whatever_stops_them(method, k):
+    """Σ over rounds of (accepted + 1) + plain steps = new tokens, with stop tokens inside rounds too."""
+    pair = tiny_pair(vocab_size=4, seed=0)
+    for s in range(60):
+        g = generate(pair, [1], method=method, k=k, L=4, max_new_tokens=12, seed=s, eos_token_id=2)
+        st = g.stats
+        assert sum((i + 1) * c for i, c in enumerate(st.accepted_hist)) + st.plain_steps == st.new_tokens
+        assert st.target_calls == sum(st.accepted_hist) + st.plain_steps
+
+
+@pytest.mark.parametrize("kw,err,match", [
+    (dict(k=10**12), ValueError, "more than"), (dict(method="ar", k=4), ValueError, "no drafts"),
+    (dict(top_p=1e-46), None, None), (dict(eos_token_id=True), TypeError, "eos_token_id"),
+    (dict(eos_token_id="3"), TypeError, "eos_token_id"), (dict(eos_token_id=np.array([3, 4])), None, None),
+])
+def test_more_arguments_found_by_a_new_user(pair, kw, err, match):
+    if err is None:
+        assert len(generate(pair, PROMPT, max_new_tokens=3, seed=0, **kw).token_ids) >= 1
+    else:
+        with pytest.raises(err, match=match):
+            generate(pair, PROMPT, max_new_tokens=3, **kw)
+
+
+def test_huge_ids_and_token_id_messages(pair):
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        generate(pair, [2**70])
+    with pytest.raises(ValueError, match="18446744073709551615"):
+        generate(pair, np.array([2**64 - 1], dtype=np.uint64))
+    with pytest.raises(TypeError) as info:
+        draft_acceptance(pair, "hello", 1)
+    assert "chat" not in str(info.value)
+    with pytest.raises(ValueError, match="> 0"):
+        draft_acceptance(pair, [1, 2, 3], 1, temperature=-1)
+
+
+def test_block_verify_and_rule_shapes_are_checked():
+    from spectr_lib.theory.block import block_verify
+
+    P = torch.tensor([[.2, .3, .5], [.1, .1, .8], [.3, .3, .4]], dtype=torch.float64)
+    Q = torch.tensor([[.5, .25, .25], [.3, .4, .3]], dtype=torch.float64)
+    for kw in (dict(uniforms=torch.tensor([2.0, 5.0])), dict(uniforms=torch.tensor([0.5]))):
+        with pytest.raises(ValueError, match="uniforms"):
+            block_verify(P, Q, torch.tensor([0, 1]), **kw)
+    with pytest.raises(ValueError, match="integer"):
+        block_verify(P, Q, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="γ ≥ 1"):
+        block_verify(P[:1], Q[:0], torch.zeros(0, dtype=torch.long))
+    assert block_verify(P, Q, [0, 1], uniforms=[0.0, 0.0])[0] in (0, 1, 2)
+    p, q = [.2, .3, .5], [.5, .25, .25]
+    with pytest.raises(ValueError, match="drafts must be"):
+        sample("kseq", [p, p], [q, q], torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="uniforms"):
+        sample("kseq", p, q, torch.tensor([[0, 1]]), uniforms=[0.5])
+    assert draw_drafts("rrs_wor", torch.full((2, 2, 3), 1 / 3, dtype=torch.float64), 2).shape == (2, 2, 2)
+    with pytest.raises(ValueError, match="vectors"):
+        exact.output_distribution("kseq", 1.0, 1.0, 2)

@@ -1,10 +1,11 @@
 """Token-level acceptance of a draft along a sequence: Σ_x min(p(x), q(x)) per position, whatever the draft's design."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..models.load import ModelPair
-from ..theory.dists import check_sampling, warp
+from ..theory.dists import check_sampling, is_real, warp
 from .drafters import make_drafter
 from .heads import Float32Head
 from . import inputs
@@ -38,9 +39,9 @@ def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float 
     start = count("start", start)
     if not start < len(ids):
         raise ValueError(f"start must lie in [1, {len(ids)}) for a sequence of {len(ids)} tokens, got {start}")
+    if is_real(temperature) and np.isfinite(temperature) and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (acceptance compares two sampling distributions), got {temperature}")
     check_sampling(temperature, None, None)
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0 (acceptance compares two sampling distributions)")
     limit = context_limit(pair)
     if len(ids) > limit:
         raise ValueError(f"the sequence has {len(ids)} tokens, more than the models' context of {limit}: shorten it")

@@ -1,8 +1,8 @@
 """The K-draft SpecTr decoder: draft, verify in one target call, select position by position, roll back.
 
 `generate(pair, prompt, method=...)` runs the target alone ("ar"), speculative sampling ("sps", k = 1),
-SpecTr ("kseq") or SpecInfer's multi-draft rule ("rrs"); every method returns text distributed exactly as
-the (warped) target would produce it.
+block verification of one draft ("block"), SpecTr ("kseq") or SpecInfer's multi-draft rule ("rrs"); every
+method returns text distributed exactly as the (warped) target would produce it.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..theory.dists import check_sampling, sample_rows, warp
 from ..theory.block import _block_verify
 from ..theory.selection import IID_RULES, check_rule, sample
 from .drafters import make_drafter
-from .inputs import SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
+from .inputs import MAX_K, SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
 from .verifiers import make_verifier
 
 # the target alone, block verification of one draft, and every token-level rule whose drafts are i.i.d.
@@ -30,10 +30,17 @@ def mean_acceptance_length(accepted_hist: list[int]) -> float:
     return 1 + sum(n * c for n, c in enumerate(accepted_hist)) / rounds if rounds else 0.0
 
 
-def acceptance_rate_per_position(accepted_hist: list[int]) -> list[float]:
-    """[rounds that accepted ≥ i drafts / rounds for i = 1..L] from the same histogram."""
-    rounds = sum(accepted_hist)
-    return [sum(accepted_hist[i:]) / rounds for i in range(1, len(accepted_hist))] if rounds else []
+def acceptance_rate_per_position(accepted_hist: list[int], draft_lengths: list[int] | None = None) -> list[float]:
+    """[rounds that accepted ≥ i drafts / rounds that drafted ≥ i tokens, for i = 1..L] (vLLM's per-position
+    rate); without draft_lengths every round counts as having drafted L tokens."""
+    L = len(accepted_hist) - 1
+    at_least = [0] * (L + 2)
+    for i in range(L, -1, -1):  # suffix sums: rounds that accepted ≥ i
+        at_least[i] = at_least[i + 1] + accepted_hist[i]
+    drafted = [at_least[0]] * (L + 1)
+    if draft_lengths is not None:
+        drafted = [sum(1 for d in draft_lengths if d >= i) for i in range(L + 1)]
+    return [at_least[i] / drafted[i] if drafted[i] else 0.0 for i in range(1, L + 1)]
 
 
 @dataclass
@@ -46,8 +53,9 @@ class Stats:
     new_tokens: int = 0
     target_calls: int = 0  # verification rounds (or one call per token for "ar"); the prefill is not counted
     draft_calls: int = 0
-    accepted_hist: list[int] = field(default_factory=list)  # rounds that emitted 0, 1, …, L accepted draft tokens
+    accepted_hist: list[int] = field(default_factory=list)  # rounds that emitted 0, 1, … accepted draft tokens
     draft_lengths: list[int] = field(default_factory=list)  # tokens drafted in each round (0: a plain target step)
+    plain_steps: int = 0  # target steps without drafts (the last token of a run): not rounds, not in accepted_hist
     seconds_prefill: float = 0.0
     seconds_draft: float = 0.0
     seconds_verify: float = 0.0
@@ -72,7 +80,7 @@ class Stats:
     @property
     def acceptance_rate_per_position(self) -> list[float]:
         """Rate i (i = 1..L): rounds that accepted ≥ i draft tokens / rounds (vLLM's per-position rate)."""
-        return acceptance_rate_per_position(self.accepted_hist)
+        return acceptance_rate_per_position(self.accepted_hist, [d for d in self.draft_lengths if d])
 
     def as_dict(self) -> dict:
         """Plain dict, with the derived figures."""
@@ -148,6 +156,10 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     if method != "ar" and pair.draft is None:
         raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
     k = (1 if method in ("sps", "ar", "block") else 8) if k is None else count("k", k)
+    if k > MAX_K:
+        raise ValueError(f"k = {k} drafts is more than {MAX_K} (each draft is a row of the draft model's cache)")
+    if method == "ar" and k != 1:
+        raise ValueError(f"'ar' decodes with the target alone and takes no drafts: leave k out (got k = {k})")
     L, max_new_tokens = count("L", L), count("max_new_tokens", max_new_tokens)
     if method == "block" and k != 1:
         raise ValueError(f"'block' verifies one draft (k = 1), got k = {k}: use 'kseq' or 'rrs' for several")
@@ -174,7 +186,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     feats = target.prefill(ids)
     if drafter is not None:
         drafter.prefill(ids, feats)
-        stats.accepted_hist = [0] * (L + 1)
+        stats.accepted_hist = [0] * (min(L, max_new_tokens - 1) + 1)  # no round drafts more than that
     stats.seconds_prefill = time.perf_counter() - t_start
     out: list[torch.Tensor] = []
     while len(out) < max_new_tokens and not (out and int(out[-1]) in stop):
@@ -187,7 +199,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
             stats.seconds_verify += time.perf_counter() - t0
             if drafter is not None:
                 drafter.push(token, feat)
-                stats.accepted_hist[0] += 1
+                stats.plain_steps += 1
                 stats.draft_lengths.append(0)
             out.append(token)
             continue
@@ -204,7 +216,9 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         t3 = time.perf_counter()
         ends = [i for i, t in enumerate(new.tolist()) if t in stop]
         if ends:  # a stop token inside the round ends the generation here: nothing after it is kept or paid for
-            new, n_acc = new[: ends[0] + 1], min(n_acc, ends[0] + 1)
+            # an accepted draft that is a stop token closes the round as a correction/bonus token would, so
+            # tokens = Σ (accepted + 1) over rounds still holds
+            new, n_acc = new[: ends[0] + 1], min(n_acc, ends[0])
         else:
             target.commit(tokens, row, n_acc, new[-1])  # roll-backs are booked to the side they belong to
         t4 = time.perf_counter()

@@ -12,8 +12,9 @@ from ..models.load import ModelPair
 from ..prompts import encode_chat, is_chat
 from ..theory.dists import is_int
 
-PROMPT_FORMS = ("a string (the chat template is applied), a list of chat messages {'role', 'content'}, "
-                "a 1-D sequence of token ids, or a [T] / [1, T] integer tensor or array")
+TOKEN_FORMS = "a 1-D sequence of token ids, or a [T] / [1, T] integer tensor or array"
+PROMPT_FORMS = f"a string (the chat template is applied), a list of chat messages {{'role', 'content'}}, {TOKEN_FORMS}"
+MAX_K = 1024  # drafts per round: each is a row of the draft's cache
 SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of its seed: larger seeds would repeat smaller ones
 
 
@@ -58,27 +59,35 @@ def prompt_ids(pair: ModelPair, prompt) -> torch.Tensor:
             raise ValueError(f"this pair has no tokenizer (e.g. tiny_pair()), so text and chat messages cannot be "
                              f"encoded: pass token ids. Accepted prompts: {PROMPT_FORMS}")
         return encode_chat(pair.tokenizer, prompt).to(pair.device)
-    return token_ids(prompt, pair.vocab_size, "prompt").to(pair.device)
+    return token_ids(prompt, pair.vocab_size, "prompt", PROMPT_FORMS).to(pair.device)
 
 
-def token_ids(x, vocab_size: int, name: str = "token_ids") -> torch.Tensor:
-    """A 1-D int64 CPU tensor from a sequence of ints or a [T] / [1, T] integer tensor or array."""
+def token_ids(x, vocab_size: int, name: str = "token_ids", forms: str = TOKEN_FORMS) -> torch.Tensor:
+    """A 1-D int64 CPU tensor from a sequence of ints or a [T] / [1, T] integer tensor or array (ids checked
+    against the vocabulary before any conversion, so huge values get this message, not an overflow)."""
     if isinstance(x, (torch.Tensor, np.ndarray)):
         dtype_ok = (not x.dtype.is_floating_point and not x.dtype.is_complex and x.dtype != torch.bool
                     if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.integer))
         if not dtype_ok:
-            raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}. Accepted: {PROMPT_FORMS}")
+            raise TypeError(f"{name} must hold integer token ids, got dtype {x.dtype}. Accepted: {forms}")
         if not (x.ndim == 1 or (x.ndim == 2 and x.shape[0] == 1)):
             raise ValueError(f"{name} must be [T] or [1, T] (one sequence), got shape {tuple(x.shape)}")
-        ids = torch.as_tensor(x).reshape(-1).long().cpu()
+        if x.size if isinstance(x, np.ndarray) else x.numel():
+            lo, hi = (int(x.min()), int(x.max()))
+            if lo < 0 or hi >= vocab_size:
+                raise ValueError(f"{name} token ids must lie in [0, {vocab_size}), got min {lo}, max {hi}")
+        ids = torch.as_tensor(np.asarray(x, dtype=np.int64) if isinstance(x, np.ndarray) else x).reshape(-1).long().cpu()
     elif isinstance(x, (list, tuple)):
         if not all(is_int(t) for t in x):
             bad = next(t for t in x if not is_int(t))
             raise TypeError(f"{name} must be a flat sequence of integer token ids; found {bad!r} "
-                            f"({type(bad).__name__}). Accepted: {PROMPT_FORMS}")
+                            f"({type(bad).__name__}). Accepted: {forms}")
+        bad = [int(t) for t in x if not 0 <= int(t) < vocab_size]
+        if bad:
+            raise ValueError(f"{name} token ids must lie in [0, {vocab_size}), got {bad[0]}")
         ids = torch.tensor([int(t) for t in x], dtype=torch.long)
     else:
-        raise TypeError(f"{name} must be one of: {PROMPT_FORMS}; got {type(x).__name__}")
+        raise TypeError(f"{name} must be one of: {forms}; got {type(x).__name__}")
     if len(ids) == 0:
         raise ValueError(f"the {name} is empty: give a non-empty string or a non-empty list of token ids")
     if ids.min() < 0 or ids.max() >= vocab_size:
@@ -94,9 +103,13 @@ def stop_token_ids(pair: ModelPair, eos_token_id=None) -> frozenset[int]:
                  getattr(getattr(pair.target, "generation_config", None), "eos_token_id", None)]
         ids = [i for f in found for i in (f if isinstance(f, (list, tuple)) else [f]) if i is not None]
     else:
+        if isinstance(eos_token_id, (torch.Tensor, np.ndarray)):
+            eos_token_id = eos_token_id.tolist()
         ids = list(eos_token_id) if isinstance(eos_token_id, (list, tuple, set, frozenset)) else [eos_token_id]
-        if not all(is_int(i) and 0 <= i < pair.vocab_size for i in ids):
-            raise ValueError(f"eos_token_id must be a token id in [0, {pair.vocab_size}) or a list of them, got {eos_token_id!r}")
+        if not all(is_int(i) for i in ids):
+            raise TypeError(f"eos_token_id must be a token id (int) or a list of them, got {eos_token_id!r}")
+        if not all(0 <= i < pair.vocab_size for i in ids):
+            raise ValueError(f"eos_token_id must lie in [0, {pair.vocab_size}), got {eos_token_id!r}")
     return frozenset(int(i) for i in ids)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .dists import check_drafts, check_pair, normalise, sample_rows
+from .dists import as_tensor, check_drafts, check_pair, normalise, sample_rows
 
 
 def block_weights(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,11 +44,21 @@ def block_verify(p, q, drafts: torch.Tensor, generator: torch.Generator | None =
                  uniforms: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
     """Accepted length τ and the next token Y ([] tensor) for one block: p [γ + 1, V], q [γ, V], drafts [γ]
     sampled from q, optional uniforms [γ] in [0, 1). Emit drafts[:τ] then Y. Raises ValueError for bad inputs."""
+    if isinstance(q, torch.Tensor) and q.ndim == 2 and len(q) == 0:
+        raise ValueError("block verification needs γ ≥ 1 drafted tokens (q [γ, V] is empty)")
     p, q = check_pair(p, q)
-    if p.ndim != 2 or q.ndim != 2 or len(p) != len(q) + 1 or drafts.shape != (len(q),):
-        raise ValueError(f"block verification takes p [γ+1, V], q [γ, V], drafts [γ]; got {tuple(p.shape)}, "
-                         f"{tuple(q.shape)}, {tuple(drafts.shape)}")
+    drafts = torch.as_tensor(drafts)
+    if drafts.dtype.is_floating_point or drafts.dtype == torch.bool:
+        raise ValueError(f"drafts must be integer token ids, got dtype {drafts.dtype}")
+    if p.ndim != 2 or q.ndim != 2 or len(q) < 1 or len(p) != len(q) + 1 or drafts.shape != (len(q),):
+        raise ValueError(f"block verification takes p [γ+1, V], q [γ, V], drafts [γ] with γ ≥ 1; got "
+                         f"{tuple(p.shape)}, {tuple(q.shape)}, {tuple(drafts.shape)}")
+    drafts = drafts.long()
     check_drafts(q, drafts[:, None])
+    if uniforms is not None:
+        uniforms = as_tensor(uniforms)
+        if uniforms.shape != drafts.shape or not ((uniforms >= 0) & (uniforms < 1)).all():
+            raise ValueError(f"uniforms must be [γ] = [{len(drafts)}] values in [0, 1), got {uniforms}")
     return _block_verify(p, q, drafts, generator, uniforms)
 
 

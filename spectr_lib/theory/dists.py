@@ -19,7 +19,7 @@ def as_tensor(x, dtype=torch.float64) -> torch.Tensor:
 
 def check_distribution(x: torch.Tensor, name: str) -> None:
     """Refuse entries that are negative, NaN or infinite, and rows whose sum is off 1."""
-    if x.ndim == 0 or x.shape[-1] == 0:
+    if x.ndim == 0 or x.numel() == 0:
         raise ValueError(f"{name} must be a non-empty vector (or a batch [..., V]), got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} has NaN or infinite entries: pass probabilities, not logits")
@@ -33,6 +33,8 @@ def check_distribution(x: torch.Tensor, name: str) -> None:
 def check_pair(p, q, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a target p and draft q over one vocabulary (and k ≥ 1); return them as float64 tensors."""
     p, q = as_tensor(p), as_tensor(q)
+    if p.ndim == 0 or q.ndim == 0:
+        raise ValueError("p and q must be vectors over the vocabulary (or batches [..., V]), got a scalar")
     if p.shape[-1] != q.shape[-1]:
         raise ValueError(f"p has {p.shape[-1]} entries but q has {q.shape[-1]}: both must cover one vocabulary")
     check_distribution(p, "p (target)")
@@ -82,7 +84,9 @@ def warp(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = Non
     if top_p is not None and top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
         before = sorted_p.cumsum(-1) - sorted_p  # mass strictly above each token: keep while < top_p
-        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < top_p)
+        keep_sorted = before < top_p
+        keep_sorted[..., 0] = True  # the most likely token always stays, however small top_p is
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, keep_sorted)
         probs = probs * keep
     probs = probs.double()
     return probs / probs.sum(-1, keepdim=True)

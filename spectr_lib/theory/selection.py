@@ -39,7 +39,11 @@ def _checked(rule: str, p, q, drafts):
         drafts = torch.as_tensor(drafts)
     if drafts.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
         raise ValueError(f"drafts must be integer token ids, got dtype {drafts.dtype}")
-    drafts = drafts.long().reshape(p.shape[0], -1)
+    if drafts.ndim == 1 and p.shape[0] == 1:
+        drafts = drafts[None]
+    if drafts.ndim != 2 or drafts.shape[0] != p.shape[0]:
+        raise ValueError(f"drafts must be [B, k] for p, q [B, V]; got {tuple(drafts.shape)} for B = {p.shape[0]}")
+    drafts = drafts.long()
     check_rule(rule, drafts.shape[-1])
     check_drafts(q, drafts)
     if RULES[rule].hub and ((drafts[:, 0] != q.argmax(-1)) | (drafts[:, 1] == drafts[:, 0])).any():
@@ -103,8 +107,8 @@ def draw_drafts(rule: str, q, k: int, generator: torch.Generator | None = None) 
     check_rule(rule, k)
     q = as_tensor(q)
     check_distribution(q, "q (draft)")
-    if q.ndim == 1:
-        return draw_drafts(rule, q[None], k, generator)[0]
+    if q.ndim != 2:  # one row, or a batch of any shape [..., V]
+        return draw_drafts(rule, q.reshape(-1, q.shape[-1]), k, generator).reshape(q.shape[:-1] + (k,))
     if (q > 0).sum(-1).min() < RULES[rule].min_support(k):
         raise ValueError(f"{rule!r} draws {RULES[rule].min_support(k)} distinct drafts, but q has fewer tokens with q > 0")
     return RULES[rule].draw(q, k, generator)
@@ -156,9 +160,10 @@ def sample(rule: str, p, q, drafts: torch.Tensor, generator: torch.Generator | N
     if check:
         p, q, drafts = _checked(rule, p, q, drafts)
         if uniforms is not None:
-            uniforms = as_tensor(uniforms).reshape(drafts.shape)
-            if not ((uniforms >= 0) & (uniforms < 1)).all():
-                raise ValueError("uniforms must lie in [0, 1)")
+            uniforms = as_tensor(uniforms)
+            if uniforms.numel() != drafts.numel() or not ((uniforms >= 0) & (uniforms < 1)).all():
+                raise ValueError(f"uniforms must be {tuple(drafts.shape)} values in [0, 1) (one per draft), got {uniforms}")
+            uniforms = uniforms.reshape(drafts.shape)
         return sample(rule, p, q, drafts, generator, uniforms, check=False)
     if uniforms is None:
         uniforms = torch.rand(drafts.shape, generator=generator, dtype=p.dtype, device=p.device)
@@ -178,6 +183,8 @@ def rrs_acceptance(p, q, k: int):
     with p_1 = p and p_{i+1} ∝ (p_i − q)_+ (each draft passes independently of the earlier ones given it is tried).
     No Monte Carlo: exact on real vocabularies in O(k·V)."""
     p, q = check_pair(p, q, k)
+    if isinstance(k, torch.Tensor):
+        raise ValueError("rrs_acceptance takes one integer k (loop over k for several)")
     fail = torch.ones(p.shape[:-1], dtype=p.dtype, device=p.device)
     p_i = p
     for _ in range(int(k)):

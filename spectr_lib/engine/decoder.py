@@ -79,7 +79,7 @@ class Stats:
 
     @property
     def acceptance_rate_per_position(self) -> list[float]:
-        """Rate i (i = 1..L): rounds that accepted ≥ i draft tokens / rounds (vLLM's per-position rate)."""
+        """Rate i (i = 1..L): rounds that accepted ≥ i draft tokens / rounds that drafted ≥ i (vLLM's rate)."""
         return acceptance_rate_per_position(self.accepted_hist, [d for d in self.draft_lengths if d])
 
     def as_dict(self) -> dict:

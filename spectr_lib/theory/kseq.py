@@ -39,9 +39,85 @@ def _rho_star(p: torch.Tensor, q: torch.Tensor, k: torch.Tensor, tol: float = 1e
     """Root of f(ρ) = 1 − (1 − β(ρ))^k − ρβ(ρ) on [1, k] by a bracketing secant (Illinois); returns the
     upper end of the final bracket, where f ≤ 0, so the residual is never negative."""
     tol = max(tol, 8 * torch.finfo(p.dtype).eps)  # float32 inputs cannot resolve 1e-11
-    if p.device.type == "cpu" and p.numel() == p.shape[-1]:  # one row (the decoder): numpy's small-array calls are cheaper
-        return torch.from_numpy(np.asarray(_illinois(p.numpy(), q.numpy(), k.to(p.dtype).numpy(), tol, max_iter, np)))
+    if p.device.type == "cpu" and p.numel() == p.shape[-1]:  # one row (the decoder): numpy, no masks
+        rho = _rho_star_row(p.reshape(-1).numpy(), q.reshape(-1).numpy(), float(k), tol=tol, max_iter=max_iter)
+        return torch.tensor(rho, dtype=p.dtype).reshape(p.shape[:-1])
     return _illinois(p, q, k.to(p.dtype), tol, max_iter, torch)
+
+
+class _RowF:
+    """f(ρ) = 1 − (1 − β(ρ))^k − ρβ(ρ) of one row, each evaluation three vocabulary-wide numpy operations into
+    one buffer (numpy's masked indexing costs more than the whole evaluation, so there is none)."""
+
+    def __init__(self, p: np.ndarray, q: np.ndarray, k: float):
+        self.p, self.q, self.k, self.buf = p, q, k, np.empty_like(p)
+
+    def __call__(self, rho: float) -> float:
+        np.divide(self.p, rho, out=self.buf)
+        np.minimum(self.q, self.buf, out=self.buf)
+        b = float(self.buf.sum())
+        return 1 - max(0.0, 1 - b) ** self.k - rho * b
+
+
+def _rho_star_row(p: np.ndarray, q: np.ndarray, k: float, lo: float = 1.0, hi: float | None = None,
+                  tol: float = 1e-11, max_iter: int = 200, f: _RowF | None = None) -> float:
+    """ρ* of one row (p, q [V] float64 numpy) by the Illinois rule inside a bracket [lo, hi] known to hold it
+    (default [1, k]); returns the bracket's upper end, where f ≤ 0, so the residual is never negative."""
+    f = f or _RowF(p, q, k)
+    hi = float(k) if hi is None else hi
+    f_lo, f_hi = f(lo), min(0.0, f(hi))  # f(k) ≤ 0 exactly (Bernoulli): clip rounding noise
+    side = 0
+    for _ in range(max_iter):
+        if hi - lo <= tol * k:
+            break
+        x = hi - f_hi * (hi - lo) / min(f_hi - f_lo, -1e-300)
+        if not lo < x < hi:
+            x = (lo + hi) / 2
+        fx = f(x)
+        if fx > 0:
+            f_hi, lo, f_lo, side = (f_hi / 2 if side > 0 else f_hi), x, fx, 1
+        else:
+            f_lo, hi, f_hi, side = (f_lo / 2 if side < 0 else f_lo), x, fx, -1
+    return hi
+
+
+def kseq_first_pass_row(p: np.ndarray, q: np.ndarray, drafts: np.ndarray, u: np.ndarray) -> tuple[int, float]:
+    """K-SEQ's choice for one row without computing ρ* unless it must (SpecTr §4, decided lazily).
+
+    p, q [V] float64 numpy, drafts [k] token ids, u [k] uniforms in [0, 1). Draft i passes when
+    U_i·ρ*·q(x_i) < p(x_i): a bracket [lo, hi] ∋ ρ* (first [1, k]) settles most tests outright, and an unsettled
+    one is settled by the sign of f at t = p(x_i)/(U_i q(x_i)) (f decreases strictly on (1, k], so ρ* < t
+    ⟺ f(t) < 0), which also narrows the bracket. The decisions are exactly those under ρ*, so the law is K-SEQ's.
+    Returns (index of the first passing draft, 0.0), or (−1, ρ̂) when all fail, ρ̂ ≥ ρ* being the value the
+    residual needs (found inside the narrowed bracket).
+    """
+    k = len(drafts)
+    lo, hi, f = 1.0, float(k), None
+    pd, qd = p[drafts], q[drafts]  # any ρ̂ ≥ ρ* is exact (only acceptance needs ρ* itself): 1e-9 is ample
+    for i in range(k):
+        a, b = float(pd[i]), float(u[i]) * float(qd[i])
+        if a > b * hi:
+            return i, 0.0
+        if a <= b * lo:
+            continue
+        t = a / b
+        f = f or _RowF(p, q, float(k))
+        if f(t) < 0:
+            return i, 0.0
+        lo = t
+    return -1, _rho_star_row(p, q, float(k), lo, hi, tol=1e-9, f=f)
+
+
+def kseq_residual_row(p: np.ndarray, q: np.ndarray, rho: float, k: int) -> np.ndarray:
+    """kseq_residual for one row (p, q [V] float64 numpy) in place-friendly numpy: p_res ∝ p − γ·min(q, p/ρ)."""
+    m = np.minimum(q, p / rho)
+    b = float(m.sum())
+    gamma = (1 - max(0.0, 1 - b) ** k) / b if b > 0 else 0.0
+    np.multiply(m, -gamma, out=m)
+    np.add(m, p, out=m)
+    np.maximum(m, 0.0, out=m)
+    mass = float(m.sum())
+    return m / mass if mass > 0 else p.copy()  # no mass left is reached with probability 0
 
 
 def _illinois(p, q, kf, tol: float, max_iter: int, xp):

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from .dists import as_tensor, check_distribution, check_drafts, check_k, check_pair, normalise, sample_rows
-from .kseq import _kseq_residual, _rho_star
+from .kseq import _kseq_residual, _rho_star, kseq_first_pass_row, kseq_residual_row
 
 # ---------------------------------------------------------------- per-draft pass probabilities
 
@@ -94,6 +94,25 @@ def _spechub_pass(p, q, drafts):
     return torch.cat([pass_x, pass_a], -1), lambda: normalise(p - accepted, p)
 
 
+def _kseq_first_pass_row(p, q, drafts, u):
+    """K-SEQ for one row (p, q [V] float64 on the CPU), deciding lazily: see kseq.kseq_first_pass_row."""
+    i, rho = kseq_first_pass_row(p.numpy(), q.numpy(), drafts.numpy(), u.numpy())
+    return i, lambda: torch.from_numpy(kseq_residual_row(p.numpy(), q.numpy(), rho, len(drafts)))
+
+
+def _recursive_first_pass_row(p, q, drafts, u, without_replacement: bool = False):
+    """RRS for one row, trying drafts in order and building the next residual only after a rejection
+    (U < min(1, p_i/q_i) ⟺ U·q_i < p_i, q_i(x) > 0 for a drafted x)."""
+    p_i, q_i = p, q
+    for i, x in enumerate(drafts.tolist()):
+        if float(u[i]) * float(q_i[x]) < float(p_i[x]):
+            return i, None
+        p_i = normalise(p_i - q_i, p_i)
+        if without_replacement:
+            q_i = normalise(q_i.scatter(-1, drafts[i : i + 1], 0.0), q_i)
+    return -1, lambda: p_i
+
+
 def _trial_order(rule: str, drafts: torch.Tensor) -> torch.Tensor:
     """Drafts in the order the rule tries them (the hub rule tries the non-hub draft first)."""
     return drafts.flip(-1) if RULES[rule].hub else drafts
@@ -168,6 +187,12 @@ def sample(rule: str, p, q, drafts: torch.Tensor, generator: torch.Generator | N
     if uniforms is None:
         uniforms = torch.rand(drafts.shape, generator=generator, dtype=p.dtype, device=p.device)
     ordered = _trial_order(rule, drafts)
+    first_pass_row = RULES[rule].first_pass_row
+    if first_pass_row is not None and p.shape[0] == 1 and p.device.type == "cpu" and p.dtype == torch.float64:
+        # one row on the CPU (the decoder): the same decisions, taken lazily (no residual unless every draft fails)
+        i, residual = first_pass_row(p[0], q[0], drafts[0], uniforms[0].to(p.dtype))
+        token = ordered[:, i] if i >= 0 else sample_rows(residual()[None], generator)
+        return token, torch.tensor([i], device=p.device)
     a, residual = _pass_probabilities(rule, p, q, drafts)
     passed = uniforms.to(a.dtype) < a
     first = torch.where(passed.any(-1), passed.to(torch.int8).argmax(-1), torch.full_like(passed[:, 0], -1, dtype=torch.long))
@@ -228,6 +253,9 @@ class Rule:
     tuple_law: Callable  # (q [V], tuples [N, k]) -> probability [N] of each draft tuple (exact enumeration)
     k: int | None = None  # the only number of drafts the rule takes (None: any k ≥ 1)
     hub: bool = False  # drafts are (hub = argmax q, other); the other is tried first
+    # optional fast path for one row on the CPU: (p [V], q [V], drafts [k], uniforms [k]) -> (index of the first
+    # passing draft in trial order or −1, residual() -> [V] when −1); the same decisions as pass_probabilities
+    first_pass_row: Callable | None = None
 
     def min_support(self, k: int) -> int:
         """Tokens with q > 0 the draft law needs."""
@@ -236,12 +264,15 @@ class Rule:
 
 RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("sps", "speculative sampling", "Leviathan et al. 2023; Chen et al. 2023", True, _kseq_pass, _draw_iid,
-         _iid_law, k=1),
-    Rule("kseq", "K-SEQ (SpecTr)", "Sun et al., NeurIPS 2023, §4", True, _kseq_pass, _draw_iid, _iid_law),
-    Rule("rrs", "RRS (SpecInfer)", "Miao et al., ASPLOS 2024", True, _recursive_pass, _draw_iid, _iid_law),
+         _iid_law, k=1, first_pass_row=_kseq_first_pass_row),
+    Rule("kseq", "K-SEQ (SpecTr)", "Sun et al., NeurIPS 2023, §4", True, _kseq_pass, _draw_iid, _iid_law,
+         first_pass_row=_kseq_first_pass_row),
+    Rule("rrs", "RRS (SpecInfer)", "Miao et al., ASPLOS 2024", True, _recursive_pass, _draw_iid, _iid_law,
+         first_pass_row=_recursive_first_pass_row),
     Rule("rrs_wor", "RRS w/o replacement", "Jeon et al. 2024", False,
          lambda p, q, d: _recursive_pass(p, q, d, without_replacement=True), _draw_without_replacement,
-         _without_replacement_law),
+         _without_replacement_law,
+         first_pass_row=lambda p, q, d, u: _recursive_first_pass_row(p, q, d, u, without_replacement=True)),
     Rule("spechub", "SpecHub", "Sun et al., EMNLP 2024", False, _spechub_pass, lambda q, k, g: _draw_hub(q, k, g),
          _hub_law, k=2, hub=True),
 )}

@@ -15,10 +15,14 @@ import torch
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, sample_rows, warp
 from ..theory.block import _block_verify
-from ..theory.selection import IID_RULES, check_rule, sample
+from ..theory.selection import IID_RULES, RULES, check_rule, sample
+from ..theory.trees import distinct_prefixes
+from .auto import K_AUTO, L_MAX, AutoConfig, Round
+from .calibration import load_costs
+from .costs import Costs
 from .drafters import make_drafter
 from .inputs import MAX_K, SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
-from .verifiers import make_verifier
+from .verifiers import TreeVerifier, make_verifier
 
 # the target alone, block verification of one draft, and every token-level rule whose drafts are i.i.d.
 METHODS = ("ar", "block") + IID_RULES
@@ -48,14 +52,15 @@ class Stats:
     """What a generation cost: calls, tokens, accepted lengths and where the time went."""
 
     method: str
-    k: int
-    L: int
+    k: int | str  # "auto": chosen per round (see rounds)
+    L: int | str
     new_tokens: int = 0
     target_calls: int = 0  # verification rounds (or one call per token for "ar"); the prefill is not counted
     draft_calls: int = 0
     accepted_hist: list[int] = field(default_factory=list)  # rounds that emitted 0, 1, … accepted draft tokens
     draft_lengths: list[int] = field(default_factory=list)  # tokens drafted in each round (0: a plain target step)
     plain_steps: int = 0  # target steps without drafts (the last token of a run): not rounds, not in accepted_hist
+    rounds: list[Round] = field(default_factory=list)  # each round's k, L, accepted drafts and positions scored
     seconds_prefill: float = 0.0
     seconds_draft: float = 0.0
     seconds_verify: float = 0.0
@@ -85,6 +90,7 @@ class Stats:
     def as_dict(self) -> dict:
         """Plain dict, with the derived figures."""
         d = dict(self.__dict__)
+        d["rounds"] = [r.__dict__ for r in self.rounds]
         d.update(block_efficiency=self.block_efficiency, tokens_per_second=self.tokens_per_second,
                  mean_acceptance_length=self.mean_acceptance_length,
                  acceptance_rate_per_position=self.acceptance_rate_per_position)
@@ -125,10 +131,10 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
     return torch.stack(out + [bonus]), r, L
 
 
-def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = None, L: int = 4,
+def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | None = None, L: int | str = 4,
              max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, tree: bool | None = None,
-             eos_token_id: int | list[int] | None = None) -> Generation:
+             eos_token_id: int | list[int] | None = None, costs: Costs | None = None) -> Generation:
     """Generate up to max_new_tokens after the prompt; the output is distributed exactly as the (warped)
     target's own sampling (SpecTr, Sun et al. 2023, §4; every rule's exactness is tested by chi-square).
 
@@ -141,6 +147,12 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     id of the tokenizer and of the target's generation config. `tree` picks the verification form: one row per
     draft (False) or one row holding the drafts' prefix tree (True); None takes the faster form measured for
     the device. seed: an integer in [0, 2**32) (None: a random one).
+
+    k="auto" ("kseq", "rrs": k ∈ {1, 2, 4, 8}) and L="auto" (L ∈ 0..8, 0 being a plain target step) choose
+    each round's configuration with the most predicted tokens/s (engine/auto.py) from the pair's calibrated
+    costs (`costs`, default `pair_costs(pair)`: measured once, about a minute, then cached) and the acceptance
+    seen in this generation's earlier rounds; the choice depends only on past rounds, so the output law is
+    unchanged. stats.rounds records each round's (k, L).
 
     Greedy (temperature 0): both models' output heads run in float32, so bf16 rounding of the logits cannot
     tie two tokens. In float32 the output equals the target's greedy output token for token; in bfloat16 it
@@ -155,16 +167,23 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     if method != "ar" and pair.draft is None:
         raise ValueError(f"method {method!r} needs a draft model: load one with load_pair(target, draft)")
-    k = (1 if method in ("sps", "ar", "block") else 8) if k is None else count("k", k)
+    auto_k, auto_L = isinstance(k, str) and k == "auto", isinstance(L, str) and L == "auto"
+    if (auto_k or auto_L) and method == "ar":
+        raise ValueError("'ar' decodes with the target alone: k and L take no value there, 'auto' neither")
+    if auto_k and method in ("sps", "block"):
+        raise ValueError(f"{method!r} verifies one draft (k = 1): k='auto' is for 'kseq' and 'rrs'; L='auto' works for every method")
+    k = K_AUTO[-1] if auto_k else (1 if method in ("sps", "ar", "block") else 8) if k is None else count("k", k)
     if k > MAX_K:
         raise ValueError(f"k = {k} drafts is more than {MAX_K} (each draft is a row of the draft model's cache)")
     if method == "ar" and k != 1:
         raise ValueError(f"'ar' decodes with the target alone and takes no drafts: leave k out (got k = {k})")
-    L, max_new_tokens = count("L", L), count("max_new_tokens", max_new_tokens)
+    L, max_new_tokens = (L_MAX if auto_L else count("L", L)), count("max_new_tokens", max_new_tokens)
     if method == "block" and k != 1:
         raise ValueError(f"'block' verifies one draft (k = 1), got k = {k}: use 'kseq' or 'rrs' for several")
     if method not in ("ar", "block"):
         check_rule(method, k)
+    if costs is not None and not isinstance(costs, Costs):
+        raise TypeError(f"costs must be a Costs from pair_costs(pair), got {type(costs).__name__}")
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
     tree, seed = flag("tree", tree), seed_of(seed)
@@ -179,10 +198,16 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     def w(logits: torch.Tensor) -> torch.Tensor:
         return warp(logits, temperature, top_k, top_p)
 
-    stats = Stats(method, k, L if method != "ar" else 0)
+    auto = None
+    if auto_k or auto_L:
+        costs = costs if costs is not None else pair_costs(pair)
+    stats = Stats(method, "auto" if auto_k else k, "auto" if auto_L else L if method != "ar" else 0)
     t_start = time.perf_counter()
     drafter = make_drafter(pair.draft, pair.vocab_size) if method != "ar" else None
     target = make_verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features), tree=tree)
+    if auto_k or auto_L:
+        ks = tuple(x for x in K_AUTO if RULES[method].k in (None, x)) if auto_k and method in RULES else (k,)
+        auto = AutoConfig(costs, ks, tuple(range(L_MAX + 1)) if auto_L else (L,), isinstance(target, TreeVerifier))
     feats = target.prefill(ids)
     if drafter is not None:
         drafter.prefill(ids, feats)
@@ -190,7 +215,9 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     stats.seconds_prefill = time.perf_counter() - t_start
     out: list[torch.Tensor] = []
     while len(out) < max_new_tokens and not (out and int(out[-1]) in stop):
-        L_now = 0 if drafter is None else min(L, max_new_tokens - len(out) - 1)
+        k_now, L_now = k, 0 if drafter is None else min(L, max_new_tokens - len(out) - 1)
+        if auto is not None:
+            k_now, L_now = auto.choose(max_new_tokens - len(out))
         if L_now == 0:  # a plain target step: "ar", or the last token of a speculative run
             t0 = time.perf_counter()
             logits, feat = target.step()
@@ -204,7 +231,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
             out.append(token)
             continue
         t0 = time.perf_counter()
-        tokens, q = drafter.draft(k, L_now, w, gen)
+        tokens, q = drafter.draft(k_now, L_now, w, gen)
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
         t2 = time.perf_counter()
@@ -229,6 +256,9 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
         stats.seconds_select += t3 - t2
         stats.accepted_hist[n_acc] += 1
         stats.draft_lengths.append(L_now)
+        stats.rounds.append(Round(k_now, L_now, n_acc, target.positions, tuple(distinct_prefixes(tokens))))
+        if auto is not None:
+            auto.update(stats.rounds[-1])
         out.extend(new)
     token_ids = torch.stack(out) if out else torch.zeros(0, dtype=torch.long)
     stats.new_tokens = len(token_ids)
@@ -237,3 +267,11 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | None = N
     stats.seconds_total = time.perf_counter() - t_start
     text = pair.tokenizer.decode(token_ids, skip_special_tokens=True) if pair.tokenizer is not None else ""
     return Generation(token_ids.cpu(), text, stats)
+
+
+def pair_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True) -> Costs:
+    """The pair's calibrated cost model (engine/costs.py), measured on first use (about a minute for the
+    embedded pair on a CPU, with a progress bar) and cached under the user cache folder; recalibrate=True
+    measures again. Raises ValueError for a pair without a draft."""
+    check_pair(pair)
+    return load_costs(pair, generate, recalibrate, progress)

@@ -26,6 +26,7 @@ class Verifier:
         self.model, self.V, self.need_features = model, vocab_size, need_features
         self.head = Float32Head(model, vocab_size)
         self.calls = 0
+        self.positions = 0  # positions the last verification call scored
 
     def _run(self, ids: torch.Tensor, **kw):
         """Float32 logits [B, T, V] and, when a feature draft needs them, the last hidden states [B, T, d]."""
@@ -72,6 +73,7 @@ class BatchVerifier(Verifier):
     def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.calls += 1
         k = tokens.shape[0]
+        self.positions = k * (tokens.shape[1] + 1)
         hf_cache.repeat_rows(self.cache, k)
         return self._run(torch.cat([self.pending.expand(k, 1), tokens], 1))
 
@@ -91,7 +93,7 @@ class TreeVerifier(Verifier):
         self.calls += 1
         dev = tokens.device
         node_tok, parent, depth, self.node_of = token_tree(tokens)
-        n = len(node_tok)
+        n = self.positions = len(node_tok)
         ids = torch.tensor(node_tok, device=dev)
         ids[0] = self.pending[0]
         allowed = torch.cat([torch.ones(n, self.length, dtype=torch.bool), ancestors(parent)], 1).to(dev)

@@ -28,3 +28,9 @@ def ancestors(parent: list[int]) -> torch.Tensor:
     for i in range(1, n):  # each row extends its parent's row
         allowed[i] |= allowed[parent[i]]
     return allowed
+
+
+def distinct_prefixes(tokens: torch.Tensor) -> list[int]:
+    """Distinct draft prefixes of each length 1..L among the rows of tokens [k, L] (the tree's nodes per depth)."""
+    rows = [tuple(r) for r in tokens.tolist()]
+    return [len({r[:d] for r in rows}) for d in range(1, tokens.shape[1] + 1)]

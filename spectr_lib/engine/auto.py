@@ -1,0 +1,141 @@
+"""k = "auto" and L = "auto": each round takes the (k, L) with the most predicted tokens per second.
+
+Prediction (§8 of the algorithms notes): a round whose draft position d is accepted with conditional
+probability α_d (given positions < d were) yields E = 1 + Σ_{i ≤ L} Π_{d ≤ i} α_d tokens and costs
+`Costs.round_ms` (the accepted path visits E positions; the tree form scores 1 + Σ_{d ≤ L} n_d positions,
+n_d the distinct draft prefixes at depth d). L = 0 is a plain target step: one token for `ar_ms`.
+
+The α_d and n_d of each k start from the priors measured at calibration and follow the rounds of the current
+generation: one factor c (accepted / expected under the priors, over every round so far, with 8 pseudo-trials
+at c = 1) moves the priors of every k, since a prompt that is easy for one k is easy for all; then each
+(k, d) blends its own tries with 4 pseudo-trials at the moved prior. After 16 plain steps in a row, one round
+is drafted at the best L ≥ 1 to look again. The choice depends only on past rounds, so every round is an
+exact round of its rule and the output law is the target's whatever is chosen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .costs import CALIBRATION_K, Costs
+
+K_AUTO = CALIBRATION_K  # draft counts "auto" chooses among
+L_MAX = 8  # longest draft "auto" considers
+EXPLORE_AFTER = 16  # plain steps in a row before one drafted round looks again
+
+
+@dataclass(frozen=True)
+class Round:
+    """One verification round as the stats record it."""
+
+    k: int
+    L: int  # tokens drafted per draft
+    accepted: int  # accepted draft tokens
+    positions: int  # positions the target call scored
+    distinct: tuple[int, ...]  # distinct draft prefixes at depths 1..L
+
+
+def expected_tokens(alpha, L: int) -> float:
+    """Tokens per round, 1 + Σ_{i=1..L} Π_{d ≤ i} α_d, for conditional acceptances alpha [≥ L]."""
+    return 1.0 + float(np.cumprod(np.asarray(alpha, float)[:L]).sum()) if L > 0 else 1.0
+
+
+def _prior(table: dict[str, list[float]], k: int, default: float) -> np.ndarray:
+    """The calibrated row of the nearest calibrated k, extended to L_MAX depths by its last value."""
+    if not table:
+        return np.full(L_MAX, default)
+    near = min((int(x) for x in table), key=lambda x: (abs(x - k), x))
+    row = list(table[str(near)]) or [default]
+    return np.array((row + [row[-1]] * L_MAX)[:L_MAX], float)
+
+
+def predict_tokens_per_second(costs: Costs, k: int, L: int, tree: bool, alpha=None, nodes=None) -> float:
+    """Predicted tokens/s of rounds of k drafts of length L (L = 0: plain target steps) from the costs and
+    conditional acceptances alpha [≥ L] (default: the calibrated priors of k) and distinct prefixes per depth
+    nodes [≥ L] (tree form only; default: the priors)."""
+    if L == 0:
+        return 1e3 / costs.ar_ms
+    alpha = _prior(costs.alpha, k, 0.3) if alpha is None else alpha
+    nodes = _prior(costs.nodes, k, k) if nodes is None else nodes
+    e = expected_tokens(alpha, L)
+    positions = 1 + float(np.sum(np.asarray(nodes, float)[:L])) if tree else None
+    return 1e3 * e / costs.round_ms(k, L, tree, e, positions)
+
+
+class AutoConfig:
+    """Chooses (k, L) for each round and learns from the rounds it sees (see the module docstring)."""
+
+    def __init__(self, costs: Costs, ks: tuple[int, ...], Ls: tuple[int, ...], tree: bool):
+        self.costs, self.ks, self.Ls, self.tree = costs, ks, Ls, tree
+        self.prior = {k: _prior(costs.alpha, k, 0.3) for k in ks}
+        self.prior_nodes = {k: _prior(costs.nodes, k, k) for k in ks}
+        self.acc = {k: np.zeros(L_MAX) for k in ks}
+        self.tried = {k: np.zeros(L_MAX) for k in ks}
+        self.nodes = {k: np.zeros(L_MAX) for k in ks}
+        self.seen = {k: np.zeros(L_MAX) for k in ks}
+        self.accepted_total = self.expected_total = 0.0
+        self.plain_in_a_row = 0
+        self._speeds = None
+        Ls = np.arange(1, L_MAX + 1)
+        self._draft_ms = np.array([[costs.draft(1) + (L - 1) * costs.draft(k) for L in Ls] for k in ks])
+        self._batch_target = None if tree else np.array([[costs.target(k, L, False) for L in Ls] for k in ks])
+
+    def alpha(self, k: int) -> np.ndarray:
+        """Current conditional acceptance per depth for k drafts."""
+        c = (self.accepted_total + 8.0) / (self.expected_total + 8.0)
+        moved = np.clip(self.prior[k] * c, 0.0, 0.99)
+        return (self.acc[k] + 4.0 * moved) / (self.tried[k] + 4.0)
+
+    def distinct(self, k: int) -> np.ndarray:
+        """Current distinct draft prefixes per depth for k drafts."""
+        return (self.nodes[k] + 2.0 * self.prior_nodes[k]) / (self.seen[k] + 2.0)
+
+    def speed(self, k: int, L: int) -> float:
+        """Predicted tokens/s of one (k, L) round now."""
+        return predict_tokens_per_second(self.costs, k, L, self.tree, self.alpha(k), self.distinct(k))
+
+    def speeds(self) -> np.ndarray:
+        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step), vectorised and kept
+        until the next round is learnt from (plain steps teach nothing)."""
+        if self._speeds is None:
+            c, ks = self.costs, self.ks
+            alpha = np.stack([self.alpha(k) for k in ks])  # [K, L_MAX]
+            e = 1 + np.cumsum(np.cumprod(alpha, 1), 1)  # tokens per round for L = 1..L_MAX
+            Ls = np.arange(1, L_MAX + 1)
+            if self.tree:
+                positions = 1 + np.cumsum(np.stack([self.distinct(k) for k in ks]), 1)
+                target = np.array([[c.target(k, L, True, n) for L, n in zip(Ls, row)] for k, row in zip(ks, positions)])
+            else:
+                target = self._batch_target
+            ms = self._draft_ms + target + c.select_ms * e + c.overhead_ms
+            self._speeds = np.concatenate([np.full((len(ks), 1), 1e3 / c.ar_ms), 1e3 * e / ms], 1)
+        return self._speeds
+
+    def choose(self, left: int) -> tuple[int, int]:
+        """(k, L) for the next round, with L ≤ left − 1 tokens (L = 0: a plain target step)."""
+        allowed = np.full((len(self.ks), L_MAX + 1), -np.inf)
+        Ls = [L for L in self.Ls if L <= left - 1]
+        if not Ls:
+            return self.ks[0], 0
+        if self.plain_in_a_row >= EXPLORE_AFTER and any(L > 0 for L in Ls):
+            Ls = [L for L in Ls if L > 0]
+        allowed[:, Ls] = 0.0
+        allowed[1:, 0] = -np.inf  # a plain step is one option, whatever k
+        i, L = np.unravel_index(np.argmax(self.speeds() + allowed), allowed.shape)
+        self.plain_in_a_row = self.plain_in_a_row + 1 if L == 0 else 0
+        return self.ks[int(i)], int(L)
+
+    def update(self, r: Round) -> None:
+        """Learn from one finished round."""
+        if r.k not in self.acc:
+            return
+        d = np.arange(r.L)
+        tried, accepted = d[d <= r.accepted], d[d < r.accepted]
+        self.tried[r.k][tried] += 1
+        self.acc[r.k][accepted] += 1
+        self.accepted_total += len(accepted)
+        self.expected_total += float(self.prior[r.k][tried].sum())
+        self.nodes[r.k][d] += np.asarray(r.distinct, float)
+        self.seen[r.k][d] += 1
+        self._speeds = None

@@ -1,0 +1,151 @@
+"""Measuring the cost model (engine/costs.py) on a pair: verification calls by positions, draft steps by
+batch, our autoregressive step, and real K-SEQ rounds on the project's own prompts for selection, overhead and
+the acceptance priors. The decoder's `generate` is passed in (`run`), so this module does not import it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+
+from ..models.load import ModelPair
+from ..prompts import encode_chat, read_prompts
+from ..theory.dists import warp
+from .costs import BATCH_L, CALIBRATION_K, CALIBRATION_L, TREE_POSITIONS, Costs, cache_path, costs_key, progress_bar, timed
+from .drafters import make_drafter
+from .verifiers import make_verifier
+
+
+@torch.no_grad()
+def verify_ms(pair: ModelPair, context: torch.Tensor, k: int, L: int, tree: bool) -> float:
+    """Median ms of one verification call of k drafts of length L (distinct tokens: no shared prefix) on top
+    of a cached context [T]; L = 0 is a plain target step."""
+    target = make_verifier(pair.target, pair.vocab_size, tree=tree)
+    target.prefill(context)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, pair.vocab_size, (k, max(L, 1)), generator=g).to(pair.device)
+    tokens[:, 0] = torch.randperm(pair.vocab_size - 1, generator=g)[:k].to(pair.device) + 1 if k < pair.vocab_size else tokens[:, 0]
+
+    def call():
+        if L == 0:
+            target.step()
+            target.push(context[-1:])
+        else:
+            target.verify(tokens)
+            target.commit(tokens, 0, 0, context[-1:])
+
+    return timed(call)
+
+
+@torch.no_grad()
+def draft_step_ms(pair: ModelPair, context: torch.Tensor, k: int) -> float:
+    """Median ms of one batched draft step at batch k: drafting L = 3 minus drafting L = 1, halved (each
+    followed by the roll-back); never below 0."""
+    drafter = make_drafter(pair.draft, pair.vocab_size)
+    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, tree=False)
+    drafter.prefill(context, target.prefill(context))
+    gen = torch.Generator(device=pair.device).manual_seed(0)
+    d = pair.target.config.hidden_size
+
+    def round_(L: int) -> None:
+        tokens, _ = drafter.draft(k, L, warp, gen)
+        drafter.commit(tokens, 0, 0, tokens[0, 0], torch.zeros(1, d, device=pair.device, dtype=pair.dtype))
+
+    return max(0.0, (timed(lambda: round_(3), 5) - timed(lambda: round_(1), 5)) / 2)
+
+
+def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: int, progress: bool) -> Costs:
+    """Every number of `Costs` for the pair (see engine/costs.py); `run` is the decoder's `generate`."""
+    tree_default = make_verifier(pair.target, pair.vocab_size).__class__.__name__ == "TreeVerifier"
+    n_steps = 1 + len(TREE_POSITIONS) + len(CALIBRATION_K) * (len(BATCH_L) + 1) + len(CALIBRATION_K) * len(prompts)
+    bar = progress_bar(n_steps, progress, "calibrating the cost model")
+    context = prompts[0]
+
+    def ar_ms() -> float:
+        s = run(pair, context, method="ar", max_new_tokens=16, seed=0).stats
+        return (s.seconds_total - s.seconds_prefill) / s.new_tokens * 1e3
+
+    ar_ms()  # warm-up
+    ar = float(np.median([ar_ms() for _ in range(3)]))
+    bar.update(1)
+    tree_ms = []
+    for n in TREE_POSITIONS:
+        tree_ms.append([n, verify_ms(pair, context, 1, n - 1, tree=True)])
+        bar.update(1)
+    batch_ms, draft_ms = {}, []
+    for k in CALIBRATION_K:
+        batch_ms[str(k)] = []
+        for L in BATCH_L:
+            batch_ms[str(k)].append([L, verify_ms(pair, context, k, L, tree=False)])
+            bar.update(1)
+        draft_ms.append([k, draft_step_ms(pair, context, k)])
+        bar.update(1)
+    costs = Costs(costs_key(pair), ar, tree_ms, batch_ms, draft_ms, select_ms=0.0, overhead_ms=0.0)
+    # real rounds: selection per visited position, what the model leaves out (overhead), acceptance priors
+    select_s = visited = unexplained = n_rounds = 0.0
+    for k in CALIBRATION_K:
+        accepted, tried, nodes, seen = np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L)
+        for i, ids in enumerate(prompts):
+            g = run(pair, ids, method="sps" if k == 1 else "kseq", k=k, L=CALIBRATION_L, max_new_tokens=max_new_tokens,
+                    seed=i, tree=tree_default)
+            s = g.stats
+            select_s += s.seconds_select
+            for r in s.rounds:
+                visited += r.accepted + 1
+                n_rounds += 1
+                unexplained -= costs.round_ms(r.k, r.L, tree_default, 0, r.positions) / 1e3
+                d = np.arange(r.L)
+                tried[d[d <= r.accepted]] += 1  # depth d + 1 was tried when d drafts before it were accepted
+                accepted[d[d < r.accepted]] += 1
+                nodes[d] += r.distinct
+                seen[d] += 1
+            unexplained += s.seconds_total - s.seconds_prefill - s.plain_steps * ar / 1e3
+            bar.update(1)
+        # conditional acceptance per depth with one pseudo-round at the overall rate (depths rarely reached)
+        overall = accepted.sum() / max(1.0, tried.sum())
+        costs.alpha[str(k)] = ((accepted + overall) / (tried + 1)).round(4).tolist()
+        costs.nodes[str(k)] = (nodes / np.maximum(seen, 1)).round(3).tolist()
+    bar.close()
+    costs.select_ms = select_s / max(1.0, visited) * 1e3
+    costs.overhead_ms = max(0.0, (unexplained - select_s) / max(1.0, n_rounds) * 1e3)
+    return costs
+
+
+def load_costs(pair: ModelPair, run, recalibrate: bool = False, progress: bool = True) -> Costs:
+    """The pair's costs from the user cache, calibrating first (about a minute for the embedded pair on a
+    CPU) when none is stored for this key or when recalibrate=True. `run` is the decoder's `generate` (passed
+    in, so that this module does not import the decoder that uses it); `decoder.pair_costs` is the public door.
+    Raises ValueError for a pair without a draft."""
+    if pair.draft is None:
+        raise ValueError("a cost model needs a draft model: load one with load_pair(target, draft)")
+    key = costs_key(pair)
+    path = cache_path(key)
+    if path.exists() and not recalibrate:
+        try:
+            costs = Costs(**json.loads(path.read_text()))
+            if costs.key == key:
+                return costs
+        except (TypeError, ValueError):
+            pass  # an old or damaged file: measure again
+    costs = calibrate(pair, run, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(costs.to_json())
+    tmp.replace(path)
+    return costs
+
+
+def calibration_prompts(pair: ModelPair, n: int = 2) -> list[torch.Tensor]:
+    """Prompt ids for calibration: the project's training-side prompts (never an evaluation set), or fixed
+    random ids for a pair without a tokenizer."""
+    if pair.tokenizer is None:
+        g = torch.Generator().manual_seed(0)
+        return [torch.randint(1, pair.vocab_size, (6,), generator=g).to(pair.device) for _ in range(n)]
+    return [encode_chat(pair.tokenizer, r["prompt"]).to(pair.device) for r in read_prompts(split="train")[:n]]
+
+
+def calibrate(pair: ModelPair, run, progress: bool = True, max_new_tokens: int = 40) -> Costs:
+    """Measure the pair's costs (medians after a warm-up; see the module docstring) and acceptance priors;
+    `run` is the decoder's `generate`."""
+    return measure(pair, run, calibration_prompts(pair), max_new_tokens, progress)

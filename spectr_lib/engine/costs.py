@@ -1,0 +1,120 @@
+"""The device-calibrated cost model of a speculative round, measured once per (device, dtype, model pair).
+
+A round of k drafts of length L costs (`Costs.round_ms`, §8 of the algorithms notes):
+
+    draft(1) + (L − 1)·draft(k) + target(positions) + select·(positions visited) + overhead
+
+where draft(b) is one draft step at batch b, target(n) one verification call scoring n positions (the tree
+form scores the drafts' distinct prefixes, the batch form k rows of L + 1), select the selection work per
+position on the accepted path (warping p included) and overhead the rest of a round (roll-backs, book-keeping).
+Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
+autoregressive steps. `calibration.calibrate` measures it all on the pair, with priors for the acceptance per depth;
+`calibration.load_costs` keeps the result under the user cache folder (`cache_path`), keyed by device, dtype,
+threads, torch version and the pair, and recalibrates on request or when the key changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..models.load import ModelPair
+from ..paths import cache_dir
+
+CALIBRATION_K = (1, 2, 4, 8)  # the draft counts auto chooses among
+CALIBRATION_L = 6  # depth of the calibration rounds (priors beyond it repeat the last depth)
+TREE_POSITIONS = (1, 2, 3, 5, 9, 17, 33, 49, 65, 81)
+BATCH_L = (1, 2, 4, 8)
+
+
+@dataclass
+class Costs:
+    """Measured costs of one pair on one device (ms), and acceptance priors measured on the project's own
+    training-side prompts at T = 1: alpha[k][d − 1] = P(draft position d accepted | d − 1 accepted) with k
+    i.i.d. K-SEQ drafts, nodes[k][d − 1] = distinct draft prefixes of length d."""
+
+    key: dict
+    ar_ms: float
+    tree_ms: list[list[float]]  # [[positions, ms], ...] of the tree form
+    batch_ms: dict[str, list[list[float]]]  # k -> [[L, ms], ...] of the batch form (k rows of L + 1)
+    draft_ms: list[list[float]]  # [[batch, ms per step], ...]
+    select_ms: float  # per position on the accepted path
+    overhead_ms: float  # per round
+    alpha: dict[str, list[float]] = field(default_factory=dict)
+    nodes: dict[str, list[float]] = field(default_factory=dict)
+
+    def draft(self, batch: int) -> float:
+        """ms of one draft step at this batch (linear between measured batches and beyond)."""
+        return _interp(batch, self.draft_ms)
+
+    def target(self, k: int, L: int, tree: bool, positions: float | None = None) -> float:
+        """ms of one verification call: the tree form by the positions it scores (default 1 + kL: no shared
+        prefix), the batch form by k rows of L + 1."""
+        if tree:
+            return _interp(1 + k * L if positions is None else positions, self.tree_ms)
+        ks = sorted(int(x) for x in self.batch_ms)
+        lo = max([x for x in ks if x <= k] or ks[:1])
+        hi = min([x for x in ks if x >= k] or ks[-1:])
+        a, b = _interp(L, self.batch_ms[str(lo)]), _interp(L, self.batch_ms[str(hi)])
+        return a if hi == lo else a + (b - a) * (k - lo) / (hi - lo)
+
+    def round_ms(self, k: int, L: int, tree: bool, visited: float, positions: float | None = None) -> float:
+        """ms of one round of k drafts of length L ≥ 1 whose accepted path visits `visited` positions."""
+        return (self.draft(1) + (L - 1) * self.draft(k) + self.target(k, L, tree, positions)
+                + self.select_ms * visited + self.overhead_ms)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+
+def _interp(x: float, table: list[list[float]]) -> float:
+    """Piecewise-linear through the measured points, extended linearly past both ends, never below 0."""
+    xs, ys = np.array([t[0] for t in table], float), np.array([t[1] for t in table], float)
+    if len(xs) == 1:
+        return float(ys[0])
+    if x > xs[-1]:
+        return float(ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1]))
+    if x < xs[0]:
+        return max(0.0, float(ys[0] - (ys[1] - ys[0]) / (xs[1] - xs[0]) * (xs[0] - x)))
+    return float(np.interp(x, xs, ys))
+
+
+def costs_key(pair: ModelPair) -> dict:
+    """What the costs depend on: device, dtype, threads, torch version and the pair (names and a weight hash)."""
+    device = torch.cuda.get_device_name(pair.device) if pair.device.type == "cuda" else (platform.processor() or platform.machine())
+    if pair.device.type == "cpu":
+        try:
+            device = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+    weights = [float(next(m.parameters()).detach().float().sum()) for m in (pair.target, pair.draft) if m is not None]
+    return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights]}
+
+
+def cache_path(key: dict):
+    """Where the costs of this key are kept."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "costs" / f"{digest}.json"
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Median ms of fn() over `repeat` runs after one warm-up run."""
+    import time
+
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def progress_bar(total: int, progress: bool, desc: str):
+    return tqdm(total=total, desc=desc, disable=not progress, leave=False)

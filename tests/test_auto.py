@@ -1,0 +1,112 @@
+"""k = "auto" / L = "auto": the output law is the target's (chi-square, as for fixed configurations), the
+choice follows the costs, the prediction follows §8's formula, and the calibration is cached by its key."""
+import json
+
+import pytest
+import torch
+
+from spectr_lib.engine import calibration, costs as costs_mod
+from spectr_lib.engine.auto import AutoConfig, Round, expected_tokens, predict_tokens_per_second
+from spectr_lib.engine.calibration import load_costs
+from spectr_lib.engine.costs import Costs
+from spectr_lib.engine.decoder import generate
+from test_decoder import PROMPT, chi_square_pvalue, exact_law, pair, samples_of  # noqa: F401 (fixture)
+
+
+def synthetic_costs(draft_ms: float, ar_ms: float = 10.0) -> Costs:
+    """Costs where a round of k drafts is cheap (draft_ms small) or not, and acceptance priors that differ by k."""
+    return Costs(key={}, ar_ms=ar_ms, tree_ms=[[1, 10.0], [81, 14.0]],
+                 batch_ms={"1": [[1, 10.0], [8, 12.0]], "8": [[1, 11.0], [8, 16.0]]},
+                 draft_ms=[[1, draft_ms], [8, 2 * draft_ms]], select_ms=0.05, overhead_ms=0.2,
+                 alpha={"1": [0.5] * 6, "2": [0.6] * 6, "4": [0.7] * 6, "8": [0.75] * 6}, nodes={})
+
+
+CHEAP, DEAR = synthetic_costs(0.3), synthetic_costs(50.0)
+
+
+@pytest.mark.parametrize("method,k,L", [("kseq", "auto", "auto"), ("rrs", "auto", "auto"), ("sps", 1, "auto"),
+                                        ("block", 1, "auto"), ("kseq", 4, "auto"), ("kseq", "auto", 3)])
+def test_auto_configurations_follow_the_target_law(pair, method, k, L):
+    law = exact_law(pair)
+    samples = samples_of(pair, 4000, method=method, k=k, L=L, costs=CHEAP)
+    assert chi_square_pvalue(samples, law) > 1e-3
+
+
+def test_auto_varies_its_choice_and_records_it(pair):
+    """With cheap drafts auto drafts long rounds and changes (k, L) as the run goes (the last round is capped by
+    what is left); stats.rounds holds every round's (k, L) and the totals add up."""
+    g = generate(pair, PROMPT, method="kseq", k="auto", L="auto", max_new_tokens=60, seed=0, costs=CHEAP)
+    s = g.stats
+    chosen = {(r.k, r.L) for r in s.rounds}
+    assert len(chosen) >= 2 and max(r.L for r in s.rounds) >= 4
+    assert sum(r.accepted + 1 for r in s.rounds) + s.plain_steps == s.new_tokens == 60
+    assert s.k == s.L == "auto"
+
+
+def test_auto_takes_plain_steps_when_drafting_cannot_pay(pair):
+    """Drafts dearer than the target: every step is plain except one exploring round per 16 plain steps."""
+    s = generate(pair, PROMPT, method="kseq", k="auto", L="auto", max_new_tokens=40, seed=0, costs=DEAR).stats
+    assert s.plain_steps >= 30 and len(s.rounds) <= 3
+
+
+def test_auto_arguments_are_checked(pair):
+    with pytest.raises(ValueError, match="'ar'"):
+        generate(pair, PROMPT, method="ar", L="auto", costs=CHEAP)
+    with pytest.raises(ValueError, match="k='auto' is for"):
+        generate(pair, PROMPT, method="sps", k="auto", costs=CHEAP)
+    with pytest.raises((TypeError, ValueError), match="k must be"):
+        generate(pair, PROMPT, method="kseq", k="fast", costs=CHEAP)
+    with pytest.raises(TypeError, match="costs must be"):
+        generate(pair, PROMPT, method="kseq", L="auto", costs={"ar_ms": 1})
+
+
+def test_expected_tokens_and_prediction_follow_the_round_formula():
+    assert expected_tokens([0.5] * 8, 0) == 1.0
+    assert expected_tokens([0.5] * 8, 2) == pytest.approx(1.75)
+    c = CHEAP
+    # k = 1, L = 2, tree form with one node per depth: 3 positions
+    ms = c.draft(1) + c.draft(1) + c.target(1, 2, True, 3) + c.select_ms * 1.75 + c.overhead_ms
+    assert predict_tokens_per_second(c, 1, 2, True, [0.5] * 8, [1.0] * 8) == pytest.approx(1e3 * 1.75 / ms)
+    assert predict_tokens_per_second(c, 8, 0, True) == pytest.approx(100.0)
+
+
+def test_the_estimate_learns_from_rounds():
+    """Rounds that accept everything raise every k's acceptance estimate; rounds that accept nothing lower it."""
+    hi, lo = AutoConfig(CHEAP, (1, 8), tuple(range(9)), True), AutoConfig(CHEAP, (1, 8), tuple(range(9)), True)
+    for _ in range(20):
+        hi.update(Round(8, 4, 4, 20, (4, 4, 4, 4)))
+        lo.update(Round(8, 4, 0, 20, (4, 4, 4, 4)))
+    assert hi.alpha(8)[0] > 0.9 > 0.2 > lo.alpha(8)[0]
+    assert hi.alpha(1)[0] > 0.5 > lo.alpha(1)[0]  # moved through the shared factor
+
+
+def test_costs_are_cached_by_key(pair, tmp_path, monkeypatch):
+    """The first call calibrates and writes the cache; the second reads it; a changed key calibrates again."""
+    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_calibrate(p, run, progress=True):
+        calls.append(1)
+        c = synthetic_costs(1.0)
+        c.key = costs_mod.costs_key(p)
+        return c
+
+    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+    a = load_costs(pair, generate)
+    b = load_costs(pair, generate)
+    assert len(calls) == 1 and a == b
+    (path,) = (tmp_path / "costs").glob("*.json")
+    assert json.loads(path.read_text())["ar_ms"] == 10.0
+    load_costs(pair, generate, recalibrate=True)
+    monkeypatch.setattr(torch, "__version__", "0.0-other")
+    load_costs(pair, generate)
+    assert len(calls) == 3
+
+
+def test_real_calibration_of_the_tiny_pair(pair, tmp_path, monkeypatch):
+    """A real calibration measures positive costs and priors in [0, 1] for every k auto chooses among."""
+    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
+    c = load_costs(pair, generate, progress=False)
+    assert c.ar_ms > 0 and all(ms > 0 for _, ms in c.tree_ms) and c.select_ms > 0
+    assert set(c.alpha) == {"1", "2", "4", "8"} and all(0 <= a <= 1 for row in c.alpha.values() for a in row)
+    assert all(1 <= n <= int(k) for k, row in c.nodes.items() for n in row)

@@ -44,9 +44,12 @@ def test_auto_varies_its_choice_and_records_it(pair):
 
 
 def test_auto_takes_plain_steps_when_drafting_cannot_pay(pair):
-    """Drafts dearer than the target: every step is plain except one exploring round per 16 plain steps."""
-    s = generate(pair, PROMPT, method="kseq", k="auto", L="auto", max_new_tokens=40, seed=0, costs=DEAR).stats
-    assert s.plain_steps >= 30 and len(s.rounds) <= 3
+    """Drafts dearer than the target: every step is plain except the exploring rounds, after 16, then 32, 64, …
+    plain steps in a row."""
+    s = generate(pair, PROMPT, method="kseq", k="auto", L="auto", max_new_tokens=200, seed=0, costs=DEAR).stats
+    assert s.plain_steps >= 180 and 2 <= len(s.rounds) <= 4
+    starts = [i for i, d in enumerate(s.draft_lengths) if d > 0]
+    assert starts[0] == 16 and starts[1] - starts[0] == 33  # 32 plain steps, then the second look
 
 
 def test_auto_arguments_are_checked(pair):
@@ -56,6 +59,8 @@ def test_auto_arguments_are_checked(pair):
         generate(pair, PROMPT, method="sps", k="auto", costs=CHEAP)
     with pytest.raises((TypeError, ValueError), match="k must be"):
         generate(pair, PROMPT, method="kseq", k="fast", costs=CHEAP)
+    with pytest.raises(ValueError, match="k='auto' chooses among rounds of L ≤ 8"):
+        generate(pair, PROMPT, method="kseq", k="auto", L=12, costs=CHEAP)
     with pytest.raises(TypeError, match="costs must be"):
         generate(pair, PROMPT, method="kseq", L="auto", costs={"ar_ms": 1})
 
@@ -110,3 +115,10 @@ def test_real_calibration_of_the_tiny_pair(pair, tmp_path, monkeypatch):
     assert c.ar_ms > 0 and all(ms > 0 for _, ms in c.tree_ms) and c.select_ms > 0
     assert set(c.alpha) == {"1", "2", "4", "8"} and all(0 <= a <= 1 for row in c.alpha.values() for a in row)
     assert all(1 <= n <= int(k) for k, row in c.nodes.items() for n in row)
+
+
+def test_auto_k_with_a_fixed_L_drafts_to_the_end(pair):
+    """k = "auto" with L = 4 shrinks the last rounds' L to what is left, as a fixed configuration does: only the
+    very last token can be a plain step."""
+    s = generate(pair, PROMPT, method="kseq", k="auto", L=4, max_new_tokens=23, seed=1, costs=CHEAP).stats
+    assert s.plain_steps <= 1 and all(r.L <= 4 for r in s.rounds) and s.new_tokens == 23

@@ -57,13 +57,23 @@ def samples_of(pair, n, **kw):
     return [tuple(generate(pair, PROMPT, max_new_tokens=3, seed=s, **kw).token_ids.tolist()) for s in range(n)]
 
 
-CONFIGS = [("ar", 1, 1), ("kseq", 1, 1), ("kseq", 2, 2), ("kseq", 4, 3), ("rrs", 1, 1), ("rrs", 2, 2), ("rrs", 4, 3)]
+CONFIGS = [("ar", 1, 1), ("kseq", 1, 1), ("kseq", 2, 2), ("kseq", 4, 3), ("rrs", 1, 1), ("rrs", 2, 2), ("rrs", 4, 3),
+           ("rrs_wor", 2, 2), ("rrs_wor", 4, 3), ("rrs_wor", 8, 2)]  # rrs_wor k = 8 > V = 6: fewer distinct firsts
 
 
 @pytest.mark.parametrize("method,k,L", CONFIGS)
 def test_first_three_tokens_follow_the_target_law(pair, method, k, L):
     law = exact_law(pair)
     assert chi_square_pvalue(samples_of(pair, 5000, method=method, k=k, L=L), law) > 1e-3
+
+
+def test_rrs_without_replacement_with_top_k_is_exact(pair):
+    """top_k = 2 leaves two tokens with q > 0: four drafts get two distinct first tokens, the other rows repeat
+    the first one and continue i.i.d."""
+    law = exact_law(pair, top_k=2)
+    assert chi_square_pvalue(samples_of(pair, 4000, method="rrs_wor", k=4, L=2, top_k=2), law) > 1e-3
+    g = generate(pair, PROMPT, method="rrs_wor", k=4, L=2, top_k=2, max_new_tokens=12, seed=0)
+    assert len(g.token_ids) == 12
 
 
 def test_kseq_with_top_k_warping_is_exact(pair):
@@ -103,7 +113,7 @@ def target_greedy(pair, prompt, n):
     return ids[0, len(prompt):]
 
 
-@pytest.mark.parametrize("method,k", [("ar", 1), ("sps", 1), ("kseq", 4), ("rrs", 3)])
+@pytest.mark.parametrize("method,k", [("ar", 1), ("sps", 1), ("kseq", 4), ("rrs", 3), ("rrs_wor", 3)])
 def test_greedy_equals_target_greedy(pair, method, k):
     want = target_greedy(pair, PROMPT, 24)
     got = generate(pair, PROMPT, method=method, k=k, L=3, max_new_tokens=24, temperature=0, seed=5).token_ids

@@ -9,7 +9,8 @@ The α_d and n_d of each k start from the priors measured at calibration and fol
 generation: one factor c (accepted / expected under the priors, over every round so far, with 8 pseudo-trials
 at c = 1) moves the priors of every k, since a prompt that is easy for one k is easy for all; then each
 (k, d) blends its own tries with 4 pseudo-trials at the moved prior. After 16 plain steps in a row, one round
-is drafted at the best L ≥ 1 to look again. The choice depends only on past rounds, so every round is an
+is drafted at the best L ≥ 1 to look again; each look that does not change the choice doubles the wait (up to
+256 steps), so that a machine where drafting cannot pay loses little to looking. The choice depends only on past rounds, so every round is an
 exact round of its rule and the output law is the target's whatever is chosen.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .costs import CALIBRATION_K, Costs
 
 K_AUTO = CALIBRATION_K  # draft counts "auto" chooses among
 L_MAX = 8  # longest draft "auto" considers
-EXPLORE_AFTER = 16  # plain steps in a row before one drafted round looks again
+EXPLORE_AFTER = 16  # plain steps in a row before one drafted round looks again (doubling after each look)
+EXPLORE_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class AutoConfig:
         self.seen = {k: np.zeros(L_MAX) for k in ks}
         self.accepted_total = self.expected_total = 0.0
         self.plain_in_a_row = 0
+        self.explore_after, self.explored = EXPLORE_AFTER, False
         self._speeds = None
         Ls = np.arange(1, L_MAX + 1)
         self._draft_ms = np.array([[costs.draft(1) + (L - 1) * costs.draft(k) for L in Ls] for k in ks])
@@ -115,14 +118,20 @@ class AutoConfig:
     def choose(self, left: int) -> tuple[int, int]:
         """(k, L) for the next round, with L ≤ left − 1 tokens (L = 0: a plain target step)."""
         allowed = np.full((len(self.ks), L_MAX + 1), -np.inf)
-        Ls = [L for L in self.Ls if L <= left - 1]
-        if not Ls:
+        Ls = sorted({min(L, left - 1) for L in self.Ls})  # a fixed L shrinks near the end, as without auto
+        if Ls == [0]:
             return self.ks[0], 0
-        if self.plain_in_a_row >= EXPLORE_AFTER and any(L > 0 for L in Ls):
+        explore = self.plain_in_a_row >= self.explore_after and any(L > 0 for L in Ls)
+        if explore:
             Ls = [L for L in Ls if L > 0]
         allowed[:, Ls] = 0.0
         allowed[1:, 0] = -np.inf  # a plain step is one option, whatever k
         i, L = np.unravel_index(np.argmax(self.speeds() + allowed), allowed.shape)
+        if L == 0 and self.explored:  # the last look did not change the choice: look less often
+            self.explore_after = min(EXPLORE_MAX, 2 * self.explore_after)
+        elif L > 0 and not explore:  # drafting pays again: look at the usual pace
+            self.explore_after = EXPLORE_AFTER
+        self.explored = explore
         self.plain_in_a_row = self.plain_in_a_row + 1 if L == 0 else 0
         return self.ks[int(i)], int(L)
 

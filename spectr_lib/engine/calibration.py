@@ -91,10 +91,13 @@ def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: i
                     seed=i, tree=tree_default)
             s = g.stats
             select_s += s.seconds_select
+            # a round cut by a stop token books an accepted stop token as the round's end: leave it out
+            rounds = s.rounds[:-1] if s.new_tokens < max_new_tokens and s.rounds else s.rounds
             for r in s.rounds:
                 visited += r.accepted + 1
                 n_rounds += 1
                 unexplained -= costs.round_ms(r.k, r.L, tree_default, 0, r.positions) / 1e3
+            for r in rounds:
                 d = np.arange(r.L)
                 tried[d[d <= r.accepted]] += 1  # depth d + 1 was tried when d drafts before it were accepted
                 accepted[d[d < r.accepted]] += 1

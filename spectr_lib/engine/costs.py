@@ -78,7 +78,7 @@ def _interp(x: float, table: list[list[float]]) -> float:
     if len(xs) == 1:
         return float(ys[0])
     if x > xs[-1]:
-        return float(ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1]))
+        return max(0.0, float(ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1])))
     if x < xs[0]:
         return max(0.0, float(ys[0] - (ys[1] - ys[0]) / (xs[1] - xs[0]) * (xs[0] - x)))
     return float(np.interp(x, xs, ys))

@@ -1,8 +1,9 @@
 """The K-draft SpecTr decoder: draft, verify in one target call, select position by position, roll back.
 
 `generate(pair, prompt, method=...)` runs the target alone ("ar"), speculative sampling ("sps", k = 1),
-block verification of one draft ("block"), SpecTr ("kseq") or SpecInfer's multi-draft rule ("rrs"); every
-method returns text distributed exactly as the (warped) target would produce it.
+block verification of one draft ("block"), SpecTr ("kseq"), SpecInfer's multi-draft rule ("rrs") or RRS
+without replacement ("rrs_wor"); every method returns text distributed exactly as the (warped) target would
+produce it.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from .drafters import make_drafter
 from .inputs import MAX_K, SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
 from .verifiers import TreeVerifier, make_verifier
 
-# the target alone, block verification of one draft, and every token-level rule whose drafts are i.i.d.
-METHODS = ("ar", "block") + IID_RULES
+# the target alone, block verification of one draft, every token-level rule whose drafts are i.i.d., and RRS
+# without replacement (distinct first tokens; deeper, the drafts sharing a prefix are i.i.d. and RRS applies)
+METHODS = ("ar", "block") + IID_RULES + ("rrs_wor",)
 
 
 def mean_acceptance_length(accepted_hist: list[int]) -> float:
@@ -111,7 +113,9 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
 
     p [k, L+1, V] (or a function (row, position) -> p row, so that only the rows on the path are computed),
     q [k, L, V], tokens [k, L]. Returns (new tokens, a draft row holding the accepted prefix, number of accepted
-    draft tokens). Rows with the same prefix share p and q, so row valid[0] speaks for all.
+    draft tokens). Rows with the same prefix share p and q, so row valid[0] speaks for all. For "rrs_wor" the
+    first position's distinct tokens (drawn without replacement) go to RRS without replacement, and deeper
+    positions, where the rows sharing a prefix continued i.i.d., to RRS.
     """
     p_at = p if callable(p) else (lambda r, i: p[r, i])
     k, L = tokens.shape
@@ -119,10 +123,14 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
     out = []
     for i in range(L):
         r = int(valid[0])
-        toks = tokens[valid, i]
-        y, _ = sample(rule, p_at(r, i)[None], q[r, i][None], toks[None], generator, check=False)
+        column = tokens[valid, i]
+        toks, rule_i = column, rule
+        if rule == "rrs_wor":
+            toks = torch.tensor(list(dict.fromkeys(column.tolist())), device=column.device) if i == 0 else column
+            rule_i = "rrs_wor" if i == 0 else "rrs"
+        y, _ = sample(rule_i, p_at(r, i)[None], q[r, i][None], toks[None], generator, check=False)
         out.append(y[0])
-        match = toks == y[0]
+        match = column == y[0]
         if not match.any():
             return torch.stack(out), r, i  # a residual sample: the correction token ends the round
         valid = valid[match]
@@ -140,7 +148,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
 
     prompt: a string (chat template applied), a list of chat messages {"role", "content"}, a 1-D sequence of
     token ids or a [T] / [1, T] integer tensor. method: "ar", "sps" (k = 1), "block" (block verification of one
-    draft, Sun et al., ICLR 2025), "kseq" (SpecTr) or "rrs".
+    draft, Sun et al., ICLR 2025), "kseq" (SpecTr), "rrs" or "rrs_wor" (RRS without replacement, Jeon et al. 2024).
     k drafts (default 8; 1 for "sps"/"ar") of length L per round; each round drafts at most
     min(L, tokens still allowed − 1) tokens, and a round with nothing left to draft is a plain target step.
     Generation ends in the round that emits a stop token: eos_token_id (an id or several), by default every EOS
@@ -182,6 +190,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
         raise ValueError(f"'block' verifies one draft (k = 1), got k = {k}: use 'kseq' or 'rrs' for several")
     if method not in ("ar", "block"):
         check_rule(method, k)
+    if auto_k and not auto_L and L > L_MAX:
+        raise ValueError(f"k='auto' chooses among rounds of L ≤ {L_MAX}, got L = {L}: pass L ≤ {L_MAX} or L='auto'")
     if costs is not None and not isinstance(costs, Costs):
         raise TypeError(f"costs must be a Costs from pair_costs(pair), got {type(costs).__name__}")
     check_sampling(temperature, top_k, top_p)
@@ -231,7 +241,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
             out.append(token)
             continue
         t0 = time.perf_counter()
-        tokens, q = drafter.draft(k_now, L_now, w, gen)
+        tokens, q = drafter.draft(k_now, L_now, w, gen, **({"distinct_first": True} if method == "rrs_wor" else {}))
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
         t2 = time.perf_counter()

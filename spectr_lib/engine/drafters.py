@@ -29,8 +29,10 @@ class Drafter(Protocol):
     def prefill(self, ids: torch.Tensor, features: torch.Tensor | None) -> None:
         """Start a sequence from the prompt ids [T] (features [T-1, d] of ids[:-1] when needs_features)."""
 
-    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """k i.i.d. drafts: tokens [k, L] and the warped draft distributions q [k, L, V] they came from."""
+    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
+              distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """k drafts: tokens [k, L] and the warped draft distributions q [k, L, V] they came from; i.i.d., or with
+        distinct first tokens (drawn without replacement, see `sample_drafts`)."""
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None) -> None:
@@ -44,11 +46,20 @@ class Drafter(Protocol):
 
 
 def sample_drafts(first: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], k: int, L: int, warp: Warp,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens [k, L] and q [k, L, V]: k i.i.d. first tokens from the logits `first` [V], then L − 1 batched steps,
-    where step(last tokens [k], depth) returns the next logits [k, V] (the drafter's cache already holds k rows)."""
+    where step(last tokens [k], depth) returns the next logits [k, V] (the drafter's cache already holds k rows).
+
+    distinct_first=True (RRS without replacement): the first tokens are n = min(k, tokens with q > 0) draws
+    without replacement, in draw order; rows n..k − 1 repeat row 0's first token, so that every prefix's rows
+    continue i.i.d. from there."""
     q = [warp(first)[None].expand(k, -1)]
-    tokens = [sample_rows(q[0][0], generator, n=k)]
+    if distinct_first:
+        n = min(k, int((q[0][0] > 1e-200).sum()))  # multinomial may round a sub-normal q to a tie with q = 0
+        firsts = torch.multinomial(q[0][0], n, replacement=False, generator=generator)
+        tokens = [torch.cat([firsts, firsts[:1].expand(k - n)])]
+    else:
+        tokens = [sample_rows(q[0][0], generator, n=k)]
     for depth in range(1, L):
         q.append(warp(step(tokens[-1], depth)))
         tokens.append(sample_rows(q[-1], generator))
@@ -72,7 +83,8 @@ class LMDrafter:
         self.pending = ids
 
     @torch.no_grad()
-    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
+              distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and the draft distributions q [k, L, V] they were sampled from."""
         first = self.head(self.pending[None], self.cache)[0][0, -1]
         self.calls += 1
@@ -83,7 +95,7 @@ class LMDrafter:
             self.calls += 1
             return self.head(last[:, None], self.cache)[0][:, -1]
 
-        tokens, q = sample_drafts(first, step, k, L, warp, generator)
+        tokens, q = sample_drafts(first, step, k, L, warp, generator, distinct_first)
         return tokens.to(self.pending.device), q
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
@@ -123,7 +135,8 @@ class FeatureDrafter:
         self.start = 0  # position of the first pending pair
 
     @torch.no_grad()
-    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
+              distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and q [k, L, V]; deeper steps feed the draft's own predicted features."""
         n = len(self.pending_ids)
         pos = torch.arange(self.start, self.start + n, device=self.pending_ids.device)
@@ -140,7 +153,7 @@ class FeatureDrafter:
             self.calls += 1
             return self.model.full_logits(f[:, 0]).float()
 
-        return sample_drafts(first, step, k, L, warp, generator)
+        return sample_drafts(first, step, k, L, warp, generator, distinct_first)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None = None) -> None:

@@ -63,8 +63,10 @@ def _rho_star_row(p: np.ndarray, q: np.ndarray, k: float, lo: float = 1.0, hi: f
                   tol: float = 1e-11, max_iter: int = 200, f: _RowF | None = None) -> float:
     """ρ* of one row (p, q [V] float64 numpy) by the Illinois rule inside a bracket [lo, hi] known to hold it
     (default [1, k]); returns the bracket's upper end, where f ≤ 0, so the residual is never negative."""
-    f = f or _RowF(p, q, k)
     hi = float(k) if hi is None else hi
+    if hi - lo <= tol * k:  # k = 1 (SpS): ρ* = 1, nothing to solve
+        return hi
+    f = f or _RowF(p, q, k)
     f_lo, f_hi = f(lo), min(0.0, f(hi))  # f(k) ≤ 0 exactly (Bernoulli): clip rounding noise
     side = 0
     for _ in range(max_iter):
@@ -73,6 +75,8 @@ def _rho_star_row(p: np.ndarray, q: np.ndarray, k: float, lo: float = 1.0, hi: f
         x = hi - f_hi * (hi - lo) / min(f_hi - f_lo, -1e-300)
         if not lo < x < hi:
             x = (lo + hi) / 2
+            if not lo < x < hi:  # lo and hi are adjacent floats: the bracket cannot shrink further
+                break
         fx = f(x)
         if fx > 0:
             f_hi, lo, f_lo, side = (f_hi / 2 if side > 0 else f_hi), x, fx, 1
@@ -87,13 +91,15 @@ def kseq_first_pass_row(p: np.ndarray, q: np.ndarray, drafts: np.ndarray, u: np.
     p, q [V] float64 numpy, drafts [k] token ids, u [k] uniforms in [0, 1). Draft i passes when
     U_i·ρ*·q(x_i) < p(x_i): a bracket [lo, hi] ∋ ρ* (first [1, k]) settles most tests outright, and an unsettled
     one is settled by the sign of f at t = p(x_i)/(U_i q(x_i)) (f decreases strictly on (1, k], so ρ* < t
-    ⟺ f(t) < 0), which also narrows the bracket. The decisions are exactly those under ρ*, so the law is K-SEQ's.
-    Returns (index of the first passing draft, 0.0), or (−1, ρ̂) when all fail, ρ̂ ≥ ρ* being the value the
-    residual needs (found inside the narrowed bracket).
+    ⟺ f(t) < 0), which also narrows the bracket. The decisions are those under ρ* itself. Returns (index of
+    the first passing draft, 0.0), or (−1, ρ̂) when all fail: ρ̂ ≥ ρ* is solved inside the narrowed bracket to
+    float64 resolution (tolerance 8 ulp rather than the eager solver's 1e-11), so the residual built with it
+    matches the decisions to rounding error; the eager rule uses its own ρ̂ for both, and the two can part
+    only on draws that fall between ρ* and the eager ρ̂ (a gap of ~1e-11).
     """
     k = len(drafts)
     lo, hi, f = 1.0, float(k), None
-    pd, qd = p[drafts], q[drafts]  # any ρ̂ ≥ ρ* is exact (only acceptance needs ρ* itself): 1e-9 is ample
+    pd, qd = p[drafts], q[drafts]
     for i in range(k):
         a, b = float(pd[i]), float(u[i]) * float(qd[i])
         if a > b * hi:
@@ -105,7 +111,7 @@ def kseq_first_pass_row(p: np.ndarray, q: np.ndarray, drafts: np.ndarray, u: np.
         if f(t) < 0:
             return i, 0.0
         lo = t
-    return -1, _rho_star_row(p, q, float(k), lo, hi, tol=1e-9, f=f)
+    return -1, _rho_star_row(p, q, float(k), lo, hi, tol=8 * np.finfo(p.dtype).eps, f=f)
 
 
 def kseq_residual_row(p: np.ndarray, q: np.ndarray, rho: float, k: int) -> np.ndarray:

@@ -7,10 +7,8 @@ from typing import Callable
 
 import torch
 
-from ..engine.drafters import make_drafter
-from ..engine.verifiers import make_verifier
+from ..engine.calibration import draft_step_ms
 from ..models.load import ModelPair
-from ..theory.dists import warp
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 7, warmup: int = 2) -> float:
@@ -25,18 +23,7 @@ def median_seconds(fn: Callable[[], object], repeat: int = 7, warmup: int = 2) -
     return sorted(times)[len(times) // 2]
 
 
-@torch.no_grad()
-def draft_step_seconds(pair: ModelPair, context: torch.Tensor, k: int, repeat: int = 7) -> float:
-    """Seconds of one batched draft step at batch k on top of a warm cache of `context` [T] (ms-scale): the
-    difference of drafting L = 2 and L = 1 (each followed by the roll-back), medians of `repeat` runs."""
-    drafter = make_drafter(pair.draft, pair.vocab_size)
-    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, tree=False)
-    drafter.prefill(context, target.prefill(context))
-    gen = torch.Generator(device=pair.device).manual_seed(0)
-    d = pair.target.config.hidden_size
-
-    def round_(L: int) -> None:
-        tokens, _ = drafter.draft(k, L, warp, gen)
-        drafter.commit(tokens, 0, 0, tokens[0, 0], torch.zeros(1, d, device=pair.device, dtype=pair.dtype))
-
-    return max(0.0, median_seconds(lambda: round_(2), repeat) - median_seconds(lambda: round_(1), repeat))
+def draft_step_seconds(pair: ModelPair, context: torch.Tensor, k: int) -> float:
+    """Seconds of one batched draft step at batch k on top of a warm cache of `context` [T] (ms-scale), as the
+    cost model measures it (engine/calibration.draft_step_ms: drafting L = 3 minus L = 1, halved)."""
+    return draft_step_ms(pair, context, k) / 1e3

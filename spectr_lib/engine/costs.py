@@ -103,11 +103,12 @@ def cache_path(key: dict):
     return cache_dir() / "costs" / f"{digest}.json"
 
 
-def timed(fn, repeat: int = 3) -> float:
-    """Median ms of fn() over `repeat` runs after one warm-up run."""
+def timed(fn, repeat: int = 3, warmup: int = 1) -> float:
+    """Median ms of fn() over `repeat` runs after `warmup` untimed runs."""
     import time
 
-    fn()
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()

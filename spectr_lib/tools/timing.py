@@ -2,25 +2,18 @@
 through the Drafter protocol (so a new draft type needs nothing here)."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import torch
 
 from ..engine.calibration import draft_step_ms
+from ..engine.costs import timed
 from ..models.load import ModelPair
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 7, warmup: int = 2) -> float:
     """Median wall-clock seconds of fn() over `repeat` runs, after `warmup` untimed runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return timed(fn, repeat, warmup) / 1e3
 
 
 def draft_step_seconds(pair: ModelPair, context: torch.Tensor, k: int) -> float:

@@ -101,7 +101,10 @@ def test_bench_writes_results_for_notebook_05():
     report = json.loads((out / "results.json").read_text())
     rows = report["runs"]["1.0"]["results"]
     assert {(r["method"], r["k"], r["L"]) for r in rows} >= {("hf_ar", 1, 0), ("ar", 1, 0), ("sps", 1, 4), ("kseq", 8, 8)}
-    assert all(1 <= r["block_efficiency"] <= r["L"] + 1 for r in rows if r["L"])
+    assert all(1 <= r["block_efficiency"] <= r["L"] + 1 for r in rows if isinstance(r["L"], int) and r["L"])
+    auto = [r for r in rows if r["L"] == "auto"]  # every speculative method also ran with its auto configuration
+    assert {r["method"] for r in auto} >= {"sps", "kseq", "rrs", "block"} and all(1 <= r["block_efficiency"] <= 9 for r in auto)
+    assert all(sum(r["chosen"].values()) > 0 for r in auto)
     assert 0 < report["runs"]["1.0"]["token_acceptance"]["overall"] <= 1
     assert (out / "table.md").exists() and (out / "plots_T1.0.png").exists()
 
@@ -111,4 +114,5 @@ def test_demo_prints_the_comparison(capsys):
 
     main(["--max-new-tokens", "12"])
     out = capsys.readouterr().out
-    assert "assistant (SpecTr" in out and "| kseq | 4 | 4 |" in out and "speed-up vs ar" in out
+    assert "assistant (SpecTr, k and L auto)" in out and "| kseq | auto | auto |" in out and "speed-up vs ar" in out
+    assert "| block | 1 | auto |" in out and "predicted tokens/s" in out and "cost model: one autoregressive token" in out

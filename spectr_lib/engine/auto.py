@@ -80,9 +80,6 @@ class AutoConfig:
         self.plain_in_a_row = 0
         self.explore_after, self.explored = EXPLORE_AFTER, False
         self._speeds = None
-        Ls = np.arange(1, L_MAX + 1)
-        self._draft_ms = np.array([[costs.draft(1) + (L - 1) * costs.draft(k) for L in Ls] for k in ks])
-        self._batch_target = None if tree else np.array([[costs.target(k, L, False) for L in Ls] for k in ks])
 
     def alpha(self, k: int) -> np.ndarray:
         """Current conditional acceptance per depth for k drafts."""
@@ -94,25 +91,12 @@ class AutoConfig:
         """Current distinct draft prefixes per depth for k drafts."""
         return (self.nodes[k] + 2.0 * self.prior_nodes[k]) / (self.seen[k] + 2.0)
 
-    def speed(self, k: int, L: int) -> float:
-        """Predicted tokens/s of one (k, L) round now."""
-        return predict_tokens_per_second(self.costs, k, L, self.tree, self.alpha(k), self.distinct(k))
-
     def speeds(self) -> np.ndarray:
-        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step), vectorised and kept
-        until the next round is learnt from (plain steps teach nothing)."""
+        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step), through
+        `predict_tokens_per_second`, kept until the next round is learnt from (plain steps teach nothing)."""
         if self._speeds is None:
-            c, ks = self.costs, self.ks
-            alpha = np.stack([self.alpha(k) for k in ks])  # [K, L_MAX]
-            e = 1 + np.cumsum(np.cumprod(alpha, 1), 1)  # tokens per round for L = 1..L_MAX
-            Ls = np.arange(1, L_MAX + 1)
-            if self.tree:
-                positions = 1 + np.cumsum(np.stack([self.distinct(k) for k in ks]), 1)
-                target = np.array([[c.target(k, L, True, n) for L, n in zip(Ls, row)] for k, row in zip(ks, positions)])
-            else:
-                target = self._batch_target
-            ms = self._draft_ms + target + c.select_ms * e + c.overhead_ms
-            self._speeds = np.concatenate([np.full((len(ks), 1), 1e3 / c.ar_ms), 1e3 * e / ms], 1)
+            self._speeds = np.array([[predict_tokens_per_second(self.costs, k, L, self.tree, self.alpha(k), self.distinct(k))
+                                      for L in range(L_MAX + 1)] for k in self.ks])
         return self._speeds
 
     def choose(self, left: int) -> tuple[int, int]:

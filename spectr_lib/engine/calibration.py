@@ -14,7 +14,7 @@ from ..prompts import encode_chat, read_prompts
 from ..theory.dists import warp
 from .costs import BATCH_L, CALIBRATION_K, CALIBRATION_L, TREE_POSITIONS, Costs, cache_path, costs_key, progress_bar, timed
 from .drafters import make_drafter
-from .verifiers import make_verifier
+from .verifiers import TreeVerifier, make_verifier
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def draft_step_ms(pair: ModelPair, context: torch.Tensor, k: int) -> float:
 
 def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: int, progress: bool) -> Costs:
     """Every number of `Costs` for the pair (see engine/costs.py); `run` is the decoder's `generate`."""
-    tree_default = make_verifier(pair.target, pair.vocab_size).__class__.__name__ == "TreeVerifier"
+    tree_default = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)
     n_steps = 1 + len(TREE_POSITIONS) + len(CALIBRATION_K) * (len(BATCH_L) + 1) + len(CALIBRATION_K) * len(prompts)
     bar = progress_bar(n_steps, progress, "calibrating the cost model")
     context = prompts[0]

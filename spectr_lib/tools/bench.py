@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.decoder import METHODS, generate, pair_costs
-from ..engine.verifiers import make_verifier
+from ..engine.verifiers import TreeVerifier, make_verifier
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..theory.selection import RULES
 from .acceptance import acceptance_by_category
@@ -104,7 +104,7 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
     results = [Result(c) for c in configs]
     ours = pair.draft is not None and any(c.method not in HF_METHODS and c.method != "ar" for c in configs)
     costs = pair_costs(pair, progress=progress) if ours else None  # predictions, and what "auto" chooses from
-    tree = type(make_verifier(pair.target, pair.vocab_size)).__name__ == "TreeVerifier"
+    tree = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)
     bar = tqdm(total=len(prompts) * len(configs), desc=f"benchmark T={temperature}", disable=not progress)
     for i, rec in enumerate(prompts):
         ids = rec["ids"] if "ids" in rec else encode_chat(pair.tokenizer, rec["prompt"])

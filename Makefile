@@ -30,7 +30,8 @@ lab: setup
 bench: setup
 	$(PY) -m spectr_lib.tools.bench
 
-# A short check for a machine with a CUDA GPU: a few decodes of every method and the timing tables.
+# A short check for a machine with a CUDA GPU: tiny-pair exactness on the GPU, the cost model, the benchmark,
+# both verification forms (python -m spectr_lib.tools.gpu_check --help). On a machine without network, where
+# this set-up cannot run: spectr_lib.tools.offline_bundle carries the target over, then run the module directly.
 gpu-check: setup
-	$(PY) -m spectr_lib.tools.bench --device cuda --limit 8 --max-new-tokens 96 --k 1 4 8 --L 4 8 --temperature 1.0 --out results/gpu
-	$(PY) -m spectr_lib.tools.bench_verify --device cuda --limit 4
+	$(PY) -m spectr_lib.tools.gpu_check --out results/gpu

@@ -12,7 +12,7 @@ ALLOWED = {
     "theory": set(),
     "prompts": {"paths"},
     "models": {"paths", "theory"},
-    "engine": {"theory", "models", "prompts", "paths"},
+    "engine": {"theory", "models", "prompts", "paths", "runtime"},
     "widgets": {"theory"},
     "distill": {"theory", "models", "prompts", "paths", "runtime"},
     "tools": {"theory", "models", "prompts", "paths", "runtime", "engine", "widgets"},

@@ -2,7 +2,8 @@
 
 Reads the prompt corpus (data/distill/prompts.jsonl.gz, see corpus.py), samples one answer per prompt from
 the target with Hugging Face `generate` (batched, left-padded, prompts of a batch of similar length), and
-writes shards data/distill/answers/shard-NNNN.npz every `--shard-size` prompts:
+writes shards data/distill/answers/shard-NNNN.npz every `--shard-size` prompts (numbered on from the last
+shard on disk):
 
     prompt_id  int32 [n]     row of the corpus
     offsets    int64 [n + 1] answer i is tokens[offsets[i]:offsets[i + 1]]
@@ -11,7 +12,8 @@ writes shards data/distill/answers/shard-NNNN.npz every `--shard-size` prompts:
 
 Prompts are re-encoded from the corpus with the tokenizer's chat template at training time; hidden states
 and soft labels are recomputed by a teacher pass, so the repository keeps only these ids. A restart skips
-every shard already written (a shard is written atomically). Three prompts in four are answered at T = 1,
+every prompt already answered in a shard on disk (a shard is written atomically), whatever shard size the
+earlier runs used, so runs on different machines (a GPU with large batches, a CPU) continue one another. Three prompts in four are answered at T = 1,
 one in four at T = 0.7 with top-p 0.9 (fixed by the prompt id, so a rerun gives the same split).
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..runtime import keep_freed_memory
 from . import corpus
 
 ANSWERS_DIR = DATA_DIR / "distill" / "answers"
+SHARDS = "shard-[0-9][0-9][0-9][0-9].npz"  # finished shards only (not a crashed run's shard-NNNN.tmp.npz)
 
 
 def sampling_of(prompt_id: int) -> tuple[float, float]:
@@ -53,7 +56,7 @@ def save_shard(path: Path, prompt_ids: list[int], answers: list[torch.Tensor]) -
 def load_answers(folder: Path = ANSWERS_DIR, limit_tokens: int | None = None) -> list[tuple[int, np.ndarray]]:
     """(prompt id, answer ids) of every shard in name order, stopping once limit_tokens answer tokens are read."""
     out, n = [], 0
-    for shard in sorted(Path(folder).glob("shard-*.npz")):
+    for shard in sorted(Path(folder).glob(SHARDS)):
         z = np.load(shard)
         for i, pid in enumerate(z["prompt_id"]):
             if limit_tokens is not None and n >= limit_tokens:
@@ -64,21 +67,31 @@ def load_answers(folder: Path = ANSWERS_DIR, limit_tokens: int | None = None) ->
     return out
 
 
+def plan_shards(records: list[dict], out: Path, shard_size: int) -> list[tuple[int, list[dict]]]:
+    """(shard number, records) of the shards still to write: the records no shard in `out` answers yet, in
+    corpus order, `shard_size` per shard, numbered on from the highest shard number on disk."""
+    done, last = set(), -1
+    for shard in sorted(Path(out).glob(SHARDS)):
+        done.update(int(i) for i in np.load(shard)["prompt_id"])
+        last = max(last, int(shard.stem.split("-")[1]))
+    todo = [r for r in records if r["id"] not in done]
+    return [(last + 1 + j // shard_size, todo[j : j + shard_size]) for j in range(0, len(todo), shard_size)]
+
+
 def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int = 256, batch: int = 64,
         max_new_tokens: int = 256, max_prompt_tokens: int = 768, limit: int | None = None, seed: int = 0,
         batch_tokens: int = 24576,
         corpus_file: Path = corpus.CORPUS_FILE) -> None:
-    """Answer the corpus' prompts of one split, shard by shard, skipping shards already on disk."""
+    """Answer the corpus' prompts of one split, shard by shard, skipping prompts already answered on disk."""
     from ..prompts import encode_chat, sample_answers
 
     records = corpus.read(corpus_file, split)[:limit]
     eos = getattr(tokenizer, "eos_token_id", None)
-    n_shards = (len(records) + shard_size - 1) // shard_size
-    todo = [s for s in range(n_shards) if not (out / f"shard-{s:04d}.npz").exists()]
-    bar = tqdm(total=len(records), initial=(n_shards - len(todo)) * shard_size, desc="answers", unit="prompt",
-               smoothing=0.05)
-    for s in todo:
-        t0, rows = time.perf_counter(), records[s * shard_size : (s + 1) * shard_size]
+    plan = plan_shards(records, out, shard_size)
+    bar = tqdm(total=len(records), initial=len(records) - sum(len(rows) for _, rows in plan), desc="answers",
+               unit="prompt", smoothing=0.05)
+    for s, rows in plan:
+        t0 = time.perf_counter()
         torch.manual_seed(seed * 100_003 + s)  # a shard redone after a crash is drawn the same way
         enc = {r["id"]: encode_chat(tokenizer, r["prompt"])[-max_prompt_tokens:] for r in rows}
         answers: dict[int, torch.Tensor] = {}
@@ -114,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N prompts of the split")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (mind other jobs on the machine)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"],
+                    help="default: the library's for the device (float32 keeps a GPU's samples closest to the CPU's)")
     ap.add_argument("--seed", type=int, default=0, help="seeds each shard as seed * 100003 + shard number")
     args = ap.parse_args(argv)
     keep_freed_memory()
@@ -123,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.disable_progress_bar()
     from ..models.load import load_target
 
-    target, tokenizer = load_target(device=args.device)
+    target, tokenizer = load_target(device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
     run(target, tokenizer, args.out, split=args.split, shard_size=args.shard_size, batch=args.batch,
         max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_tokens=args.batch_tokens)
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..models.load import ModelPair
 from ..paths import cache_dir
+from ..runtime import sync
 
 CALIBRATION_K = (1, 2, 4, 8)  # the draft counts auto chooses among
 CALIBRATION_L = 6  # depth of the calibration rounds (priors beyond it repeat the last depth)
@@ -104,15 +105,17 @@ def cache_path(key: dict):
 
 
 def timed(fn, repeat: int = 3, warmup: int = 1) -> float:
-    """Median ms of fn() over `repeat` runs after `warmup` untimed runs."""
+    """Median ms of fn() over `repeat` runs after `warmup` untimed runs (a GPU's queued work included)."""
     import time
 
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeat):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2] * 1e3
 

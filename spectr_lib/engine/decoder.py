@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..models.load import ModelPair
+from ..runtime import sync
 from ..theory.dists import check_sampling, sample_rows, warp
 from ..theory.block import _block_verify
 from ..theory.selection import IID_RULES, RULES, check_rule, sample
@@ -222,6 +223,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     if drafter is not None:
         drafter.prefill(ids, feats)
         stats.accepted_hist = [0] * (min(L, max_new_tokens - 1) + 1)  # no round drafts more than that
+    sync(pair.device)  # on a GPU, each phase's time is its own (kernels run asynchronously)
     stats.seconds_prefill = time.perf_counter() - t_start
     out: list[torch.Tensor] = []
     while len(out) < max_new_tokens and not (out and int(out[-1]) in stop):
@@ -242,8 +244,10 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
             continue
         t0 = time.perf_counter()
         tokens, q = drafter.draft(k_now, L_now, w, gen, **({"distinct_first": True} if method == "rrs_wor" else {}))
+        sync(pair.device)
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)
+        sync(pair.device)
         t2 = time.perf_counter()
         if method == "block":
             n_acc, y = _block_verify(w(logits[0]), q[0], tokens[0], gen)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..engine.decoder import METHODS, generate, pair_costs
 from ..engine.verifiers import TreeVerifier, make_verifier
 from ..prompts import encode_chat, first_per_category, read_prompts
+from ..runtime import sync
 from ..theory.selection import RULES
 from .acceptance import acceptance_by_category
 from .bench_results import HF_METHODS, Config, Result, category_table, from_json, plot, render, table, to_json  # noqa: F401 (re-exported)
@@ -53,10 +54,12 @@ class _CallClock:
     def _pre(self, *_):
         self.calls += 1
         if self.calls == 1:
+            sync()
             self._t0 = time.perf_counter()
 
     def _post(self, *_):
         if self.calls == 1:
+            sync()
             self.first_seconds = time.perf_counter() - self._t0
 
     def remove(self) -> None:
@@ -81,8 +84,10 @@ def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: floa
         kw["prompt_lookup_num_tokens"] = L
     clock = _CallClock(pair.target)
     try:
+        sync()
         t0 = time.perf_counter()
         out = pair.target.generate(ids[None], **kw)
+        sync()
         seconds = time.perf_counter() - t0 - clock.first_seconds
     finally:
         clock.remove()

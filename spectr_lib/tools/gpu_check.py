@@ -58,7 +58,7 @@ def smoke(samples: int = 1500, device: str = "cuda") -> dict:
     pair = tiny_pair(vocab_size=6, device=device)
     prompt = torch.tensor([1, 4, 2], device=device)
     with torch.no_grad():
-        ids, greedy = prompt[None], []
+        ids = prompt[None]
         for _ in range(16):
             nxt = pair.target(ids).logits[0, -1, : pair.vocab_size].argmax()
             ids = torch.cat([ids, nxt.view(1, 1)], 1)

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..paths import DATA_DIR
-from ..runtime import keep_freed_memory
+from ..runtime import attention_backends, keep_freed_memory
 from . import corpus
 
 ANSWERS_DIR = DATA_DIR / "distill" / "answers"
@@ -102,8 +102,9 @@ def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int =
                 rows_fit = max(1, batch_tokens // (len(enc[ids[min(len(ids) - 1, b + batch - 1)]]) + max_new_tokens))
                 chunk = ids[b : b + min(batch, rows_fit)]
                 b += len(chunk)
-                new = sample_answers(target, [enc[i] for i in chunk], eos, max_new_tokens, *setting, batch_size=batch,
-                                     progress=False)
+                with attention_backends(target.device):  # no cuDNN attention plan per shape on a GPU
+                    new = sample_answers(target, [enc[i] for i in chunk], eos, max_new_tokens, *setting, batch_size=batch,
+                                         progress=False)
                 for pid, a in zip(chunk, new):
                     answers[pid] = a
                 bar.update(len(chunk))

@@ -16,6 +16,7 @@ from . import hf_cache
 from .heads import Float32Head
 from ..theory.dists import sample_rows
 from ..models.feature_draft import FeatureDraft, KVCache, previous_features
+from ..runtime import attention_backends
 
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
 
@@ -138,6 +139,10 @@ class FeatureDrafter:
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
               distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and q [k, L, V]; deeper steps feed the draft's own predicted features."""
+        with attention_backends(self.pending_ids.device):
+            return self._draft(k, L, warp, generator, distinct_first)
+
+    def _draft(self, k: int, L: int, warp: Warp, generator: torch.Generator, distinct_first: bool):
         n = len(self.pending_ids)
         pos = torch.arange(self.start, self.start + n, device=self.pending_ids.device)
         f = self.model(self.pending_feats[None], self.pending_ids[None], pos, self.cache)[:, -1:]  # [1, 1, d]
@@ -175,7 +180,8 @@ class FeatureDrafter:
         """Float32 logits [T, V] of the token after each prefix of ids [T], given the target's features [T, d]
         at those positions: the draft reads (h_{t-1}, x_t), as it does while decoding."""
         pos = torch.arange(len(ids), device=ids.device)
-        return self.model.full_logits(self.model(previous_features(features)[None], ids[None], pos)[0]).float()
+        with attention_backends(ids.device):
+            return self.model.full_logits(self.model(previous_features(features)[None], ids[None], pos)[0]).float()
 
 
 DRAFTERS: list[tuple[type, type]] = [(FeatureDraft, FeatureDrafter), (torch.nn.Module, LMDrafter)]  # first match wins

@@ -6,6 +6,8 @@ from functools import lru_cache
 
 import torch
 
+from ..runtime import attention_backends
+
 
 @lru_cache(maxsize=None)
 def _cache_kwarg(cls: type) -> str:
@@ -14,8 +16,10 @@ def _cache_kwarg(cls: type) -> str:
 
 
 def forward(model: torch.nn.Module, ids: torch.Tensor, cache, **kw):
-    """Run a causal LM on ids [B, T] on top of its cache (the keyword changed name across transformers versions)."""
-    return model(ids, use_cache=True, **{_cache_kwarg(type(model)): cache}, **kw)
+    """Run a causal LM on ids [B, T] on top of its cache (the keyword changed name across transformers versions),
+    with the attention backends of `runtime.attention_backends`."""
+    with attention_backends(ids.device):
+        return model(ids, use_cache=True, **{_cache_kwarg(type(model)): cache}, **kw)
 
 
 def new_cache():

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..engine.decoder import METHODS, generate, pair_costs
 from ..engine.verifiers import TreeVerifier, make_verifier
 from ..prompts import encode_chat, first_per_category, read_prompts
-from ..runtime import sync
+from ..runtime import attention_backends, sync
 from ..theory.selection import RULES
 from .acceptance import acceptance_by_category
 from .bench_results import HF_METHODS, Config, Result, category_table, from_json, plot, render, table, to_json  # noqa: F401 (re-exported)
@@ -86,7 +86,8 @@ def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: floa
     try:
         sync()
         t0 = time.perf_counter()
-        out = pair.target.generate(ids[None], **kw)
+        with attention_backends(pair.device):  # the attention kernels our decoder uses: a like-for-like baseline
+            out = pair.target.generate(ids[None], **kw)
         sync()
         seconds = time.perf_counter() - t0 - clock.first_seconds
     finally:

@@ -104,4 +104,3 @@ def test_the_rules_can_fail():
     g = graph()
     assert "spectr_lib.models.load" in g["spectr_lib.engine.decoder"]
     assert "engine" not in ALLOWED["models"]
-

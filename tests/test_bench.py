@@ -10,7 +10,10 @@ def test_every_row_counts_tokens_calls_and_time():
     prompts = [{"category": c, "ids": torch.tensor(ids)} for c, ids in (("a", [1, 5, 7, 2]), ("b", [3, 3, 9]))]
     configs = [Config("hf_ar"), Config("hf_assisted"), Config("hf_lookup", 1, 3), Config("ar"), Config("sps", 1, 3),
                Config("kseq", 2, 3), Config("rrs", 2, 3)]
-    results = run(pair, prompts, configs, max_new_tokens=12, temperature=1.0, seed=0, progress=False)
+    seen = []
+    results = run(pair, prompts, configs, max_new_tokens=12, temperature=1.0, seed=0, progress=False,
+                  on_prompt=lambda res, done: seen.append((done, sum(r.tokens for r in res))))
+    assert seen == [(1, 12 * len(configs)), (2, 24 * len(configs))]  # partial results after each prompt
     by = {r.config.name: r for r in results}
     assert all(r.tokens == 24 and r.seconds > 0 for r in results), [(r.config.name, r.tokens) for r in results]
     assert by["hf_ar"].block_efficiency == 1.0 and by["ar"].block_efficiency == 1.0
@@ -43,3 +46,23 @@ def test_saved_results_render_back_to_the_same_table(tmp_path):
     md = render(report, tmp_path)
     assert "a note" in md and table(results) in md and (tmp_path / "plots_T1.0.png").exists()
     assert (tmp_path / "table.md").read_text() == md + "\n"
+
+
+def test_machine_note_names_threads_and_warns_when_busy(monkeypatch):
+    import os
+
+    from spectr_lib.tools.timing import machine_note
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert "torch threads" in machine_note() and "WARNING" not in machine_note()
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 0.0, 0.0))
+    assert "WARNING" in machine_note()
+
+
+def test_a_partial_run_renders_as_partial(tmp_path):
+    pair = tiny_pair(vocab_size=32, seed=5)
+    results = run(pair, [{"category": "x", "ids": torch.tensor([4, 5, 6])}], [Config("ar")], max_new_tokens=4,
+                  temperature=1.0, seed=0, progress=False)
+    report = {"pair": "tiny", "device": "cpu", "prompts": 3, "max_new_tokens": 4,
+              "runs": {"1.0": {"results": to_json(results), "token_acceptance": {}, "prompts_done": 1}}}
+    assert "## T = 1.0 (partial: the first 1 prompts)" in render(report, tmp_path)

@@ -101,9 +101,10 @@ def hf_can_assist(pair) -> bool:
 
 
 def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, temperature: float, seed: int,
-        progress: bool = True) -> list[Result]:
+        progress: bool = True, on_prompt=None) -> list[Result]:
     """Run every configuration on every prompt (configurations interleaved per prompt); each result also
-    holds the cost model's prediction of its time from the rounds it ran (engine/costs.py).
+    holds the cost model's prediction of its time from the rounds it ran (engine/costs.py). on_prompt(results,
+    n_done), if given, is called after each prompt (the command line saves partial results with it).
 
     A prompt record holds "prompt" (text, chat template applied) or "ids" (token ids), and "category".
     """
@@ -131,6 +132,8 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
                 res.add(rec["category"], s.new_tokens, s.target_calls, s.seconds_total - s.seconds_prefill, s.accepted_hist)
                 res.add_rounds(s, costs, tree)
             bar.update(1)
+        if on_prompt is not None:
+            on_prompt(results, i + 1)
     bar.close()
     return results
 
@@ -196,8 +199,13 @@ def main(argv: list[str] | None = None) -> None:
               "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill.")
     no_assist = "Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted."
     report["notes"] = ([] if hf_can_assist(pair) else [no_assist]) + [lookup]
+    def save_partial(results, done, T):  # a run cut short keeps every finished prompt
+        report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": {}, "prompts_done": done}
+        (args.out / "results.json").write_text(json.dumps(report, indent=1))
+
     for T in args.temperature:
-        results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed)
+        results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed,
+                      on_prompt=lambda res, done, T=T: save_partial(res, done, T))
         acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}
         report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc}
         (args.out / "results.json").write_text(json.dumps(report, indent=1))  # after each temperature: a long run keeps its part

@@ -20,3 +20,19 @@ def draft_step_seconds(pair: ModelPair, context: torch.Tensor, k: int) -> float:
     """Seconds of one batched draft step at batch k on top of a warm cache of `context` [T] (ms-scale), as the
     cost model measures it (engine/calibration.draft_step_ms: drafting L = 3 minus L = 1, halved)."""
     return draft_step_ms(pair, context, k) / 1e3
+
+
+def machine_note() -> str:
+    """One line to print next to timings: torch threads, cores and the load average, with a warning when other
+    processes compete for the cores (then timings are inflated, often many times over, and mean little)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return f"{torch.get_num_threads()} torch threads, {cores} cores"
+    note = f"{torch.get_num_threads()} torch threads, {cores} cores, load average {load:.1f}"
+    if load > max(cores, torch.get_num_threads()) + 0.5:
+        note += " — WARNING: the machine is busy; these timings are inflated and should not be compared"
+    return note

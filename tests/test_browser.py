@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 DRIVER = shutil.which("chromedriver")
 NOTEBOOKS = ("02_kseq.ipynb", "05_results.ipynb")
-RUN_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 600
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
@@ -44,7 +44,9 @@ def lab(tmp_path_factory):
         shutil.copy(ROOT / "notebooks" / name, work / "notebooks" / name)
     (work / "data").symlink_to(ROOT / "data")  # notebooks read committed results through ../data
     port, token = _free_port(), "spectr-browser-test"
-    env = dict(os.environ, SPECTR_FAST="1", JUPYTER_PLATFORM_DIRS="1")
+    # the server's own workspace and settings: no tab of an earlier session is restored next to ours
+    env = dict(os.environ, SPECTR_FAST="1", JUPYTER_PLATFORM_DIRS="1", JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
+               JUPYTERLAB_SETTINGS_DIR=str(work / "settings"))
     log = open(work / "lab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
                              f"--ServerApp.root_dir={work / 'notebooks'}", f"--IdentityProvider.token={token}",
@@ -62,7 +64,7 @@ def lab(tmp_path_factory):
                 time.sleep(1)
         else:
             pytest.fail("JupyterLab did not answer within 2 minutes")
-        yield lambda name: f"{base}/lab/tree/{name}?token={token}"
+        yield lambda name: f"{base}/lab/workspaces/{Path(name).stem}/tree/{name}?reset&token={token}"
     finally:
         proc.terminate()
         try:
@@ -96,17 +98,33 @@ def _run_all(driver, wait) -> None:
     driver.find_element(By.XPATH, "//div[contains(@class, 'lm-Menu-itemLabel') and text()='Run All Cells']").click()
 
 
+ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on show
+
+
 def _prompts(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".jp-CodeCell .jp-InputArea-prompt")]
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, f"{ACTIVE} .jp-CodeCell .jp-InputArea-prompt")]
+
+
+def _wait_all_run(driver, timeout_s: float) -> None:
+    """Until every code cell on show has run (numbered prompts, none pending "[*]"); fails with the prompts."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        p = _prompts(driver)
+        if p and all(x.strip("[]: ").isdigit() for x in p):
+            return
+        if _errors(driver):
+            pytest.fail(f"a cell failed: {_errors(driver)[0][:2000]}")
+        time.sleep(3)
+    pytest.fail(f"cells still not run after {timeout_s:.0f} s: prompts {_prompts(driver)}")
 
 
 def _errors(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    texts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']")]
-    texts += [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".jp-Cell .widget-output, .jp-OutputArea-output")
+    texts = [e.text for e in driver.find_elements(By.CSS_SELECTOR, f"{ACTIVE} [data-mime-type='application/vnd.jupyter.stderr']")]
+    texts += [e.text for e in driver.find_elements(By.CSS_SELECTOR, f"{ACTIVE} .jp-Cell .widget-output, {ACTIVE} .jp-OutputArea-output")
               if "Error displaying widget" in e.text]
     return [t for t in texts if "Traceback" in t or "Error" in t.split("\n")[0]]
 
@@ -118,12 +136,11 @@ def test_notebook_runs_and_its_k_slider_redraws(lab, browser, name):
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(lab(name))
-    wait = WebDriverWait(browser, RUN_TIMEOUT_S, poll_frequency=2)
     _run_all(browser, WebDriverWait(browser, 180))
     # every code cell has run: numbered prompts, none pending ("[*]") or empty
-    wait.until(lambda d: (p := _prompts(d)) and all(x.strip("[]: ").isdigit() for x in p))
+    _wait_all_run(browser, RUN_TIMEOUT_S)
     assert not _errors(browser), _errors(browser)
-    panel = browser.find_elements(By.CSS_SELECTOR, ".widget-interact")[-1]
+    panel = browser.find_elements(By.CSS_SELECTOR, f"{ACTIVE} .widget-interact")[-1]
     slider = next(s for s in panel.find_elements(By.CSS_SELECTOR, ".widget-slider, .widget-hslider")
                   if s.find_element(By.CSS_SELECTOR, ".widget-label").text.strip() == "k_max")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", panel)

@@ -1,4 +1,4 @@
-"""Token-level invariants (spectr-algorithms.md §6, items 1–5) for every rule, exact and sampled."""
+"""Token-level invariants (docs/cheatsheet.md, "Invariants the tests hold") for every rule, exact and sampled."""
 import numpy as np
 import pytest
 import torch

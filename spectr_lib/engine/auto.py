@@ -1,6 +1,6 @@
 """k = "auto" and L = "auto": each round takes the (k, L) with the most predicted tokens per second.
 
-Prediction (§8 of the algorithms notes): a round whose draft position d is accepted with conditional
+Prediction (docs/cheatsheet.md, "Rounds and speed"): a round whose draft position d is accepted with conditional
 probability α_d (given positions < d were) yields E = 1 + Σ_{i ≤ L} Π_{d ≤ i} α_d tokens and costs
 `Costs.round_ms` (the accepted path visits E positions; the tree form scores 1 + Σ_{d ≤ L} n_d positions,
 n_d the distinct draft prefixes at depth d). L = 0 is a plain target step: one token for `ar_ms`.

@@ -1,6 +1,6 @@
 """The device-calibrated cost model of a speculative round, measured once per (device, dtype, model pair).
 
-A round of k drafts of length L costs (`Costs.round_ms`, §8 of the algorithms notes):
+A round of k drafts of length L costs (`Costs.round_ms`, docs/cheatsheet.md, "Rounds and speed"):
 
     draft(1) + (L − 1)·draft(k) + target(positions) + select·(positions visited) + overhead
 

@@ -73,6 +73,11 @@ def test_expected_tokens_and_prediction_follow_the_round_formula():
     ms = c.draft(1) + c.draft(1) + c.target(1, 2, True, 3) + c.select_ms * 1.75 + c.overhead_ms
     assert predict_tokens_per_second(c, 1, 2, True, [0.5] * 8, [1.0] * 8) == pytest.approx(1e3 * 1.75 / ms)
     assert predict_tokens_per_second(c, 8, 0, True) == pytest.approx(100.0)
+    for bad in ((c, 0, 2), (c, 2.5, 2), (c, 2, -1), (c, 3, 100)):
+        with pytest.raises(ValueError):
+            predict_tokens_per_second(*bad, True)
+    with pytest.raises(TypeError, match="pair_costs"):
+        predict_tokens_per_second(None, 2, 2, True)
 
 
 def test_the_estimate_learns_from_rounds():

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="answer only the first N prompts of the split")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (mind other jobs on the machine)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: the library's for the device (float32 keeps a GPU's samples closest to the CPU's)")
     ap.add_argument("--seed", type=int, default=0, help="seeds each shard as seed * 100003 + shard number")
     args = ap.parse_args(argv)

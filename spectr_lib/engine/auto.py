@@ -55,7 +55,16 @@ def _prior(table: dict[str, list[float]], k: int, default: float) -> np.ndarray:
 def predict_tokens_per_second(costs: Costs, k: int, L: int, tree: bool, alpha=None, nodes=None) -> float:
     """Predicted tokens/s of rounds of k drafts of length L (L = 0: plain target steps) from the costs and
     conditional acceptances alpha [≥ L] (default: the calibrated priors of k) and distinct prefixes per depth
-    nodes [≥ L] (tree form only; default: the priors)."""
+    nodes [≥ L] (tree form only; default: the priors). Raises TypeError / ValueError for costs that are not a
+    `Costs`, k not an integer ≥ 1, or L not an integer in 0..L_MAX."""
+    from ..theory.dists import is_int
+
+    if not isinstance(costs, Costs):
+        raise TypeError(f"costs must be the pair's calibrated Costs (spectr_lib.pair_costs(pair)), got {type(costs).__name__}")
+    if not is_int(k) or k < 1:
+        raise ValueError(f"k must be an integer ≥ 1, got {k!r}")
+    if not is_int(L) or not 0 <= L <= L_MAX:
+        raise ValueError(f"L must be an integer in 0..{L_MAX} (0: a plain target step), got {L!r}")
     if L == 0:
         return 1e3 / costs.ar_ms
     alpha = _prior(costs.alpha, k, 0.3) if alpha is None else alpha

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("results") / "gpu")
     ap.add_argument("--device", default="cuda", help="cuda (default), or cpu to try the same phases on a CPU")
     ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
-    ap.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: the library's for CUDA (bfloat16)")
     ap.add_argument("--smoke-samples", type=int, default=1500, help="samples per chi-square test of the smoke phase")
     ap.add_argument("--prompts", default=None, help="JSONL prompts of the bench phase (default: the project's own)")
@@ -160,12 +160,16 @@ def main(argv: list[str] | None = None) -> None:
                 result = {}
             status = "ok"
         except Exception as err:  # report and go on: a later phase may still work
-            traceback.print_exc()
+            if phase != "env":
+                traceback.print_exc()
             result, status = {"error": f"{type(err).__name__}: {err}"}, "failed"
             failed.append(phase)
         report["phases"][phase] = {"status": status, "seconds": round(time.perf_counter() - t0, 1), **result}
         print(json.dumps(report["phases"][phase], indent=1)[:4000], flush=True)
         (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+        if phase == "env" and status == "failed":
+            print(f"the environment cannot run this check: {result['error']}", flush=True)
+            break  # every later phase would fail for the same reason
     print(f"\nphases failed: {', '.join(failed)}" if failed else "\nevery phase passed", flush=True)
     sys.exit(1 if failed else 0)
 

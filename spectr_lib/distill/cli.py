@@ -17,6 +17,13 @@ import torch
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
 
 
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(i) for i in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers, e.g. 4,16,-1") from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the distillation script."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.distill", description=__doc__,
@@ -25,6 +32,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--target", default=None, help="target model name or folder (default: the embedded SmolLM2)")
     ap.add_argument("--work-dir", type=Path, default=None, help="shards and checkpoints (default: cache folder)")
     ap.add_argument("--out", type=Path, default=DEFAULT_DRAFT_DIR, help="where the draft is saved")
+    ap.add_argument("--source", default="answers", choices=["answers", "templates"],
+                    help="answers: the stored answers of data/distill (the 'data' stage runs the teacher pass over "
+                         "them); templates: sample new answers to --prompts (the first draft's recipe)")
+    ap.add_argument("--teacher-dir", type=Path, default=None, help="teacher shards (default: cache folder)")
+    ap.add_argument("--feature-layers", type=_layers, default=(-1,),
+                    help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three)")
+    ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
+    ap.add_argument("--feature-weight", type=float, default=0.1, help="weight of the feature regression loss")
+    ap.add_argument("--max-prompt", type=int, default=384, help="keep each prompt's last N tokens in training")
+    ap.add_argument("--train-tokens", type=int, default=None,
+                    help="train on the first N answer tokens only (a data-scaling curve)")
     ap.add_argument("--prompts", type=Path, default=DATA_DIR / "prompts" / "train.jsonl")
     ap.add_argument("--max-prompts", type=int, default=None, help="use the first N training prompts")
     ap.add_argument("--max-new-tokens", type=int, default=160)
@@ -74,6 +92,10 @@ def run_data(args, target, tokenizer, work: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the requested stages."""
     args = parse_args(argv)
+    if argv is None:  # a command line: re-run with malloc tunables (big tensors page-fault badly without them)
+        from ..runtime import keep_freed_memory
+
+        keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work_dir or cache_dir() / "distill" / ("tiny" if args.tiny else "smollm2")
@@ -84,13 +106,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.tiny:
         from ..models.load import tiny_pair
 
+        args.source = "templates"  # the tiny random pair has no tokenizer for the stored answers
+
         target, tokenizer = tiny_pair(vocab_size=64, seed=args.seed, hidden=32).target, None
     else:
         from ..models.load import load_target
 
         target, tokenizer = load_target(args.target, device=args.device)
     if args.stage in ("data", "all"):
-        run_data(args, target, tokenizer, work)
+        if args.source == "answers" and not args.tiny:
+            from . import teacher
+
+            teacher.run(target, tokenizer, out=args.teacher_dir or teacher.TEACHER_DIR)
+        else:
+            run_data(args, target, tokenizer, work)
     if args.stage in ("train", "all"):
         from .train import run_train
 

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import load_shards
+from .unroll import unrolled_outputs
 from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
 
 FEATURE_WEIGHT = 0.1  # the feature regression keeps predicted features usable as the next step's input
-UNROLL_WEIGHT = 0.5  # second pass on the draft's own predicted features, as in multi-token drafting
+DEPTH_WEIGHTS = (1.0, 0.7, 0.5, 0.35, 0.25)  # loss weight of drafting steps 1, 2, 3, … (training-time test)
 
 
 def head_token_ids(records: list[dict], vocab_size: int, n: int, specials: list[int]) -> torch.Tensor:
@@ -30,43 +31,67 @@ def head_token_ids(records: list[dict], vocab_size: int, n: int, specials: list[
     return mass.topk(n).indices.sort().values
 
 
-def batch_tensors(group: list[dict], to_head: torch.Tensor):
-    """Right-padded inputs (h_{t-1}, x_t), target features, head-indexed soft labels and the loss mask."""
-    T = max(len(r["ids"]) for r in group)
-    B, d = len(group), group[0]["features"].shape[-1]
+def feature_columns(stored: tuple[int, ...], wanted: tuple[int, ...], d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column indices of the draft's input features and of the regression target (the last state, -1) within
+    records whose features hold the hidden_states indices `stored` [T, len(stored)·d]. ValueError if missing."""
+    missing = [i for i in (*wanted, -1) if i not in stored]
+    if missing:
+        raise ValueError(f"the teacher data holds hidden_states {stored}, not {missing}: relabel with those layers")
+    cols = lambda i: torch.arange(stored.index(i) * d, (stored.index(i) + 1) * d)  # noqa: E731
+    return torch.cat([cols(i) for i in wanted]), cols(-1)
+
+
+def batch_tensors(group: list[dict], to_head: torch.Tensor, in_cols: torch.Tensor | None = None,
+                  last_cols: torch.Tensor | None = None, max_prompt: int | None = None):
+    """Right-padded inputs (g_{t-1}, x_t), the target's last features, head-indexed soft labels, the loss mask.
+
+    in_cols / last_cols pick the draft's input features and the regression target out of the stored columns
+    (default: all, the same); max_prompt keeps only each prompt's last tokens (a shorter context, cheaper)."""
+    cut = [max(0, r["start"] - max_prompt) if max_prompt else 0 for r in group]
+    T = max(len(r["ids"]) - c for r, c in zip(group, cut))
+    d_all = group[0]["features"].shape[-1]
+    in_cols = torch.arange(d_all) if in_cols is None else in_cols
+    last_cols = torch.arange(d_all) if last_cols is None else last_cols
+    B, K = len(group), group[0]["top_p"].shape[-1]
     ids = torch.zeros(B, T, dtype=torch.long)
-    feats = torch.zeros(B, T, d)
-    top_p = torch.zeros(B, T, group[0]["top_p"].shape[-1])
-    top_i = torch.zeros(B, T, group[0]["top_p"].shape[-1], dtype=torch.long)
-    mask = torch.zeros(B, T)
-    for b, r in enumerate(group):
-        n = len(r["ids"])
-        ids[b, :n], feats[b, :n] = r["ids"], r["features"].float()
-        idx = to_head[r["top_ids"].long()]
-        top_p[b, :n], top_i[b, :n] = r["top_p"].float() * (idx >= 0), idx.clamp_min(0)
-        mask[b, r["start"] - 1 : n - 1] = 1  # positions whose next token is part of the answer
-    feats_in = previous_features(feats)
-    return feats_in, ids, feats, top_p, top_i, mask
+    feats_in = torch.zeros(B, T, len(in_cols))
+    feats = torch.zeros(B, T, len(last_cols))
+    top_p, top_i, mask = torch.zeros(B, T, K), torch.zeros(B, T, K, dtype=torch.long), torch.zeros(B, T)
+    for b, (r, c) in enumerate(zip(group, cut)):
+        n = len(r["ids"]) - c
+        f = r["features"][c:]
+        ids[b, :n], feats_in[b, :n], feats[b, :n] = r["ids"][c:], f[:, in_cols].float(), f[:, last_cols].float()
+        idx = to_head[r["top_ids"][c:].long()]
+        top_p[b, :n], top_i[b, :n] = r["top_p"][c:].float() * (idx >= 0), idx.clamp_min(0)
+        mask[b, r["start"] - c - 1 : n - 1] = 1  # positions whose next token is part of the answer
+    return previous_features(feats_in), ids, feats, top_p, top_i, mask
 
 
-def draft_loss(model: FeatureDraft, feats_in, ids, feats, top_p, top_i, mask):
-    """Soft cross-entropy on the kept head + feature regression, for true and for predicted input features."""
-    pos = torch.arange(ids.shape[1])
-    total, n = 0.0, mask.sum().clamp_min(1)
+def draft_loss(model: FeatureDraft, feats_in, ids, feats, top_p, top_i, mask, depth: int = 2,
+               feature_weight: float = FEATURE_WEIGHT):
+    """Soft cross-entropy on the kept head + feature regression, for drafting steps 1..depth unrolled with the
+    attention they have while decoding (`unroll.unrolled_outputs`, training-time test)."""
+    keep = mask > 0  # the head runs only where there is a label (answer positions): most of the cost
+    top_p, top_i, feats = top_p[keep], top_i[keep], feats[keep]
+    total, n = 0.0, max(1, int(keep.sum()))
     stats = {}
-    for depth, weight in ((1, 1.0), (2, UNROLL_WEIGHT)):
-        f = model(feats_in, ids, pos)
+    for j, f in enumerate(unrolled_outputs(model, feats_in, ids, depth), start=1):
+        f = f[keep]
         logq = model.head_logits(f).float().log_softmax(-1)
         ce = -(top_p * logq.gather(-1, top_i)).sum(-1)
         reg = F.smooth_l1_loss(f.float(), feats, reduction="none").mean(-1)
-        total = total + weight * ((ce + FEATURE_WEIGHT * reg) * mask).sum() / n
+        total = total + DEPTH_WEIGHTS[min(j, len(DEPTH_WEIGHTS)) - 1] * (ce + feature_weight * reg).sum() / n
         with torch.no_grad():  # Σ min(p, q) over the teacher's top-k: a lower bound of the acceptance
-            stats[f"acc{depth}"] = float((torch.minimum(top_p, logq.exp().gather(-1, top_i)).sum(-1) * mask).sum() / n)
-        feats_in = previous_features(f.detach().float())
+            stats[f"acc{j}"] = float(torch.minimum(top_p, logq.exp().gather(-1, top_i)).sum(-1).sum() / n)
     return total, stats
 
 
 def _split(records: list[dict], seed: int):
+    """Held-out 2.5 %: by prompt id when records carry one (the same prompts whatever the data size, so runs on
+    prefixes of the data are compared on one split), else a seeded shuffle."""
+    if all("prompt_id" in r for r in records):
+        held = lambda r: (r["prompt_id"] * 2654435761 + seed) % 2**32 % 40 == 0  # noqa: E731
+        return [r for r in records if not held(r)], [r for r in records if held(r)]
     rng = random.Random(seed)
     idx = list(range(len(records)))
     rng.shuffle(idx)
@@ -74,22 +99,79 @@ def _split(records: list[dict], seed: int):
     return [records[i] for i in idx[n_val:]], [records[i] for i in idx[:n_val]]
 
 
-def run_train(args, target, work: Path) -> None:
-    """Train (or continue training) the feature draft, with checkpoints and --resume."""
+def _records(args, work: Path) -> tuple[list[dict], tuple[int, ...]]:
+    """Training records and the hidden_states indices their features hold."""
+    if getattr(args, "source", "templates") == "answers":
+        from .teacher import TEACHER_DIR, load_records, teacher_layers
+
+        folder = getattr(args, "teacher_dir", None) or TEACHER_DIR
+        records = load_records(folder)
+        if not records:
+            raise SystemExit(f"no teacher shards in {folder}: run the 'data' stage first")
+        return records, teacher_layers(folder)
     records = load_shards(work / "data")
     if not records:
         raise SystemExit(f"no data shards in {work / 'data'}: run the 'data' stage first")
+    return records, (-1,)
+
+
+def _limit(records: list[dict], tokens: int | None) -> list[dict]:
+    """The first records holding `tokens` answer tokens (all when None)."""
+    if tokens is None:
+        return records
+    out, n = [], 0
+    for r in records:
+        if n >= tokens:
+            break
+        out.append(r)
+        n += len(r["ids"]) - r["start"]
+    return out
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX). Elsewhere (AVX2) bf16 autocast is
+    emulated and was measured 14× slower than float32 for a training step, so training stays in float32."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
+
+
+def length_buckets(records: list[dict], batch: int, rng: random.Random, pool: int = 8):
+    """Endless batches of `batch` records: draw pool·batch at random, sort them by length, cut them into pool
+    batches and yield those in random order (similar lengths in a batch: little padding)."""
+    batch = min(batch, len(records))
+    while True:
+        drawn = sorted(rng.sample(records, min(len(records), pool * batch)), key=lambda r: len(r["ids"]))
+        groups = [drawn[i : i + batch] for i in range(0, len(drawn) - batch + 1, batch)]
+        rng.shuffle(groups)
+        yield from groups
+
+
+def run_train(args, target, work: Path) -> None:
+    """Train (or continue training) the feature draft, with checkpoints and --resume."""
+    records, stored = _records(args, work)
     train, val = _split(records, args.seed)
+    train = _limit(train, getattr(args, "train_tokens", None))
+    layers = tuple(getattr(args, "feature_layers", None) or (-1,))
+    depth = getattr(args, "depth", 2)
+    max_prompt = getattr(args, "max_prompt", None)
+    print(f"{len(train)} training sequences ({sum(len(r['ids']) - r['start'] for r in train)} answer tokens), "
+          f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
     tok_specials = [i for i in (getattr(target.config, "eos_token_id", None), getattr(target.config, "bos_token_id", None)) if isinstance(i, int)]
     ckpt_path = work / "checkpoint.pt"
     ck = torch.load(ckpt_path, weights_only=False) if args.resume and ckpt_path.exists() else None
-    if args.init is not None:
-        model = FeatureDraft.load(args.init, target)
+    if args.init is not None:  # continue from a saved draft; a new fusion starts as that draft's pass-through
+        model = FeatureDraft.load(args.init, target, dtype=torch.float32)
+        if tuple(model.config.feature_layers) != layers:
+            cfg = FeatureDraftConfig(**{**model.config.__dict__, "feature_layers": layers})
+            old = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
+            model = init_from_target(cfg, target, model.head_ids.cpu())
+            model.load_state_dict(old, strict=False)
     else:
-        cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens)
+        cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, layers)
         head_ids = ck["head_ids"] if ck else head_token_ids(train, cfg.vocab_size, args.head_tokens, tok_specials)
         cfg.head_tokens = len(head_ids)
         model = init_from_target(cfg, target, head_ids)
+    d = model.config.hidden_size
+    in_cols, last_cols = feature_columns(stored, tuple(model.config.feature_layers), d)
     # train on a frozen float copy of the embedding, so the target's own module is never touched
     model.embed = torch.nn.Embedding.from_pretrained(model.embed.weight.detach().float().clone(), freeze=True)
     model = model.float()
@@ -103,7 +185,13 @@ def run_train(args, target, work: Path) -> None:
         step, curve, seen, elapsed = ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
         print(f"resumed at step {step} ({seen} tokens seen)")
     rng = random.Random(args.seed + step)
-    val_batch = batch_tensors(val[:32], to_head)
+    val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
+    fw = getattr(args, "feature_weight", FEATURE_WEIGHT)
+    bf16 = model.head.device.type == "cpu" and cpu_has_bf16()
+    recipe = {"source": getattr(args, "source", "templates"), "feature_layers": list(model.config.feature_layers),
+              "depth": depth, "feature_weight": fw, "max_prompt": max_prompt, "train_sequences": len(train),
+              "train_answer_tokens": sum(len(r["ids"]) - r["start"] for r in train), "val_sequences": len(val),
+              "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps}
     t0 = time.perf_counter() - elapsed
 
     def lr_at(s: int) -> float:
@@ -112,19 +200,21 @@ def run_train(args, target, work: Path) -> None:
 
     def evaluate() -> dict:
         model.eval()
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.head.device.type == "cpu"):
-            _, st = draft_loss(model, *val_batch)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            _, st = draft_loss(model, *val_batch, depth=max(depth, 3), feature_weight=fw)
         model.train()
         return st
 
     bar = tqdm(total=args.steps, initial=step, desc="training draft")
     model.train()
+    batches = length_buckets(train, args.batch_seqs, rng)
     while step < args.steps:
-        group = rng.sample(train, min(args.batch_seqs, len(train)))
+        group = next(batches)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=model.head.device.type == "cpu"):
-            loss, st = draft_loss(model, *batch_tensors(group, to_head))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, st = draft_loss(model, *batch_tensors(group, to_head, in_cols, last_cols, max_prompt), depth=depth,
+                                  feature_weight=fw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.own_parameters(), 1.0)
@@ -132,13 +222,14 @@ def run_train(args, target, work: Path) -> None:
         step += 1
         seen += sum(len(r["ids"]) - r["start"] for r in group)
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc1=f"{st['acc1']:.3f}", acc2=f"{st['acc2']:.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in st.items()})
         if step % args.checkpoint_every == 0 or step == args.steps:
             curve.append({"step": step, "answer_tokens_seen": seen, "seconds": round(time.perf_counter() - t0),
                           **{f"val_{k}": round(v, 4) for k, v in evaluate().items()}})
             print(json.dumps(curve[-1]), flush=True)
             own = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
-            torch.save({"model": own, "head_ids": model.head_ids.cpu(), "opt": opt.state_dict(), "step": step, "curve": curve,
+            torch.save({"model": own, "head_ids": model.head_ids.cpu(), "feature_layers": list(model.config.feature_layers),
+                        "recipe": recipe, "opt": opt.state_dict(), "step": step, "curve": curve,
                         "seen": seen, "elapsed": time.perf_counter() - t0}, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").rename(ckpt_path)
     bar.close()
@@ -151,11 +242,11 @@ def run_save(args, target, tokenizer, work: Path) -> None:
         raise SystemExit(f"no checkpoint in {work}: run the 'train' stage first")
     ck = torch.load(ckpt_path, weights_only=False)
     head_ids = ck["head_ids"]
-    cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens)
+    cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, tuple(ck.get("feature_layers", (-1,))))
     cfg.head_tokens = len(head_ids)
     model = FeatureDraft(cfg, target.get_input_embeddings(), target.get_output_embeddings().weight, head_ids)
     model.load_state_dict(ck["model"], strict=False)
-    training = {"steps": ck["step"], "answer_tokens_seen": ck["seen"], "train_seconds": round(ck["elapsed"]),
+    training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"], "train_seconds": round(ck["elapsed"]),
                 "learning_curve": ck["curve"], "torch_threads": torch.get_num_threads()}
     model.save(args.out, extra={"shared_from_target": ["embed_tokens", "lm_head"]})
     (args.out / "training.json").write_text(json.dumps(training, indent=1))

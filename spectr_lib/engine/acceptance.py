@@ -18,7 +18,7 @@ def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: floa
     output heads in float32 as in decoding)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
     drafter = make_drafter(pair.draft, pair.vocab_size)
-    logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None)
+    logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None, layers=drafter.needs_features or None)
     q_logits = drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
     return warp(logits[0], temperature), warp(q_logits, temperature)
 

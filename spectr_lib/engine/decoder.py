@@ -215,7 +215,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     stats = Stats(method, "auto" if auto_k else k, "auto" if auto_L else L if method != "ar" else 0)
     t_start = time.perf_counter()
     drafter = make_drafter(pair.draft, pair.vocab_size) if method != "ar" else None
-    target = make_verifier(pair.target, pair.vocab_size, need_features=bool(drafter and drafter.needs_features), tree=tree)
+    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features if drafter else False, tree=tree)
     if auto_k or auto_L:
         ks = tuple(x for x in K_AUTO if RULES[method].k in (None, x)) if auto_k and method in RULES else (k,)
         auto = AutoConfig(costs, ks, tuple(range(L_MAX + 1)) if auto_L else (L,), isinstance(target, TreeVerifier))

@@ -24,7 +24,9 @@ Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilitie
 class Drafter(Protocol):
     """What the decoder, acceptance and timing ask of a draft model's driver."""
 
-    needs_features: bool  # True: prefill/commit/push take the target's hidden states [.., d]
+    # falsy: no features; True or a tuple of hidden_states indices: prefill/commit/push take the target's hidden
+    # states there, concatenated [.., n·d] (what `make_verifier(need_features=...)` returns)
+    needs_features: bool | tuple[int, ...]
     calls: int  # draft model forward calls so far
 
     def prefill(self, ids: torch.Tensor, features: torch.Tensor | None) -> None:
@@ -121,16 +123,15 @@ class LMDrafter:
 class FeatureDrafter:
     """Drafts with a feature draft: inputs are (target feature h_{t-1}, token x_t) pairs."""
 
-    needs_features = True
-
     def __init__(self, model: FeatureDraft, vocab_size: int):
         self.model, self.V = model, vocab_size
+        self.needs_features = tuple(model.config.feature_layers)
         self.calls = 0
 
     def prefill(self, ids: torch.Tensor, features: torch.Tensor) -> None:
         """Start a sequence: features [T-1, d] of ids[:-1] from the target; every pair is pending."""
         self.cache = KVCache()
-        zero = torch.zeros_like(features[:1]) if len(features) else features.new_zeros(1, self.model.config.hidden_size)
+        zero = torch.zeros_like(features[:1]) if len(features) else features.new_zeros(1, features.shape[-1])
         self.pending_feats = torch.cat([zero, features])  # h_{t-1} for t = 0..T-1
         self.pending_ids = ids
         self.start = 0  # position of the first pending pair

@@ -20,7 +20,8 @@ _SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
 class Float32Head:
     """Runs a Hugging Face causal LM as body (in its dtype) + output head (in float32).
 
-    `__call__(ids [B, T], cache, **kw)` returns (logits [B, T, V] float32, last hidden state [B, T, d]). Models
+    `__call__(ids [B, T], cache, layers, **kw)` returns (logits [B, T, V] float32, features [B, T, n·d]: the
+    last hidden state by default, or the states of several layers for a draft that fuses them). Models
     whose config scales or caps logits after the head (Gemma 2, Cohere, ...) keep their own forward, with the
     logits cast to float32.
     """
@@ -35,13 +36,25 @@ class Float32Head:
             self.body = body
             self.weight, self.bias = _float32_weights(model, head, vocab_size)
 
-    def __call__(self, ids: torch.Tensor, cache, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, ids: torch.Tensor, cache, layers: tuple[int, ...] | None = None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, T, V] (float32) and features [B, T, n·d]: the hidden states at the given indices of the
+        model's hidden_states, concatenated (default (-1,): the last, normed state the head reads)."""
+        layers = tuple(layers) if layers else (-1,)
         if self.own:
             out = hf_cache.forward(self.model, ids, cache, output_hidden_states=True, **kw)
-            return out.logits[..., : self.V].float(), out.hidden_states[-1]
-        h = hf_cache.forward(self.body, ids, cache, **kw).last_hidden_state
+            return out.logits[..., : self.V].float(), _pick(out.hidden_states, layers)
+        if layers == (-1,):
+            h = feats = hf_cache.forward(self.body, ids, cache, **kw).last_hidden_state
+        else:
+            out = hf_cache.forward(self.body, ids, cache, output_hidden_states=True, **kw)
+            h, feats = out.last_hidden_state, _pick(out.hidden_states, layers)
         logits = h.float() @ self.weight.T
-        return (logits + self.bias if self.bias is not None else logits), h
+        return (logits + self.bias if self.bias is not None else logits), feats
+
+
+def _pick(hidden_states: tuple[torch.Tensor, ...], layers: tuple[int, ...]) -> torch.Tensor:
+    """The hidden states at the given indices [B, T, d] each, concatenated along the last axis."""
+    return hidden_states[layers[0]] if len(layers) == 1 else torch.cat([hidden_states[i] for i in layers], -1)
 
 
 def _float32_weights(model: torch.nn.Module, head: torch.nn.Linear, V: int):

@@ -22,15 +22,18 @@ class Verifier:
     a new verification path (a static cache for CUDA graphs, a fused tree kernel) is one more subclass.
     """
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool = False):
-        self.model, self.V, self.need_features = model, vocab_size, need_features
+    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False):
+        self.model, self.V = model, vocab_size
+        # which hidden states a feature draft reads: True is the last one; a tuple names hidden_states indices
+        self.layers = ((-1,) if need_features is True else tuple(need_features)) if need_features else None
+        self.need_features = self.layers is not None
         self.head = Float32Head(model, vocab_size)
         self.calls = 0
         self.positions = 0  # positions the last verification call scored
 
     def _run(self, ids: torch.Tensor, **kw):
-        """Float32 logits [B, T, V] and, when a feature draft needs them, the last hidden states [B, T, d]."""
-        logits, h = self.head(ids, self.cache, **kw)
+        """Float32 logits [B, T, V] and, when a feature draft needs them, its features [B, T, n·d]."""
+        logits, h = self.head(ids, self.cache, layers=self.layers, **kw)
         return logits, (h if self.need_features else None)
 
     @torch.no_grad()
@@ -40,7 +43,8 @@ class Verifier:
         self.length = len(ids) - 1
         self.pending = ids[-1:]
         if len(ids) == 1:
-            return ids.new_zeros((0, self.model.config.hidden_size), dtype=self.model.dtype) if self.need_features else None
+            width = self.model.config.hidden_size * len(self.layers or ())
+            return ids.new_zeros((0, width), dtype=self.model.dtype) if self.need_features else None
         _, feats = self._run(ids[None, :-1])
         return feats[0] if feats is not None else None
 
@@ -111,9 +115,11 @@ class TreeVerifier(Verifier):
         self.pending = new_token.reshape(1)
 
 
-def make_verifier(model: torch.nn.Module, vocab_size: int, need_features: bool = False, tree: bool | None = None) -> Verifier:
+def make_verifier(model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False,
+                  tree: bool | None = None) -> Verifier:
     """The verifier for a target: the tree form (tree=True), the batch form (False), or the faster form measured
-    for the model's device (None)."""
+    for the model's device (None). need_features: False, True (the last hidden state) or the hidden_states
+    indices a feature draft reads (its `feature_layers`)."""
     if tree is None:
         tree = TREE_BY_DEFAULT.get(next(model.parameters()).device.type, False)
     return (TreeVerifier if tree else BatchVerifier)(model, vocab_size, need_features)

@@ -34,14 +34,25 @@ class FeatureDraftConfig:
     vocab_size: int
     head_tokens: int  # rows kept in the output head (== vocab_size: all)
     kind: str = "feature_draft"
+    # indices into the target's hidden_states (0 = embeddings, -1 = the last, normed state the head reads) that
+    # the draft reads, concatenated; (-1,) is the original design, several layers are fused (EAGLE-3 style)
+    feature_layers: tuple[int, ...] = (-1,)
+
+    def __post_init__(self):
+        self.feature_layers = tuple(int(i) for i in self.feature_layers)
 
     @classmethod
-    def from_target(cls, target_config, head_tokens: int) -> "FeatureDraftConfig":
-        """The draft layer shaped like one layer of the target."""
+    def from_target(cls, target_config, head_tokens: int, feature_layers=(-1,)) -> "FeatureDraftConfig":
+        """The draft layer shaped like one layer of the target, reading the given hidden_states indices."""
         c = target_config
         rope = getattr(c, "rope_theta", None) or (getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
+        n = c.num_hidden_layers
+        if not feature_layers or any(not -n - 1 <= int(i) <= n for i in feature_layers):
+            raise ValueError(f"feature_layers {feature_layers}: give hidden_states indices in [-{n + 1}, {n}] "
+                             f"(0 = embeddings, {n} or -1 = the last state), e.g. (4, 16, -1)")
         return cls(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size, float(rope),
-                   float(c.rms_norm_eps), c.vocab_size, head_tokens or c.vocab_size)
+                   float(c.rms_norm_eps), c.vocab_size, head_tokens or c.vocab_size,
+                   feature_layers=tuple(int(i) for i in feature_layers))
 
 
 class KVCache:
@@ -96,36 +107,56 @@ class DraftLayer(nn.Module):
         self.up_proj = nn.Linear(d, c.intermediate_size, bias=False)
         self.down_proj = nn.Linear(c.intermediate_size, d, bias=False)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries [B, H, T, D], keys and values [B, H_kv, T, D] of inputs x [B, T, d] at positions pos [T]."""
         B, T, _ = x.shape
         c, hd = self.c, self.hd
         h = self.input_layernorm(x)
         q = self.q_proj(h).view(B, T, c.num_heads, hd).transpose(1, 2)
         k = self.k_proj(h).view(B, T, c.num_kv_heads, hd).transpose(1, 2)
         v = self.v_proj(h).view(B, T, c.num_kv_heads, hd).transpose(1, 2)
-        q, k = rope(q, pos, c.rope_theta), rope(k, pos, c.rope_theta)
+        return rope(q, pos, self.c.rope_theta), rope(k, pos, self.c.rope_theta), v
+
+    def attend(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
+        """The layer's output [B, T, d] for inputs x, given their queries and the keys/values they may see."""
+        rep = self.c.num_heads // self.c.num_kv_heads
+        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + self.o_proj(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+        h = self.post_attention_layernorm(x)
+        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        T = x.shape[1]
+        q, k, v = self.qkv(x, pos)
         past = 0 if cache is None else len(cache)
         if cache is not None:
             k, v = cache.append(k, v)
-        rep = c.num_heads // c.num_kv_heads
-        k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         if T == 1:
             mask = None  # one new query sees every cached position
         else:  # causal with a cached prefix: query i sees keys ≤ past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        x = x + self.o_proj(a.transpose(1, 2).reshape(B, T, -1))
-        h = self.post_attention_layernorm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+        return self.attend(x, q, k, v, mask)
 
 
 class FeatureDraft(nn.Module):
-    """fc([h_{t-1}; e(x_t)]) → layer → norm = predicted h_t; logits = target head (kept rows) · h_t."""
+    """fc([g_{t-1}; e(x_t)]) → layer → norm = f_t; logits = target head (kept rows) · f_t.
+
+    g is the target's last hidden state h (`feature_layers == (-1,)`) or, with several layers, the fusion
+    `fuse([norm(h^(l)) for l in feature_layers])` of low, middle and high layers (EAGLE-3, Li et al. 2025, §3;
+    the last state is normed already and enters as is).
+    Deeper draft steps feed the draft's own output f [.., d] in place of g.
+    """
 
     def __init__(self, c: FeatureDraftConfig, embed: nn.Embedding, head_weight: torch.Tensor, head_ids: torch.Tensor):
         super().__init__()
         self.config = c
         d = c.hidden_size
+        n = len(c.feature_layers)
+        if n > 1:  # RMSNorm per raw layer (middle layers reach norms of ~10⁴; -1 is normed already), then a linear map
+            self.fuse_norms = nn.ModuleList(nn.Identity() if i == -1 else nn.RMSNorm(d, eps=c.rms_norm_eps)
+                                            for i in c.feature_layers)
+            self.fuse = nn.Linear(n * d, d, bias=False)
         self.fc = nn.Linear(2 * d, d, bias=False)
         self.layer = DraftLayer(c)
         self.norm = nn.RMSNorm(d, eps=c.rms_norm_eps)
@@ -137,9 +168,24 @@ class FeatureDraft(nn.Module):
         """The weights the draft owns (not the target's embedding)."""
         return [p for n, p in self.named_parameters() if not n.startswith("embed.")]
 
+    @property
+    def feature_size(self) -> int:
+        """Width of the target features the draft reads: hidden size × number of feature layers."""
+        return self.config.hidden_size * len(self.config.feature_layers)
+
+    def fused(self, feats: torch.Tensor) -> torch.Tensor:
+        """g [.., d] from target features [.., n·d]; features already [.., d] (the draft's own output, or the
+        target's when n = 1) pass through."""
+        feats = feats.to(self.fc.weight.dtype)
+        if feats.shape[-1] == self.config.hidden_size:
+            return feats
+        parts = feats.split(self.config.hidden_size, -1)
+        return self.fuse(torch.cat([norm(h) for norm, h in zip(self.fuse_norms, parts)], -1))
+
     def forward(self, feats: torch.Tensor, ids: torch.Tensor, pos: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Predicted features [B, T, d] for inputs h_{t-1} [B, T, d] and x_t [B, T] at positions pos [T]."""
-        x = self.fc(torch.cat([feats.to(self.fc.weight.dtype), self.embed(ids).to(self.fc.weight.dtype)], -1))
+        """Draft outputs f [B, T, d] for inputs g_{t-1} (target features [B, T, n·d] or the draft's own outputs
+        [B, T, d]) and x_t [B, T] at positions pos [T]."""
+        x = self.fc(torch.cat([self.fused(feats), self.embed(ids).to(self.fc.weight.dtype)], -1))
         return self.norm(self.layer(x, pos, cache))
 
     def head_logits(self, f: torch.Tensor) -> torch.Tensor:
@@ -176,7 +222,7 @@ class FeatureDraft(nn.Module):
         from safetensors.torch import load_file
 
         cfg = json.loads((Path(folder) / CONFIG_NAME).read_text())
-        c = FeatureDraftConfig(**{k: cfg[k] for k in FeatureDraftConfig.__dataclass_fields__})
+        c = FeatureDraftConfig(**{k: cfg[k] for k in FeatureDraftConfig.__dataclass_fields__ if k in cfg})
         tensors = load_file(str(Path(folder) / WEIGHTS_NAME))
         head_ids = tensors.pop("head_ids").long()
         model = cls(c, target.get_input_embeddings(), target.get_output_embeddings().weight, head_ids)
@@ -216,6 +262,11 @@ def init_from_target(c: FeatureDraftConfig, target: nn.Module, head_ids: torch.T
                 if key in src and src[key].shape == p.shape:
                     p.copy_(src[key].float())
         d = c.hidden_size
+        if len(c.feature_layers) > 1:  # start from the last state alone (the original design), fusion learned;
+            # a draft of the original design loaded on top (`load_state_dict`, strict=False) then acts unchanged
+            model.fuse.weight.zero_()
+            j = c.feature_layers.index(-1) if -1 in c.feature_layers else len(c.feature_layers) - 1
+            model.fuse.weight[:, j * d : (j + 1) * d] += torch.eye(d)
         model.fc.weight.zero_()
         model.fc.weight[:, :d] += torch.eye(d) / math.sqrt(2)
         model.fc.weight[:, d:] += torch.eye(d) / math.sqrt(2)

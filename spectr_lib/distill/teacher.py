@@ -1,0 +1,112 @@
+"""Teacher pass over the stored answers: the target's features and soft labels, recomputed at training time.
+
+The repository keeps only token ids (data/distill/answers, see answers.py). This pass re-encodes each prompt
+exactly as the answer job did (chat template, last `max_prompt_tokens` tokens), appends the answer, runs the
+target once per batch of similar-length sequences with its hidden states on, and keeps per sequence
+
+    ids       int64 [T]            prompt + answer
+    start     int                  where the answer starts
+    features  bfloat16 [T, n·d]    hidden_states[l] for l in `layers` (default: low, middle, last), concatenated
+    top_p     float16 [T, TOP_K]   the target's top-k next-token probabilities (T = 1, unwarped)
+    top_ids   int32 [T, TOP_K]
+
+in one cache shard per answer shard (`<cache>/distill/teacher/shard-NNNN.pt`, written atomically), so a rerun
+labels only shards it has not labelled yet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..paths import cache_dir
+from . import corpus
+from .answers import ANSWERS_DIR, SHARDS
+from .data import TOP_K, save_shard
+
+TEACHER_DIR = cache_dir() / "distill" / "teacher"
+# hidden_states indices kept: after layer 4 (low), after layer 16 (middle), the last normed state (high)
+LAYERS = (4, 16, -1)
+
+
+def answer_records(shard: Path, tokenizer, prompts: dict[int, str], max_prompt_tokens: int = 768) -> list[dict]:
+    """{"ids", "start", "prompt_id"} of every answer in one answer shard, prompts encoded as the job did."""
+    from ..prompts import encode_chat
+
+    z = np.load(shard)
+    out = []
+    for i, pid in enumerate(z["prompt_id"]):
+        if int(pid) not in prompts:
+            raise ValueError(f"{shard.name}: prompt id {int(pid)} is not in the corpus; was the corpus rebuilt?")
+        enc = encode_chat(tokenizer, prompts[int(pid)])[-max_prompt_tokens:]
+        ans = torch.from_numpy(z["tokens"][z["offsets"][i] : z["offsets"][i + 1]].astype(np.int64))
+        out.append({"ids": torch.cat([enc, ans]), "start": len(enc), "prompt_id": int(pid)})
+    return out
+
+
+@torch.no_grad()
+def label(model, records: list[dict], layers=LAYERS, batch_tokens: int = 4096, progress: bool = True) -> list[dict]:
+    """Add features [T, n·d] (bf16, hidden_states at `layers`) and top-k probabilities to each record."""
+    from ..engine.heads import Float32Head
+
+    head = Float32Head(model, model.config.vocab_size)
+    order = sorted(range(len(records)), key=lambda i: len(records[i]["ids"]))
+    bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress,
+               leave=False)
+    i = 0
+    while i < len(order):
+        width = len(records[order[min(len(order) - 1, i + 1)]]["ids"])
+        n = max(1, min(len(order) - i, batch_tokens // max(1, width)))
+        group = [records[j] for j in order[i : i + n]]
+        width = max(len(r["ids"]) for r in group)
+        ids = torch.stack([torch.nn.functional.pad(r["ids"], (0, width - len(r["ids"])), value=0) for r in group])
+        logits, feats = head(ids.to(model.device), None, layers=layers)  # right padding: no effect on real rows
+        top = logits.softmax(-1).topk(TOP_K, dim=-1)
+        for row, r in enumerate(group):
+            T = len(r["ids"])
+            r["features"] = feats[row, :T].to(torch.bfloat16).cpu().clone()
+            r["top_p"] = top.values[row, :T].to(torch.float16).cpu()
+            r["top_ids"] = top.indices[row, :T].to(torch.int32).cpu()
+            bar.update(T)
+        i += n
+    bar.close()
+    return records
+
+
+def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR, layers=LAYERS,
+        corpus_file: Path = corpus.CORPUS_FILE, batch_tokens: int = 4096) -> list[Path]:
+    """Label every answer shard not labelled yet in `out`; returns the teacher shards in name order."""
+    shards = sorted(Path(answers).glob(SHARDS))
+    if not shards:
+        raise SystemExit(f"no answer shards in {answers}: run `python -m spectr_lib.distill.answers` first")
+    prompts = {r["id"]: r["prompt"] for r in corpus.read(corpus_file, "train")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "layers.txt").write_text(" ".join(str(i) for i in layers))
+    done = []
+    for shard in tqdm(shards, desc="teacher shards", unit="shard"):
+        path = out / (shard.stem + ".pt")
+        if not path.exists():
+            save_shard(label(target, answer_records(shard, tokenizer, prompts), layers, batch_tokens), path)
+        done.append(path)
+    return done
+
+
+def teacher_layers(folder: Path = TEACHER_DIR) -> tuple[int, ...]:
+    """The hidden_states indices a teacher folder holds (see `run`)."""
+    f = Path(folder) / "layers.txt"
+    return tuple(int(i) for i in f.read_text().split()) if f.exists() else (-1,)
+
+
+def load_records(folder: Path = TEACHER_DIR, limit_tokens: int | None = None) -> list[dict]:
+    """Teacher records of every shard in name order, stopping once limit_tokens answer tokens are read (for
+    the data-scaling curve: a prefix of the data, the same for every run)."""
+    out, n = [], 0
+    for shard in sorted(Path(folder).glob("shard-*.pt")):
+        for r in torch.load(shard, weights_only=False):
+            if limit_tokens is not None and n >= limit_tokens:
+                return out
+            out.append(r)
+            n += len(r["ids"]) - r["start"]
+    return out

@@ -66,3 +66,20 @@ def test_a_partial_run_renders_as_partial(tmp_path):
     report = {"pair": "tiny", "device": "cpu", "prompts": 3, "max_new_tokens": 4,
               "runs": {"1.0": {"results": to_json(results), "token_acceptance": {}, "prompts_done": 1}}}
     assert "## T = 1.0 (partial: the first 1 prompts)" in render(report, tmp_path)
+
+
+import pytest
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--k", "0"], "--k takes integers ≥ 1"), (["--L", "2", "-1"], "--L takes integers ≥ 1"),
+    (["--limit", "0"], "--limit must be ≥ 1"), (["--max-new-tokens", "0"], "--max-new-tokens must be ≥ 1"),
+    (["--temperature", "-1"], "--temperature takes finite numbers"), (["--temperature", "nan"], "finite"),
+    (["--render", "no/such/results.json"], "no such file"), (["--prompts", "no/such.jsonl"], "no such file"),
+])
+def test_bench_rejects_bad_arguments_before_loading_models(argv, message, capsys):
+    from spectr_lib.tools.bench import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -1,9 +1,12 @@
 """Build the project's draft model from the target: `python -m spectr_lib.distill --help`.
 
-Stages (each resumable): `data` samples on-policy answers to data/prompts/train.jsonl from the target and
-stores the target's features and top-k probabilities in shards; `train` fits a feature draft (one layer
-reading the target's last hidden state and the next token) to them, with checkpoints; `save` writes it to
-data/models/<name>/ with its model card numbers. `all` runs the three.
+Stages (each resumable): `data` runs the teacher pass over the stored on-policy answers (data/distill/answers,
+written by `python -m spectr_lib.distill.answers`): the target's hidden states at `teacher.LAYERS` and its
+top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one layer reading the
+target's features, last or fused low/middle/last, and the next token) to them, unrolling `--depth` drafting
+steps as they run while decoding (training-time test), with checkpoints; `save` writes it to
+data/models/<name>/. `all` runs the three. `--source templates` is the first draft's recipe: sample fresh
+answers to data/prompts/train.jsonl and label them in one go.
 """
 from __future__ import annotations
 

@@ -11,12 +11,18 @@ from ..prompts import encode_chat, sample_answers
 from ..theory.kseq import kseq_acceptance
 
 
-def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
-                           seed: int, ks=(1, 4)) -> dict:
-    """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall."""
+def continuations(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int, seed: int) -> list[dict]:
+    """{"ids": prompt + answer [T], "start"} per prompt: the target's answers (first turn, chat template)."""
     enc = [encode_chat(pair.tokenizer, r["prompt"]) for r in prompts]
     answers = sample_answers(pair.target, enc, pair.tokenizer.eos_token_id, max_new_tokens, temperature, 1.0, 16, seed)
-    recs = [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(enc, answers)]
+    return [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(enc, answers)]
+
+
+def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
+                           seed: int, ks=(1, 4), recs: list[dict] | None = None) -> dict:
+    """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall, along the
+    target's answers (`continuations`; pass `recs` to reuse them for several drafts)."""
+    recs = recs if recs is not None else continuations(pair, prompts, temperature, max_new_tokens, seed)
     sums: dict[str, dict] = {}
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:

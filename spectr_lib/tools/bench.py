@@ -171,9 +171,41 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                     help="only re-write table.md and the plots of a saved results.json (into its folder)")
     args = ap.parse_args(argv)
+    check_args(ap, args)
     if args.render is not None:
         print(render(json.loads(args.render.read_text()), args.render.parent))
         return
+    try:
+        _run_main(args)
+    except KeyboardInterrupt:
+        raise SystemExit(f"\ninterrupted: every finished prompt is in {args.out / 'results.json'} "
+                         f"(render it with --render {args.out / 'results.json'})") from None
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject settings the sweep cannot run, before any model is loaded (argparse's usage error, exit 2)."""
+    import math
+
+    for name in ("k", "L"):
+        bad = [v for v in getattr(args, name) if v < 1]
+        if bad:
+            ap.error(f"--{name} takes integers ≥ 1, got {bad}")
+    for name in ("limit", "per_category", "max_new_tokens", "lookup_L"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            ap.error(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
+    if args.skip_per_category < 0:
+        ap.error(f"--skip-per-category must be ≥ 0, got {args.skip_per_category}")
+    bad = [t for t in args.temperature if not (math.isfinite(t) and t >= 0)]
+    if bad:
+        ap.error(f"--temperature takes finite numbers ≥ 0 (0: greedy), got {bad}")
+    for flag, path in (("--render", args.render), ("--prompts", args.prompts)):
+        if path is not None and not path.is_file():
+            ap.error(f"{flag} {path}: no such file")
+
+
+def _run_main(args: argparse.Namespace) -> None:
+    """The sweep of `main` after its arguments were checked."""
     from transformers.utils import logging
 
     from ..models.load import load_pair

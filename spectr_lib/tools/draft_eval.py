@@ -17,7 +17,7 @@ from ..engine import hf_cache
 from ..models.load import ModelPair
 from ..paths import SPEC_BENCH
 from ..prompts import first_per_category, read_prompts
-from .acceptance import acceptance_by_category
+from .acceptance import acceptance_by_category, continuations
 from .timing import draft_step_seconds, median_seconds
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
@@ -72,9 +72,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
     ap.add_argument("--draft", default=None)
+    ap.add_argument("--compare", nargs="+", default=[], metavar="DRAFT",
+                    help="more drafts measured on the same target continuations (acceptance only)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    ap.add_argument("--heldout", action="store_true",
+                    help="the project's own held-out prompts (the corpus' heldout split, every category) instead of "
+                         "Spec-Bench")
+    ap.add_argument("--no-cost", action="store_true", help="acceptance only (no timing: for a busy machine)")
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
@@ -82,13 +88,36 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.disable_progress_bar()
     pair = load_pair(draft=args.draft, device=args.device)
-    prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
-    report = {"pair": repr(pair), "prompts": len(prompts), "acceptance": {}}
+    if args.heldout:
+        from ..distill import corpus
+
+        prompts = first_per_category(corpus.read(corpus.CORPUS_FILE, "heldout"), args.per_category)
+    else:
+        prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
+    report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else str(args.prompts),
+              "acceptance": {}}
+    others = {}
+    for spec in args.compare:
+        from dataclasses import replace
+
+        from ..models.load import load_draft
+
+        others[spec] = replace(pair, draft=load_draft(spec, pair.target, pair.device, pair.dtype)[0])
     for T in args.temperature:
-        report["acceptance"][str(T)] = acc = acceptance_by_category(pair, prompts, T, args.max_new_tokens, args.seed)
-        print(f"\nT = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ)")
-        for cat, v in acc.items():
-            print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")
+        recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)
+        for name, p in {args.draft or "default": pair, **others}.items():
+            acc = acceptance_by_category(p, prompts, T, args.max_new_tokens, args.seed, recs=recs)
+            if p is pair:
+                report["acceptance"][str(T)] = acc
+            else:
+                report.setdefault("compare", {}).setdefault(name, {})[str(T)] = acc
+            print(f"\n{name}, T = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ)")
+            for cat, v in acc.items():
+                print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")
+    if args.no_cost:
+        if args.out:
+            args.out.write_text(json.dumps(report, indent=1))
+        return
     report["cost"] = cost = step_costs(pair)
     print("\ncost (median seconds):", json.dumps(cost, indent=1))
     acc = report["acceptance"][str(args.temperature[0])]["overall"]

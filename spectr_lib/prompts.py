@@ -16,6 +16,9 @@ def is_chat(x) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+
+
 def encode_chat(tokenizer, prompt) -> torch.Tensor:
     """Token ids [T] of a user prompt (a string) or a conversation (a list of {"role", "content"} messages:
     system, user and assistant turns) in the model's chat template, ready for the answer."""
@@ -29,6 +32,8 @@ def encode_chat(tokenizer, prompt) -> torch.Tensor:
         for i, m in enumerate(prompt):
             if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise ValueError(f"chat message {i} must have a string 'role' and a string 'content', got {m!r}")
+            if m["role"] not in CHAT_ROLES:
+                raise ValueError(f"chat message {i} has role {m['role']!r}: use one of {', '.join(CHAT_ROLES)}")
         messages = list(prompt)
     else:
         raise TypeError(f"a chat prompt is a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")

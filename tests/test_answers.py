@@ -21,3 +21,16 @@ def test_restart_skips_answered_prompts_across_shard_sizes(tmp_path):
     assert [pid for pid, _ in got] == [0, 1, 2, 3, 4, 5, 6, 7, 8]
     assert got[3][1].tolist() == [9, 9, 9] and got[2][1].size == 0 and got[0][1].dtype == np.int64
     assert [pid for pid, _ in load_answers(tmp_path, limit_tokens=3)] == [0, 1]
+
+
+def test_a_restart_with_other_answer_lengths_is_refused(tmp_path):
+    import pytest
+
+    from spectr_lib.distill.answers import check_settings
+
+    save_shard(tmp_path / "shard-0000.npz", [0], [torch.tensor([5])])  # no settings stored: the old defaults
+    check_settings(tmp_path, max_new_tokens=256, max_prompt_tokens=768)
+    save_shard(tmp_path / "shard-0001.npz", [1], [torch.tensor([5])], {"max_new_tokens": 128, "max_prompt_tokens": 768, "seed": 3})
+    with pytest.raises(SystemExit, match="shard-0001.npz was sampled with max-new-tokens 128, not 256"):
+        check_settings(tmp_path, max_new_tokens=256, max_prompt_tokens=768)
+    assert int(np.load(tmp_path / "shard-0001.npz")["seed"]) == 3

@@ -305,3 +305,10 @@ def test_block_verify_and_rule_shapes_are_checked():
     assert draw_drafts("rrs_wor", torch.full((2, 2, 3), 1 / 3, dtype=torch.float64), 2).shape == (2, 2, 2)
     with pytest.raises(ValueError, match="vectors"):
         exact.output_distribution("kseq", 1.0, 1.0, 2)
+
+
+def test_chat_messages_with_an_unknown_role_are_rejected_before_the_template():
+    from spectr_lib.prompts import encode_chat
+
+    with pytest.raises(ValueError, match="role 'robot': use one of system, user, assistant"):
+        encode_chat(object(), [{"role": "robot", "content": "Hi"}])

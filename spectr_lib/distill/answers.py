@@ -39,8 +39,9 @@ def sampling_of(prompt_id: int) -> tuple[float, float]:
     return (0.7, 0.9) if prompt_id % 4 == 3 else (1.0, 1.0)
 
 
-def save_shard(path: Path, prompt_ids: list[int], answers: list[torch.Tensor]) -> None:
-    """Write one shard atomically (see the module docstring for the arrays)."""
+def save_shard(path: Path, prompt_ids: list[int], answers: list[torch.Tensor], settings: dict | None = None) -> None:
+    """Write one shard atomically (see the module docstring for the arrays); `settings` (max_new_tokens,
+    max_prompt_tokens, seed) are stored with it as scalars."""
     offsets = np.concatenate([[0], np.cumsum([len(a) for a in answers])]).astype(np.int64)
     tokens = torch.cat(answers).numpy() if answers else np.zeros(0)
     if tokens.size and tokens.max() >= 2**16:
@@ -49,7 +50,8 @@ def save_shard(path: Path, prompt_ids: list[int], answers: list[torch.Tensor]) -
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez_compressed(tmp, prompt_id=np.array(prompt_ids, dtype=np.int32), offsets=offsets,
-                        tokens=tokens.astype(np.uint16), temperature=samp[:, 0], top_p=samp[:, 1])
+                        tokens=tokens.astype(np.uint16), temperature=samp[:, 0], top_p=samp[:, 1],
+                        **{k: np.int64(v) for k, v in (settings or {}).items()})
     tmp.rename(path)
 
 
@@ -65,6 +67,21 @@ def load_answers(folder: Path = ANSWERS_DIR, limit_tokens: int | None = None) ->
             out.append((int(pid), a))
             n += len(a)
     return out
+
+
+SHAPING = {"max_new_tokens": 256, "max_prompt_tokens": 768}  # what shards written before settings were stored used
+
+
+def check_settings(out: Path, **settings) -> None:
+    """SystemExit when a shard in `out` was sampled with other answer/prompt lengths than `settings`: the data
+    set would mix two recipes (write to another --out instead)."""
+    for shard in sorted(Path(out).glob(SHARDS)):
+        z = np.load(shard)
+        for key, default in SHAPING.items():
+            have = int(z[key]) if key in z.files else default
+            if key in settings and have != settings[key]:
+                raise SystemExit(f"{shard.name} was sampled with {key.replace('_', '-')} {have}, not {settings[key]}: "
+                                 f"use the same setting to continue this data set, or --out another folder")
 
 
 def plan_shards(records: list[dict], out: Path, shard_size: int) -> list[tuple[int, list[dict]]]:
@@ -87,6 +104,7 @@ def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int =
 
     records = corpus.read(corpus_file, split)[:limit]
     eos = getattr(tokenizer, "eos_token_id", None)
+    check_settings(out, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)
     plan = plan_shards(records, out, shard_size)
     bar = tqdm(total=len(records), initial=len(records) - sum(len(rows) for _, rows in plan), desc="answers",
                unit="prompt", smoothing=0.05)
@@ -109,7 +127,8 @@ def run(target, tokenizer, out: Path, *, split: str = "train", shard_size: int =
                     answers[pid] = a
                 bar.update(len(chunk))
         order = [r["id"] for r in rows]
-        save_shard(out / f"shard-{s:04d}.npz", order, [answers[i] for i in order])
+        save_shard(out / f"shard-{s:04d}.npz", order, [answers[i] for i in order],
+                   {"max_new_tokens": max_new_tokens, "max_prompt_tokens": max_prompt_tokens, "seed": seed})
         n_tok = sum(len(a) for a in answers.values())
         bar.write(f"shard-{s:04d}: {len(rows)} answers, {n_tok} tokens, {n_tok / (time.perf_counter() - t0):.0f} tokens/s")
     bar.close()

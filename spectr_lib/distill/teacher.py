@@ -36,6 +36,8 @@ def answer_records(shard: Path, tokenizer, prompts: dict[int, str], max_prompt_t
     from ..prompts import encode_chat
 
     z = np.load(shard)
+    if "max_prompt_tokens" in z.files:  # the cut the answer job used (stored since settings were recorded)
+        max_prompt_tokens = int(z["max_prompt_tokens"])
     out = []
     for i, pid in enumerate(z["prompt_id"]):
         if int(pid) not in prompts:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_DRAFT_DIR = DATA_DIR / "models" / "smollm2-draft"
-SPEC_BENCH = Path("..") / "shared" / "data" / "spec_bench" / "question.jsonl"
+# Spec-Bench's questions sit next to the repository (../shared/...), found from here whatever the working
+# directory; $SPECTR_SPEC_BENCH points elsewhere
+SPEC_BENCH = Path(os.environ.get("SPECTR_SPEC_BENCH", DATA_DIR.parent.parent / "shared" / "data" / "spec_bench" / "question.jsonl"))
 
 
 def cache_dir() -> Path:

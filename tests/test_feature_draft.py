@@ -92,4 +92,4 @@ def test_distill_script_end_to_end(tmp_path):
     distill_main(["train", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--steps", "6", "--resume",
                   "--checkpoint-every", "2", "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--head-tokens", "48"])
     ck = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
-    assert ck["step"] == 6 and [c["step"] for c in ck["curve"]] == [2, 4, 6]
+    assert ck["step"] == 6 and [c["step"] for c in ck["curve"]] == [0, 2, 4, 6]  # 0: before training

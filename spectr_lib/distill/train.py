@@ -208,6 +208,10 @@ def run_train(args, target, work: Path) -> None:
     bar = tqdm(total=args.steps, initial=step, desc="training draft")
     model.train()
     batches = length_buckets(train, args.batch_seqs, rng)
+    if step == 0 and not curve:  # the starting point (a draft continued with --init: where it stands on this data)
+        curve.append({"step": 0, "answer_tokens_seen": 0, "seconds": 0,
+                      **{f"val_{k}": round(v, 4) for k, v in evaluate().items()}})
+        print(json.dumps(curve[-1]), flush=True)
     while step < args.steps:
         group = next(batches)
         for g in opt.param_groups:

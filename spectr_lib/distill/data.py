@@ -1,7 +1,7 @@
 """Distillation data: on-policy chat answers sampled from the target, then its features and soft labels.
 
-A shard holds, per sequence: the token ids (prompt + answer), where the answer starts, the target's last
-hidden state at every position (what a feature draft reads), and the target's top-k next-token probabilities.
+A shard holds, per sequence: the token ids (prompt + answer), where the answer starts, the target's hidden
+states at every position (what a feature draft reads), and the target's top-k next-token probabilities.
 """
 from __future__ import annotations
 
@@ -23,23 +23,27 @@ def answer_records(model, prompts: list[torch.Tensor], eos: int | None, max_new_
 
 
 @torch.no_grad()
-def label(model, records: list[dict], batch_tokens: int = 4096, progress: bool = True) -> list[dict]:
-    """Add the target's features [T, d] (bf16) and top-k probabilities at every position to each record."""
+def label(model, records: list[dict], layers=(-1,), batch_tokens: int = 4096, progress: bool = True) -> list[dict]:
+    """Add the target's features [T, n·d] (bf16: hidden_states at `layers`, concatenated; default the last) and
+    its top-k next-token probabilities (float32 head) at every position to each record."""
+    from ..engine.heads import Float32Head
+
+    head = Float32Head(model, model.config.vocab_size)
     order = sorted(range(len(records)), key=lambda i: len(records[i]["ids"]))
-    bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress)
+    bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress,
+               leave=False)
     i = 0
     while i < len(order):
-        n = max(1, min(len(order) - i, batch_tokens // max(1, len(records[order[i]]["ids"]))))
+        width = len(records[order[min(len(order) - 1, i + 1)]]["ids"])
+        n = max(1, min(len(order) - i, batch_tokens // max(1, width)))
         group = [records[j] for j in order[i : i + n]]
         width = max(len(r["ids"]) for r in group)
         ids = torch.stack([torch.nn.functional.pad(r["ids"], (0, width - len(r["ids"])), value=0) for r in group])
-        out = model(ids.to(model.device), output_hidden_states=True)
-        feats = out.hidden_states[-1].to(torch.bfloat16).cpu()
-        probs = out.logits.float().softmax(-1)
-        top = probs.topk(TOP_K, dim=-1)
+        logits, feats = head(ids.to(model.device), None, layers=layers)  # right padding: no effect on real rows
+        top = logits.softmax(-1).topk(min(TOP_K, logits.shape[-1]), dim=-1)
         for row, r in enumerate(group):
             T = len(r["ids"])
-            r["features"] = feats[row, :T].clone()
+            r["features"] = feats[row, :T].to(torch.bfloat16).cpu().clone()
             r["top_p"] = top.values[row, :T].to(torch.float16).cpu()
             r["top_ids"] = top.indices[row, :T].to(torch.int32).cpu()
             bar.update(T)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..paths import cache_dir
 from . import corpus
 from .answers import ANSWERS_DIR, SHARDS
-from .data import TOP_K, save_shard
+from .data import label, save_shard
 
 TEACHER_DIR = cache_dir() / "distill" / "teacher"
 # hidden_states indices kept: after layer 4 (low), after layer 16 (middle), the last normed state (high)
@@ -46,35 +46,6 @@ def answer_records(shard: Path, tokenizer, prompts: dict[int, str], max_prompt_t
         ans = torch.from_numpy(z["tokens"][z["offsets"][i] : z["offsets"][i + 1]].astype(np.int64))
         out.append({"ids": torch.cat([enc, ans]), "start": len(enc), "prompt_id": int(pid)})
     return out
-
-
-@torch.no_grad()
-def label(model, records: list[dict], layers=LAYERS, batch_tokens: int = 4096, progress: bool = True) -> list[dict]:
-    """Add features [T, n·d] (bf16, hidden_states at `layers`) and top-k probabilities to each record."""
-    from ..engine.heads import Float32Head
-
-    head = Float32Head(model, model.config.vocab_size)
-    order = sorted(range(len(records)), key=lambda i: len(records[i]["ids"]))
-    bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress,
-               leave=False)
-    i = 0
-    while i < len(order):
-        width = len(records[order[min(len(order) - 1, i + 1)]]["ids"])
-        n = max(1, min(len(order) - i, batch_tokens // max(1, width)))
-        group = [records[j] for j in order[i : i + n]]
-        width = max(len(r["ids"]) for r in group)
-        ids = torch.stack([torch.nn.functional.pad(r["ids"], (0, width - len(r["ids"])), value=0) for r in group])
-        logits, feats = head(ids.to(model.device), None, layers=layers)  # right padding: no effect on real rows
-        top = logits.softmax(-1).topk(TOP_K, dim=-1)
-        for row, r in enumerate(group):
-            T = len(r["ids"])
-            r["features"] = feats[row, :T].to(torch.bfloat16).cpu().clone()
-            r["top_p"] = top.values[row, :T].to(torch.float16).cpu()
-            r["top_ids"] = top.indices[row, :T].to(torch.int32).cpu()
-            bar.update(T)
-        i += n
-    bar.close()
-    return records
 
 
 def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR, layers=LAYERS,

@@ -1,0 +1,48 @@
+"""The teacher pass over stored answers: prompts re-encoded as the answer job did, features of the chosen layers,
+soft labels equal to the target's own distribution, one cache shard per answer shard (a rerun skips it)."""
+import gzip
+import json
+
+import torch
+
+from spectr_lib.distill import teacher
+from spectr_lib.distill.answers import save_shard
+from spectr_lib.models.load import tiny_pair
+
+
+class FakeTokenizer:
+    """A chat template that maps a prompt to its characters' codes (mod 16) after a fixed header."""
+
+    def apply_chat_template(self, messages, **kw):
+        text = messages[-1]["content"]
+        return {"input_ids": torch.tensor([[1, 2] + [ord(c) % 16 for c in text]])}
+
+
+def test_teacher_pass_labels_each_answer_shard_once(tmp_path):
+    torch.set_num_threads(1)
+    target = tiny_pair(vocab_size=16, seed=0, target_layers=2, hidden=32).target
+    corpus = tmp_path / "prompts.jsonl.gz"
+    with gzip.open(corpus, "wt") as fh:
+        for i, p in enumerate(["hello", "a longer prompt", "x"]):
+            fh.write(json.dumps({"id": i, "split": "train", "prompt": p}) + "\n")
+    answers = tmp_path / "answers"
+    save_shard(answers / "shard-0000.npz", [0, 2], [torch.tensor([3, 4, 5]), torch.tensor([6])],
+               {"max_new_tokens": 8, "max_prompt_tokens": 4, "seed": 0})
+    out = tmp_path / "teacher"
+    teacher.run(target, FakeTokenizer(), out=out, answers=answers, layers=(1, -1), corpus_file=corpus)
+    assert teacher.teacher_layers(out) == (1, -1)
+    recs = teacher.load_records(out)
+    assert [r["prompt_id"] for r in recs] == [0, 2]
+    r = recs[0]  # "hello" → [1, 2, 8, 5, 12, 12, 15], cut to its last 4 tokens as the job did, then the answer
+    assert r["ids"].tolist() == [5, 12, 12, 15, 3, 4, 5] and r["start"] == 4
+    assert r["features"].shape == (7, 64) and r["features"].dtype == torch.bfloat16
+    with torch.no_grad():
+        out_hf = target(r["ids"][None], output_hidden_states=True)
+    torch.testing.assert_close(r["features"][:, 32:].float(), out_hf.hidden_states[-1][0], atol=0.05, rtol=0.02)
+    torch.testing.assert_close(r["features"][:, :32].float(), out_hf.hidden_states[1][0], atol=0.05, rtol=0.02)
+    p = out_hf.logits[0].float().softmax(-1)
+    torch.testing.assert_close(r["top_p"].float(), p.topk(16, -1).values, atol=2e-3, rtol=2e-3)
+    stamp = (out / "shard-0000.pt").stat().st_mtime_ns
+    teacher.run(target, FakeTokenizer(), out=out, answers=answers, layers=(1, -1), corpus_file=corpus)
+    assert (out / "shard-0000.pt").stat().st_mtime_ns == stamp  # labelled once
+    assert len(teacher.load_records(out, limit_tokens=2)) == 1

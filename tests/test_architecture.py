@@ -14,8 +14,8 @@ ALLOWED = {
     "models": {"paths", "theory"},
     "engine": {"theory", "models", "prompts", "paths", "runtime"},
     "widgets": {"theory"},
-    "distill": {"theory", "models", "prompts", "paths", "runtime"},
-    "tools": {"theory", "models", "prompts", "paths", "runtime", "engine", "widgets"},
+    "distill": {"theory", "models", "prompts", "paths", "runtime", "engine"},  # engine: the float32 head decoding uses
+    "tools": {"theory", "models", "prompts", "paths", "runtime", "engine", "widgets", "distill"},
     "__init__": {"engine", "models"},
 }
 

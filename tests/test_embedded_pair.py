@@ -116,3 +116,29 @@ def test_demo_prints_the_comparison(capsys):
     out = capsys.readouterr().out
     assert "assistant (SpecTr, k and L auto)" in out and "| kseq | auto | auto |" in out and "speed-up vs ar" in out
     assert "| block | 1 | auto |" in out and "predicted tokens/s" in out and "cost model: one autoregressive token" in out
+
+
+FUSED_DIR = ROOT / "data" / "models" / "smollm2-draft-fused"
+
+
+def test_the_fused_draft_loads_decodes_exactly_and_beats_the_first_on_its_floor(pair32):
+    """The second shipped draft (three target layers fused): greedy output equals the target's in both
+    verification forms, and its acceptance on the same 4 prompts is at least the first draft's floor."""
+    from dataclasses import replace
+
+    from spectr_lib.models.load import load_draft
+
+    fused = replace(pair32, draft=load_draft(FUSED_DIR, pair32.target, pair32.device, pair32.dtype)[0])
+    assert fused.draft.config.feature_layers == (4, 16, -1)
+    ids = encode_chat(pair32.tokenizer, PROMPTS[3])
+    ar = generate(fused, ids, method="ar", max_new_tokens=24, temperature=0).token_ids
+    for tree in (True, False):
+        assert torch.equal(generate(fused, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0, tree=tree).token_ids, ar)
+    values = []
+    for i, prompt in enumerate(PROMPTS):
+        ids = encode_chat(pair32.tokenizer, prompt)
+        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
+        values.append(draft_acceptance(fused, torch.cat([ids, g.token_ids]), len(ids)))
+    assert torch.cat(values).mean().item() >= FLOOR
+    size = sum(f.stat().st_size for f in FUSED_DIR.iterdir())
+    assert size <= 32 * 2**20

@@ -191,7 +191,8 @@ def run_train(args, target, work: Path) -> None:
     recipe = {"source": getattr(args, "source", "templates"), "feature_layers": list(model.config.feature_layers),
               "depth": depth, "feature_weight": fw, "max_prompt": max_prompt, "train_sequences": len(train),
               "train_answer_tokens": sum(len(r["ids"]) - r["start"] for r in train), "val_sequences": len(val),
-              "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps}
+              "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
+              "init": Path(args.init).name if args.init else None}
     t0 = time.perf_counter() - elapsed
 
     def lr_at(s: int) -> float:

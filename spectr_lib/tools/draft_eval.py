@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         prompts = first_per_category(corpus.read(corpus.CORPUS_FILE, "heldout"), args.per_category)
     else:
         prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
-    report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else str(args.prompts),
+    report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else f"{args.prompts.parent.name}/{args.prompts.name}",
               "acceptance": {}}
     others = {}
     for spec in args.compare:

@@ -34,8 +34,7 @@ def label(model, records: list[dict], layers=(-1,), batch_tokens: int = 4096, pr
                leave=False)
     i = 0
     while i < len(order):
-        width = len(records[order[min(len(order) - 1, i + 1)]]["ids"])
-        n = max(1, min(len(order) - i, batch_tokens // max(1, width)))
+        n = max(1, min(len(order) - i, batch_tokens // max(1, len(records[order[i]]["ids"]))))
         group = [records[j] for j in order[i : i + n]]
         width = max(len(r["ids"]) for r in group)
         ids = torch.stack([torch.nn.functional.pad(r["ids"], (0, width - len(r["ids"])), value=0) for r in group])

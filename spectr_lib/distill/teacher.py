@@ -72,14 +72,25 @@ def teacher_layers(folder: Path = TEACHER_DIR) -> tuple[int, ...]:
     return tuple(int(i) for i in f.read_text().split()) if f.exists() else (-1,)
 
 
-def load_records(folder: Path = TEACHER_DIR, limit_tokens: int | None = None) -> list[dict]:
-    """Teacher records of every shard in name order, stopping once limit_tokens answer tokens are read (for
-    the data-scaling curve: a prefix of the data, the same for every run)."""
+def first_answer_tokens(records: list[dict], tokens: int | None) -> list[dict]:
+    """The first records, up to the one that reaches `tokens` answer tokens (all when None): a prefix of the
+    data, the same for every run of a data-scaling curve."""
+    if tokens is None:
+        return records
     out, n = [], 0
-    for shard in sorted(Path(folder).glob("shard-*.pt")):
-        for r in torch.load(shard, weights_only=False):
-            if limit_tokens is not None and n >= limit_tokens:
-                return out
-            out.append(r)
-            n += len(r["ids"]) - r["start"]
+    for r in records:
+        if n >= tokens:
+            break
+        out.append(r)
+        n += len(r["ids"]) - r["start"]
     return out
+
+
+def load_records(folder: Path = TEACHER_DIR, limit_tokens: int | None = None) -> list[dict]:
+    """Teacher records of every shard in name order (`first_answer_tokens` of them with limit_tokens)."""
+    out = []
+    for shard in sorted(Path(folder).glob("shard-*.pt")):
+        out.extend(torch.load(shard, weights_only=False))
+        if limit_tokens is not None and sum(len(r["ids"]) - r["start"] for r in out) >= limit_tokens:
+            break  # no need to read further shards
+    return first_answer_tokens(out, limit_tokens)

@@ -1,6 +1,7 @@
 """Training stage of the distillation: fit a feature draft to the target's features and soft labels."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -12,8 +13,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import load_shards
+from .teacher import first_answer_tokens
 from .unroll import unrolled_outputs
 from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
+from ..models.load import cpu_has_native_bf16
 
 FEATURE_WEIGHT = 0.1  # the feature regression keeps predicted features usable as the next step's input
 DEPTH_WEIGHTS = (1.0, 0.7, 0.5, 0.35, 0.25)  # loss weight of drafting steps 1, 2, 3, … (training-time test)
@@ -115,25 +118,6 @@ def _records(args, work: Path) -> tuple[list[dict], tuple[int, ...]]:
     return records, (-1,)
 
 
-def _limit(records: list[dict], tokens: int | None) -> list[dict]:
-    """The first records holding `tokens` answer tokens (all when None)."""
-    if tokens is None:
-        return records
-    out, n = [], 0
-    for r in records:
-        if n >= tokens:
-            break
-        out.append(r)
-        n += len(r["ids"]) - r["start"]
-    return out
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX). Elsewhere (AVX2) bf16 autocast is
-    emulated and was measured 14× slower than float32 for a training step, so training stays in float32."""
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX")
-
-
 def length_buckets(records: list[dict], batch: int, rng: random.Random, pool: int = 8):
     """Endless batches of `batch` records: draw pool·batch at random, sort them by length, cut them into pool
     batches and yield those in random order (similar lengths in a batch: little padding)."""
@@ -149,11 +133,12 @@ def run_train(args, target, work: Path) -> None:
     """Train (or continue training) the feature draft, with checkpoints and --resume."""
     records, stored = _records(args, work)
     train, val = _split(records, args.seed)
-    train = _limit(train, getattr(args, "train_tokens", None))
+    train = first_answer_tokens(train, getattr(args, "train_tokens", None))
+    n_answer = sum(len(r["ids"]) - r["start"] for r in train)
     layers = tuple(getattr(args, "feature_layers", None) or (-1,))
     depth = getattr(args, "depth", 2)
     max_prompt = getattr(args, "max_prompt", None)
-    print(f"{len(train)} training sequences ({sum(len(r['ids']) - r['start'] for r in train)} answer tokens), "
+    print(f"{len(train)} training sequences ({n_answer} answer tokens), "
           f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
     tok_specials = [i for i in (getattr(target.config, "eos_token_id", None), getattr(target.config, "bos_token_id", None)) if isinstance(i, int)]
     ckpt_path = work / "checkpoint.pt"
@@ -161,7 +146,7 @@ def run_train(args, target, work: Path) -> None:
     if args.init is not None:  # continue from a saved draft; a new fusion starts as that draft's pass-through
         model = FeatureDraft.load(args.init, target, dtype=torch.float32)
         if tuple(model.config.feature_layers) != layers:
-            cfg = FeatureDraftConfig(**{**model.config.__dict__, "feature_layers": layers})
+            cfg = dataclasses.replace(model.config, feature_layers=layers)
             old = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
             model = init_from_target(cfg, target, model.head_ids.cpu())
             model.load_state_dict(old, strict=False)
@@ -187,10 +172,11 @@ def run_train(args, target, work: Path) -> None:
     rng = random.Random(args.seed + step)
     val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
     fw = getattr(args, "feature_weight", FEATURE_WEIGHT)
-    bf16 = model.head.device.type == "cpu" and cpu_has_bf16()
+    # bf16 autocast only where the CPU computes bf16 natively: emulated (AVX2) it was 14× slower than float32
+    bf16 = model.head.device.type == "cpu" and cpu_has_native_bf16()
     recipe = {"source": getattr(args, "source", "templates"), "feature_layers": list(model.config.feature_layers),
               "depth": depth, "feature_weight": fw, "max_prompt": max_prompt, "train_sequences": len(train),
-              "train_answer_tokens": sum(len(r["ids"]) - r["start"] for r in train), "val_sequences": len(val),
+              "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
               "init": Path(args.init).name if args.init else None}
     t0 = time.perf_counter() - elapsed

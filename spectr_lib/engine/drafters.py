@@ -131,8 +131,7 @@ class FeatureDrafter:
     def prefill(self, ids: torch.Tensor, features: torch.Tensor) -> None:
         """Start a sequence: features [T-1, d] of ids[:-1] from the target; every pair is pending."""
         self.cache = KVCache()
-        zero = torch.zeros_like(features[:1]) if len(features) else features.new_zeros(1, features.shape[-1])
-        self.pending_feats = torch.cat([zero, features])  # h_{t-1} for t = 0..T-1
+        self.pending_feats = torch.cat([features.new_zeros(1, features.shape[-1]), features])  # h_{t-1} for t = 0..T-1
         self.pending_ids = ids
         self.start = 0  # position of the first pending pair
 

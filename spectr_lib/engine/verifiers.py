@@ -26,7 +26,6 @@ class Verifier:
         self.model, self.V = model, vocab_size
         # which hidden states a feature draft reads: True is the last one; a tuple names hidden_states indices
         self.layers = ((-1,) if need_features is True else tuple(need_features)) if need_features else None
-        self.need_features = self.layers is not None
         self.head = Float32Head(model, vocab_size)
         self.calls = 0
         self.positions = 0  # positions the last verification call scored
@@ -34,7 +33,7 @@ class Verifier:
     def _run(self, ids: torch.Tensor, **kw):
         """Float32 logits [B, T, V] and, when a feature draft needs them, its features [B, T, n·d]."""
         logits, h = self.head(ids, self.cache, layers=self.layers, **kw)
-        return logits, (h if self.need_features else None)
+        return logits, (h if self.layers is not None else None)
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> torch.Tensor | None:
@@ -44,7 +43,7 @@ class Verifier:
         self.pending = ids[-1:]
         if len(ids) == 1:
             width = self.model.config.hidden_size * len(self.layers or ())
-            return ids.new_zeros((0, width), dtype=self.model.dtype) if self.need_features else None
+            return ids.new_zeros((0, width), dtype=self.model.dtype) if self.layers is not None else None
         _, feats = self._run(ids[None, :-1])
         return feats[0] if feats is not None else None
 

@@ -96,12 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
     report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else f"{args.prompts.parent.name}/{args.prompts.name}",
               "acceptance": {}}
+    from dataclasses import replace
+
+    from ..models.load import load_draft
+
     others = {}
     for spec in args.compare:
-        from dataclasses import replace
-
-        from ..models.load import load_draft
-
         others[spec] = replace(pair, draft=load_draft(spec, pair.target, pair.device, pair.dtype)[0])
     for T in args.temperature:
         recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)

@@ -5,8 +5,10 @@ written by `python -m spectr_lib.distill.answers`): the target's hidden states a
 top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one layer reading the
 target's features, last or fused low/middle/last, and the next token) to them, unrolling `--depth` drafting
 steps as they run while decoding (training-time test), with checkpoints; `save` writes it to
-data/models/<name>/. `all` runs the three. `--source templates` is the first draft's recipe: sample fresh
-answers to data/prompts/train.jsonl and label them in one go.
+data/models/<name>/. `all` runs the three. `--kind standalone` trains a standalone draft instead: a few of the
+target's own layers (`--init-layers`), distilled from the same teacher pass, that Hugging Face's assisted
+generation can drive. `--source templates` is the first draft's recipe: sample fresh answers to
+data/prompts/train.jsonl and label them in one go.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from pathlib import Path
 import torch
 
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
+
+STANDALONE_DIR = DEFAULT_DRAFT_DIR.parent / "smollm2-draft-standalone"
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -34,11 +38,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("stage", nargs="?", default="all", choices=["data", "train", "save", "all"])
     ap.add_argument("--target", default=None, help="target model name or folder (default: the embedded SmolLM2)")
     ap.add_argument("--work-dir", type=Path, default=None, help="shards and checkpoints (default: cache folder)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_DRAFT_DIR, help="where the draft is saved")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"where the draft is saved (default: {DEFAULT_DRAFT_DIR.name} for a feature draft, "
+                         f"{STANDALONE_DIR.name} for a standalone one, in {DEFAULT_DRAFT_DIR.parent.name}/)")
     ap.add_argument("--source", default="answers", choices=["answers", "templates"],
                     help="answers: the stored answers of data/distill (the 'data' stage runs the teacher pass over "
                          "them); templates: sample new answers to --prompts (the first draft's recipe)")
     ap.add_argument("--teacher-dir", type=Path, default=None, help="teacher shards (default: cache folder)")
+    ap.add_argument("--kind", default="feature", choices=["feature", "standalone"],
+                    help="feature: one layer reading the target's hidden states (the default draft); standalone: a "
+                         "small causal LM of the target's own layers (Hugging Face assisted generation can drive it)")
+    ap.add_argument("--init-layers", type=_layers, default=None,
+                    help="standalone: the target layers it starts from, comma-separated (its depth; default 0,1,2)")
     ap.add_argument("--feature-layers", type=_layers, default=(-1,),
                     help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three)")
     ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
@@ -64,7 +75,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny random pair and a few steps: a smoke test")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.kind == "standalone":
+        if args.source != "answers" or args.tiny:
+            ap.error("a standalone draft trains on the stored answers' teacher pass (--source answers, not --tiny)")
+        args.init_layers = args.init_layers or (0, 1, 2)
+    elif args.init_layers is not None:
+        ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
+    if args.out is None:
+        args.out = STANDALONE_DIR if args.kind == "standalone" else DEFAULT_DRAFT_DIR
+    return args
 
 
 def run_data(args, target, tokenizer, work: Path) -> None:
@@ -101,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = args.work_dir or cache_dir() / "distill" / ("tiny" if args.tiny else "smollm2")
+    work = args.work_dir or cache_dir() / "distill" / ("tiny" if args.tiny else "smollm2" if args.kind == "feature"
+                                                       else "smollm2-standalone")
     work.mkdir(parents=True, exist_ok=True)
     from transformers.utils import logging
 
@@ -124,13 +145,18 @@ def main(argv: list[str] | None = None) -> None:
         else:
             run_data(args, target, tokenizer, work)
     if args.stage in ("train", "all"):
+        from .standalone import run_train_standalone
         from .train import run_train
 
-        run_train(args, target, work)
+        (run_train_standalone if args.kind == "standalone" else run_train)(args, target, work)
     if args.stage in ("save", "all"):
+        from .standalone import run_save_standalone
         from .train import run_save
 
-        run_save(args, target, tokenizer, work)
+        if args.kind == "standalone":
+            run_save_standalone(args, target, tokenizer, work)
+        else:
+            run_save(args, target, tokenizer, work)
     (work / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
 
 

@@ -49,10 +49,11 @@ def batch_tensors(group: list[dict], to_head: torch.Tensor, in_cols: torch.Tenso
     """Right-padded inputs (g_{t-1}, x_t), the target's last features, head-indexed soft labels, the loss mask.
 
     in_cols / last_cols pick the draft's input features and the regression target out of the stored columns
-    (default: all, the same); max_prompt keeps only each prompt's last tokens (a shorter context, cheaper)."""
+    (default: all, the same); max_prompt keeps only each prompt's last tokens (a shorter context, cheaper).
+    Records without "features" (a standalone draft's) give empty feature tensors [B, T, 0]."""
     cut = [max(0, r["start"] - max_prompt) if max_prompt else 0 for r in group]
     T = max(len(r["ids"]) - c for r, c in zip(group, cut))
-    d_all = group[0]["features"].shape[-1]
+    d_all = group[0]["features"].shape[-1] if "features" in group[0] else 0  # records without features: labels only
     in_cols = torch.arange(d_all) if in_cols is None else in_cols
     last_cols = torch.arange(d_all) if last_cols is None else last_cols
     B, K = len(group), group[0]["top_p"].shape[-1]
@@ -62,8 +63,10 @@ def batch_tensors(group: list[dict], to_head: torch.Tensor, in_cols: torch.Tenso
     top_p, top_i, mask = torch.zeros(B, T, K), torch.zeros(B, T, K, dtype=torch.long), torch.zeros(B, T)
     for b, (r, c) in enumerate(zip(group, cut)):
         n = len(r["ids"]) - c
-        f = r["features"][c:]
-        ids[b, :n], feats_in[b, :n], feats[b, :n] = r["ids"][c:], f[:, in_cols].float(), f[:, last_cols].float()
+        ids[b, :n] = r["ids"][c:]
+        if d_all:
+            f = r["features"][c:]
+            feats_in[b, :n], feats[b, :n] = f[:, in_cols].float(), f[:, last_cols].float()
         idx = to_head[r["top_ids"][c:].long()]
         top_p[b, :n], top_i[b, :n] = r["top_p"][c:].float() * (idx >= 0), idx.clamp_min(0)
         mask[b, r["start"] - c - 1 : n - 1] = 1  # positions whose next token is part of the answer
@@ -129,6 +132,18 @@ def length_buckets(records: list[dict], batch: int, rng: random.Random, pool: in
         yield from groups
 
 
+def cosine_lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:
+    """Learning rate at an optimizer step: linear warm-up over `warmup` steps, then cosine decay to lr / 10."""
+    warm = min(1.0, (step + 1) / warmup)
+    return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, steps)))))
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """torch.save to path atomically (a run killed while saving keeps the previous checkpoint)."""
+    torch.save(state, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").rename(path)
+
+
 def run_train(args, target, work: Path) -> None:
     """Train (or continue training) the feature draft, with checkpoints and --resume."""
     records, stored = _records(args, work)
@@ -181,10 +196,6 @@ def run_train(args, target, work: Path) -> None:
               "init": Path(args.init).name if args.init else None}
     t0 = time.perf_counter() - elapsed
 
-    def lr_at(s: int) -> float:
-        warm = min(1.0, (s + 1) / 50)
-        return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps)))))
-
     def evaluate() -> dict:
         model.eval()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -202,7 +213,7 @@ def run_train(args, target, work: Path) -> None:
     while step < args.steps:
         group = next(batches)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = cosine_lr(step, args.steps, args.lr)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss, st = draft_loss(model, *batch_tensors(group, to_head, in_cols, last_cols, max_prompt), depth=depth,
                                   feature_weight=fw)
@@ -219,10 +230,9 @@ def run_train(args, target, work: Path) -> None:
                           **{f"val_{k}": round(v, 4) for k, v in evaluate().items()}})
             print(json.dumps(curve[-1]), flush=True)
             own = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
-            torch.save({"model": own, "head_ids": model.head_ids.cpu(), "feature_layers": list(model.config.feature_layers),
-                        "recipe": recipe, "opt": opt.state_dict(), "step": step, "curve": curve,
-                        "seen": seen, "elapsed": time.perf_counter() - t0}, ckpt_path.with_suffix(".tmp"))
-            ckpt_path.with_suffix(".tmp").rename(ckpt_path)
+            save_checkpoint({"model": own, "head_ids": model.head_ids.cpu(), "feature_layers": list(model.config.feature_layers),
+                             "recipe": recipe, "opt": opt.state_dict(), "step": step, "curve": curve,
+                             "seen": seen, "elapsed": time.perf_counter() - t0}, ckpt_path)
     bar.close()
 
 

@@ -76,7 +76,8 @@ class LMDrafter:
 
     def __init__(self, model: torch.nn.Module, vocab_size: int):
         self.model, self.V = model, vocab_size
-        self.head = Float32Head(model, vocab_size)
+        # a standalone draft may keep only its most frequent head rows (q = 0 elsewhere: still exact, cheaper)
+        self.head = Float32Head(model, vocab_size, rows=getattr(model, "spectr_head_ids", None))
         self.calls = 0
 
     def prefill(self, ids: torch.Tensor, features: torch.Tensor | None = None) -> None:

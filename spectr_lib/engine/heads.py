@@ -21,20 +21,22 @@ class Float32Head:
     """Runs a Hugging Face causal LM as body (in its dtype) + output head (in float32).
 
     `__call__(ids [B, T], cache, layers, **kw)` returns (logits [B, T, V] float32, features [B, T, n·d]: the
-    last hidden state by default, or the states of several layers for a draft that fuses them). Models
+    last hidden state by default, or the states of several layers for a draft that fuses them). With `rows`
+    [R] (a draft's kept head rows, FR-Spec style) only those R logits are computed, the rest are −inf. Models
     whose config scales or caps logits after the head (Gemma 2, Cohere, ...) keep their own forward, with the
     logits cast to float32.
     """
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int):
+    def __init__(self, model: torch.nn.Module, vocab_size: int, rows: torch.Tensor | None = None):
         self.model, self.V = model, vocab_size
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         body = model.get_decoder() if hasattr(model, "get_decoder") else None
         scaled = any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in _SCALED)
         self.own = head is None or body is None or scaled or not isinstance(head, torch.nn.Linear)
+        self.rows = None if self.own or rows is None else rows.to(head.weight.device).long()
         if not self.own:
             self.body = body
-            self.weight, self.bias = _float32_weights(model, head, vocab_size)
+            self.weight, self.bias = _float32_weights(model, head, vocab_size, self.rows)
 
     def __call__(self, ids: torch.Tensor, cache, layers: tuple[int, ...] | None = None, **kw) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [B, T, V] (float32) and features [B, T, n·d]: the hidden states at the given indices of the
@@ -49,7 +51,11 @@ class Float32Head:
             out = hf_cache.forward(self.body, ids, cache, output_hidden_states=True, **kw)
             h, feats = out.last_hidden_state, _pick(out.hidden_states, layers)
         logits = h.float() @ self.weight.T
-        return (logits + self.bias if self.bias is not None else logits), feats
+        logits = logits + self.bias if self.bias is not None else logits
+        if self.rows is not None:  # kept rows only: the other tokens get logit −inf (probability 0)
+            logits = logits.new_full(logits.shape[:-1] + (self.V,), float("-inf")).scatter_(
+                -1, self.rows.expand(logits.shape), logits)
+        return logits, feats
 
 
 def _pick(hidden_states: tuple[torch.Tensor, ...], layers: tuple[int, ...]) -> torch.Tensor:
@@ -57,12 +63,14 @@ def _pick(hidden_states: tuple[torch.Tensor, ...], layers: tuple[int, ...]) -> t
     return hidden_states[layers[0]] if len(layers) == 1 else torch.cat([hidden_states[i] for i in layers], -1)
 
 
-def _float32_weights(model: torch.nn.Module, head: torch.nn.Linear, V: int):
-    """The head's first V rows [V, d] (and bias) in float32, made once per model and weight version."""
-    key = (head.weight.data_ptr(), head.weight._version, V)
+def _float32_weights(model: torch.nn.Module, head: torch.nn.Linear, V: int, rows: torch.Tensor | None = None):
+    """The head's first V rows [V, d] (or the given rows [R, d]) and bias in float32, made once per model and
+    weight version."""
+    key = (head.weight.data_ptr(), head.weight._version, V, None if rows is None else rows.data_ptr())
     hit = _WEIGHTS.get(model)
     if hit is None or hit[0] != key:
-        bias = head.bias[:V].detach().float() if head.bias is not None else None
-        hit = (key, head.weight[:V].detach().float(), bias)
+        pick = slice(0, V) if rows is None else rows
+        bias = head.bias[pick].detach().float() if head.bias is not None else None
+        hit = (key, head.weight[pick].detach().float(), bias)
         _WEIGHTS[model] = hit
     return hit[1], hit[2]

@@ -14,6 +14,7 @@ import torch
 
 from ..paths import DEFAULT_DRAFT_DIR, cache_dir
 from ..theory.dists import is_int
+from . import standalone_draft
 from .feature_draft import FeatureDraft, is_feature_draft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
@@ -311,10 +312,13 @@ def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, dr
 
 
 def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, dtype: torch.dtype):
-    """Load a draft by name or folder; returns (model, tokenizer)."""
+    """Load a draft by name or folder: a feature draft, a standalone draft (both share the target's embedding
+    and head) or any Hugging Face causal LM; returns (model, tokenizer)."""
     if is_feature_draft(spec):
         if target.config.hidden_size != FeatureDraft.hidden_size_of(spec):
             raise ValueError(f"the feature draft in {spec} was built for a target with hidden size "
                              f"{FeatureDraft.hidden_size_of(spec)}, not {target.config.hidden_size}: pair it with its own target")
         return FeatureDraft.load(spec, target, dtype=dtype), _load_tokenizer(spec)
+    if standalone_draft.is_standalone_draft(spec):
+        return standalone_draft.load(spec, target, dtype=dtype), _load_tokenizer(spec)
     return _load_lm(spec, device, dtype), _load_tokenizer(spec)

@@ -1,0 +1,157 @@
+"""Training stage for a standalone draft (models/standalone_draft.py): a few of the target's layers, distilled
+from the same teacher passes as the feature draft, from tokens alone.
+
+Loss: soft cross-entropy of the draft's full-vocabulary distribution against the target's top-k next-token
+probabilities (T = 1) at every answer position; the shared embedding and head stay frozen, only the draft's
+layers and final norm learn. Held-out metric: Σ min(p, q) over the teacher's top-k (a lower bound of the
+acceptance), on the same prompt-id split as the feature draft.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models import standalone_draft
+from .teacher import first_answer_tokens
+from .train import _records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, save_checkpoint
+
+NO_COLS = torch.arange(0)  # a standalone draft reads no target features
+
+
+def frozen_float_copies(model: torch.nn.Module) -> torch.Tensor:
+    """Give the draft float32 frozen copies of its shared embedding (and head) so that training never touches
+    the target; returns the head weight [V, d] the loss uses."""
+    emb = model.get_input_embeddings().weight.detach().float().clone()
+    model.set_input_embeddings(torch.nn.Embedding.from_pretrained(emb, freeze=True))
+    return emb if model.config.tie_word_embeddings else model.get_output_embeddings().weight.detach().float().clone()
+
+
+def standalone_loss(model: torch.nn.Module, head: torch.Tensor, ids: torch.Tensor, top_p: torch.Tensor,
+                    top_i: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Soft cross-entropy (mean over answer positions) of the draft on right-padded ids [B, T] against the
+    teacher's top-k probabilities top_p / ids top_i [B, T, K] where mask [B, T] is 1, and Σ min(p, q) there.
+    Right padding needs no attention mask: causal attention keeps real positions from seeing it."""
+    keep = mask > 0
+    h = model.model(input_ids=ids, use_cache=False).last_hidden_state[keep]
+    logq = (h.float() @ head.T).log_softmax(-1)
+    top_p, top_i = top_p[keep], top_i[keep]
+    picked = logq.gather(-1, top_i)
+    ce = -(top_p * picked).sum(-1).mean()
+    with torch.no_grad():
+        acc = float(torch.minimum(top_p, picked.exp()).sum(-1).mean())
+    return ce, {"acc1": acc}
+
+
+def run_train_standalone(args, target, work: Path) -> None:
+    """Train (or continue, --resume) a standalone draft of len(--init-layers) layers; checkpoints in `work`."""
+    records, _ = _records(args, work)
+    for r in records:
+        r.pop("features", None)  # not read: frees most of the teacher cache's memory
+    train, val = _split(records, args.seed)
+    train = first_answer_tokens(train, getattr(args, "train_tokens", None))
+    n_answer = sum(len(r["ids"]) - r["start"] for r in train)
+    ckpt_path = work / "checkpoint.pt"
+    ck = torch.load(ckpt_path, weights_only=False) if args.resume and ckpt_path.exists() else None
+    layer_ids = tuple(ck["init_layers"]) if ck else tuple(args.init_layers)
+    if args.init is not None and ck is None:
+        model = standalone_draft.load(args.init, target, dtype=torch.float32)
+        layer_ids = tuple(model.spectr_init_layers or layer_ids)
+    else:
+        model = standalone_draft.init_from_target(target, layer_ids)
+    if not val:
+        raise SystemExit("no held-out sequence in the teacher data (the split holds out 1 prompt id in 40): "
+                         "label more answers first")
+    specials = [i for i in (getattr(target.config, "eos_token_id", None), getattr(target.config, "bos_token_id", None))
+                if isinstance(i, int)]
+    head_ids = ck["head_ids"] if ck and "head_ids" in ck else head_token_ids(train, model.config.vocab_size,
+                                                                              args.head_tokens, specials)
+    print(f"{len(train)} training sequences ({n_answer} answer tokens), {len(val)} held out; "
+          f"standalone draft of {len(layer_ids)} layers from target layers {layer_ids}", flush=True)
+    head = frozen_float_copies(model)
+    model = model.float()
+    own = [p for n, p in model.named_parameters() if n.startswith(standalone_draft.OWN_PREFIXES)]
+    opt = torch.optim.AdamW(own, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
+    step, curve, seen, elapsed = 0, [], 0, 0.0
+    if ck is not None:
+        model.load_state_dict(ck["model"], strict=False)
+        opt.load_state_dict(ck["opt"])
+        step, curve, seen, elapsed = ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
+        print(f"resumed at step {step} ({seen} tokens seen)")
+    full = torch.arange(model.config.vocab_size)
+    tensors = lambda group: batch_tensors(group, full, NO_COLS, NO_COLS, args.max_prompt)  # noqa: E731
+    val_batch = tensors(val[:64])
+    recipe = {"kind": standalone_draft.KIND, "init_layers": list(layer_ids), "max_prompt": args.max_prompt,
+              "train_sequences": len(train), "train_answer_tokens": n_answer, "val_sequences": len(val),
+              "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
+              "init": Path(args.init).name if args.init else None}
+
+    def evaluate() -> dict:
+        model.eval()
+        with torch.no_grad():
+            _, st = standalone_loss(model, head, *_labels(val_batch))
+        model.train()
+        return {f"val_{k}": round(v, 4) for k, v in st.items()}
+
+    t0 = time.perf_counter() - elapsed
+    rng = random.Random(args.seed + step)
+    batches = length_buckets(train, args.batch_seqs, rng)
+    if step == 0 and not curve:
+        curve.append({"step": 0, "answer_tokens_seen": 0, "seconds": 0, **evaluate()})
+        print(json.dumps(curve[-1]), flush=True)
+    bar = tqdm(total=args.steps, initial=step, desc="training standalone draft")
+    model.train()
+    while step < args.steps:
+        group = next(batches)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, args.steps, args.lr)
+        loss, st = standalone_loss(model, head, *_labels(tensors(group)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(own, 1.0)
+        opt.step()
+        step += 1
+        seen += sum(len(r["ids"]) - r["start"] for r in group)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc1=f"{st['acc1']:.3f}")
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            curve.append({"step": step, "answer_tokens_seen": seen, "seconds": round(time.perf_counter() - t0), **evaluate()})
+            print(json.dumps(curve[-1]), flush=True)
+            save_checkpoint({"kind": standalone_draft.KIND, "model": standalone_draft.own_state(model),
+                             "init_layers": list(layer_ids), "head_ids": head_ids, "recipe": recipe,
+                             "opt": opt.state_dict(), "step": step, "curve": curve, "seen": seen,
+                             "elapsed": time.perf_counter() - t0}, ckpt_path)
+    bar.close()
+
+
+def _labels(batch: tuple) -> tuple:
+    """(ids, top_p, top_i, mask) out of `train.batch_tensors`' tuple (its feature tensors are empty here)."""
+    _, ids, _, top_p, top_i, mask = batch
+    return ids, top_p, top_i, mask
+
+
+def run_save_standalone(args, target, tokenizer, work: Path) -> None:
+    """Write the standalone draft of the last checkpoint to --out (own weights, config, tokenizer, training log)."""
+    if not (work / "checkpoint.pt").exists():
+        raise SystemExit(f"no checkpoint in {work}: run the 'train' stage with --kind standalone first")
+    ck = torch.load(work / "checkpoint.pt", weights_only=False)
+    model = standalone_draft.init_from_target(target, tuple(ck["init_layers"]))
+    model.load_state_dict(ck["model"], strict=False)
+    head_ids = ck.get("head_ids")
+    if head_ids is None and args.head_tokens:  # a checkpoint of an earlier version: the kept rows from the data
+        records, _ = _records(args, work)
+        specials = [i for i in (target.config.eos_token_id, target.config.bos_token_id) if isinstance(i, int)]
+        head_ids = head_token_ids(_split(records, args.seed)[0], model.config.vocab_size, args.head_tokens, specials)
+    full = head_ids is None or len(head_ids) >= model.config.vocab_size
+    standalone_draft.save(model, args.out, head_ids=None if full else head_ids)
+    training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"],
+                "train_seconds": round(ck["elapsed"]), "learning_curve": ck["curve"],
+                "torch_threads": torch.get_num_threads()}
+    (args.out / "training.json").write_text(json.dumps(training, indent=1))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(args.out)
+    print(f"saved the standalone draft to {args.out}")

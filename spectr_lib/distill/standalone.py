@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ..models import standalone_draft
 from .teacher import first_answer_tokens
-from .train import _records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, save_checkpoint
+from .train import (_records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, optimizer_state,
+                    save_checkpoint)
 
 NO_COLS = torch.arange(0)  # a standalone draft reads no target features
 
@@ -75,13 +76,7 @@ def run_train_standalone(args, target, work: Path) -> None:
     head = frozen_float_copies(model)
     model = model.float()
     own = [p for n, p in model.named_parameters() if n.startswith(standalone_draft.OWN_PREFIXES)]
-    opt = torch.optim.AdamW(own, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
-    step, curve, seen, elapsed = 0, [], 0, 0.0
-    if ck is not None:
-        model.load_state_dict(ck["model"], strict=False)
-        opt.load_state_dict(ck["opt"])
-        step, curve, seen, elapsed = ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
-        print(f"resumed at step {step} ({seen} tokens seen)")
+    opt, step, curve, seen, elapsed = optimizer_state(model, own, args.lr, ck)
     full = torch.arange(model.config.vocab_size)
     tensors = lambda group: batch_tensors(group, full, NO_COLS, NO_COLS, args.max_prompt)  # noqa: E731
     val_batch = tensors(val[:64])

@@ -138,6 +138,18 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:
     return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, steps)))))
 
 
+def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None):
+    """AdamW over params and the run's (step, curve, answer tokens seen, seconds), restored from checkpoint ck
+    (model weights included) when one is given: (opt, step, curve, seen, elapsed)."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
+    if ck is None:
+        return opt, 0, [], 0, 0.0
+    model.load_state_dict(ck["model"], strict=False)
+    opt.load_state_dict(ck["opt"])
+    print(f"resumed at step {ck['step']} ({ck['seen']} tokens seen)")
+    return opt, ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
     """torch.save to path atomically (a run killed while saving keeps the previous checkpoint)."""
     torch.save(state, path.with_suffix(".tmp"))
@@ -177,13 +189,7 @@ def run_train(args, target, work: Path) -> None:
     model = model.float()
     to_head = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
     to_head[model.head_ids.cpu()] = torch.arange(len(model.head_ids))
-    opt = torch.optim.AdamW(model.own_parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.95))
-    step, curve, seen, elapsed = 0, [], 0, 0.0
-    if ck is not None:
-        model.load_state_dict(ck["model"], strict=False)
-        opt.load_state_dict(ck["opt"])
-        step, curve, seen, elapsed = ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
-        print(f"resumed at step {step} ({seen} tokens seen)")
+    opt, step, curve, seen, elapsed = optimizer_state(model, model.own_parameters(), args.lr, ck)
     rng = random.Random(args.seed + step)
     val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
     fw = getattr(args, "feature_weight", FEATURE_WEIGHT)

@@ -142,3 +142,51 @@ def test_the_fused_draft_loads_decodes_exactly_and_beats_the_first_on_its_floor(
     assert torch.cat(values).mean().item() >= FLOOR
     size = sum(f.stat().st_size for f in FUSED_DIR.iterdir())
     assert size <= 32 * 2**20
+
+
+STANDALONE_DIR = ROOT / "data" / "models" / "smollm2-draft-standalone"
+STANDALONE_FLOOR = 0.18  # on the 4 prompts; untrained (layers 0-2 of the target as they are): ~0.07
+
+
+def test_the_standalone_draft_decodes_exactly_here_and_in_hf_assisted_generation(pair32):
+    """The shipped standalone draft (a few target layers, embedding and head shared): a plain LlamaForCausalLM
+    that our decoder (kept head rows) and Hugging Face's assisted generation (full head) both drive; greedy
+    output equals the target's in both, and its acceptance clears a floor on the 4 prompts."""
+    from dataclasses import replace
+
+    from transformers import LlamaForCausalLM
+
+    from spectr_lib.models.load import load_draft
+
+    draft = load_draft(STANDALONE_DIR, pair32.target, pair32.device, pair32.dtype)[0]
+    assert isinstance(draft, LlamaForCausalLM) and draft.get_input_embeddings() is pair32.target.get_input_embeddings()
+    pair = replace(pair32, draft=draft)
+    ids = encode_chat(pair.tokenizer, PROMPTS[2])
+    ar = generate(pair, ids, method="ar", max_new_tokens=24, temperature=0).token_ids
+    assert torch.equal(generate(pair, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0).token_ids, ar)
+    hf = pair.target.generate(ids[None], assistant_model=draft, do_sample=False, max_new_tokens=24)[0, len(ids):]
+    n = min(len(hf), len(ar))
+    assert n > 0 and torch.equal(hf[:n], ar[:n])
+    values = []
+    for i, prompt in enumerate(PROMPTS):
+        ids = encode_chat(pair.tokenizer, prompt)
+        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
+        values.append(draft_acceptance(pair, torch.cat([ids, g.token_ids]), len(ids)))
+    mean = torch.cat(values).mean().item()
+    print(f"standalone draft, mean acceptance on the 4 prompts: {mean:.3f}")
+    assert mean >= STANDALONE_FLOOR, f"mean acceptance {mean:.3f} below the floor {STANDALONE_FLOOR}"
+    size = sum(f.stat().st_size for f in STANDALONE_DIR.iterdir())
+    assert size <= 32 * 2**20
+
+
+def test_draft_eval_compares_drafts_and_their_costs(tmp_path):
+    from spectr_lib.tools.draft_eval import main
+
+    out = tmp_path / "eval.json"
+    main(["--per-category", "1", "--categories", "qa", "rag", "--max-new-tokens", "8", "--temperature", "1.0",
+          "--compare", str(STANDALONE_DIR), "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["prompts"] == 2 and 0 < report["acceptance"]["1.0"]["overall"]["k1"] <= 1
+    other = report["compare"][str(STANDALONE_DIR)]
+    assert 0 < other["1.0"]["overall"]["k1"] <= other["1.0"]["overall"]["k4"] <= 1
+    assert set(other["cost"]) == {"batch1", "batch4", "batch8"} and all(v["ratio"] > 0 for v in other["cost"].values())

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
     ap.add_argument("--draft", default=None)
     ap.add_argument("--compare", nargs="+", default=[], metavar="DRAFT",
-                    help="more drafts measured on the same target continuations (acceptance only)")
+                    help="more drafts measured on the same target continuations (acceptance, and their step cost "
+                         "unless --no-cost)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
@@ -120,6 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     report["cost"] = cost = step_costs(pair)
     print("\ncost (median seconds):", json.dumps(cost, indent=1))
+    ctx = torch.randint(100, 20000, (256,), device=pair.device)
+    for name, p in others.items():  # the compared drafts' steps, in the same run as the target's
+        c = {f"batch{b}": {"draft_step_s": draft_step_seconds(p, ctx, b)} for b in (1, 4, 8)}
+        for b, v in c.items():
+            v["ratio"] = v["draft_step_s"] / cost[b]["target_step_s"]
+        report["compare"][name]["cost"] = c
+        print(f"{name}: draft step / target step " + ", ".join(f"{b} {v['ratio']:.3f}" for b, v in c.items()))
     acc = report["acceptance"][str(args.temperature[0])]["overall"]
     L, t_ar = 4, cost["batch1"]["target_step_s"]
     for k in (1, 4):

@@ -183,10 +183,14 @@ def test_draft_eval_compares_drafts_and_their_costs(tmp_path):
     from spectr_lib.tools.draft_eval import main
 
     out = tmp_path / "eval.json"
-    main(["--per-category", "1", "--categories", "qa", "rag", "--max-new-tokens", "8", "--temperature", "1.0",
-          "--compare", str(STANDALONE_DIR), "--out", str(out)])
+    with pytest.raises(SystemExit):  # the same draft twice
+        main(["--heldout", "--draft", str(STANDALONE_DIR), "--compare", str(STANDALONE_DIR)])
+    with pytest.raises(SystemExit):  # a folder that does not exist, refused before any model loads
+        main(["--heldout", "--compare", str(tmp_path / "nothing")])
+    main(["--heldout", "--per-category", "1", "--max-new-tokens", "8", "--temperature", "1.0",
+          "--compare", str(STANDALONE_DIR), "--out", str(out)])  # the project's own held-out prompts: in the repo
     report = json.loads(out.read_text())
-    assert report["prompts"] == 2 and 0 < report["acceptance"]["1.0"]["overall"]["k1"] <= 1
+    assert report["prompts"] >= 5 and 0 < report["acceptance"]["1.0"]["overall"]["k1"] <= 1
     other = report["compare"][str(STANDALONE_DIR)]
     assert 0 < other["1.0"]["overall"]["k1"] <= other["1.0"]["overall"]["k4"] <= 1
     assert set(other["cost"]) == {"batch1", "batch4", "batch8"} and all(v["ratio"] > 0 for v in other["cost"].values())

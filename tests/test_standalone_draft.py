@@ -152,6 +152,26 @@ def test_training_learns_resumes_and_saves(target, teacher_dir, tmp_path):
     loaded = sd.load(out, target)
     assert loaded.config.num_hidden_layers == 1 and len(loaded.spectr_head_ids) == 8
     assert json.loads((out / "spectr_draft.json").read_text())["head_tokens"] == 8
+    trained = torch.load(work / "checkpoint.pt", weights_only=False)["model"]
+    torch.testing.assert_close(loaded.state_dict()["model.norm.weight"], trained["model.norm.weight"].to(torch.bfloat16).float())
+    from spectr_lib.distill.train import run_save
+    with pytest.raises(SystemExit, match="--kind standalone"):  # a feature-draft save of this checkpoint is refused
+        run_save(argparse.Namespace(head_tokens=8, out=tmp_path / "wrong"), target, None, work)
+    with pytest.raises(ValueError, match="decoder layers"):  # refused before the teacher data loads
+        run_train_standalone(argparse.Namespace(**{**vars(_args(teacher_dir, out, 2)), "init_layers": (0, 99)}),
+                             target, tmp_path)
+
+
+def test_training_leaves_a_bf16_target_untouched(target, teacher_dir, tmp_path):
+    """The draft trains in float32 on copies: the target's shared embedding/head keep their dtype and values."""
+    import copy
+
+    t16 = copy.deepcopy(target).to(torch.bfloat16)
+    before = t16.get_input_embeddings().weight.detach().clone()
+    run_train_standalone(_args(teacher_dir, tmp_path / "d", 2), t16, tmp_path)
+    after = t16.get_input_embeddings().weight
+    assert after.dtype == torch.bfloat16 and torch.equal(after, before)
+    assert t16.get_output_embeddings().weight.dtype == torch.bfloat16
 
 
 def test_kept_head_rows_give_q_zero_elsewhere_and_decoding_stays_exact():

@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--teacher-dir", type=Path, default=None, help="teacher shards (default: cache folder)")
     ap.add_argument("--kind", default="feature", choices=["feature", "standalone"],
                     help="feature: one layer reading the target's hidden states (the default draft); standalone: a "
-                         "small causal LM of the target's own layers (Hugging Face assisted generation can drive it)")
+                         "small causal LM of the target's own layers (Hugging Face assisted generation can drive it; "
+                         "--feature-layers and --depth do not apply). Give the same --kind to train, --resume and save")
     ap.add_argument("--init-layers", type=_layers, default=None,
                     help="standalone: the target layers it starts from, comma-separated (its depth; default 0,1,2)")
     ap.add_argument("--feature-layers", type=_layers, default=(-1,),

@@ -18,18 +18,22 @@ from tqdm.auto import tqdm
 
 from ..models import standalone_draft
 from .teacher import first_answer_tokens
-from .train import (_records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, optimizer_state,
-                    save_checkpoint)
+from .train import (_records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, load_checkpoint,
+                    optimizer_state, save_checkpoint)
 
 NO_COLS = torch.arange(0)  # a standalone draft reads no target features
 
 
 def frozen_float_copies(model: torch.nn.Module) -> torch.Tensor:
-    """Give the draft float32 frozen copies of its shared embedding (and head) so that training never touches
-    the target; returns the head weight [V, d] the loss uses."""
+    """Give the draft float32 frozen copies of its shared embedding and head, so that training (and casting the
+    draft) never touches the target; returns the head weight [V, d] the loss uses."""
     emb = model.get_input_embeddings().weight.detach().float().clone()
+    head = emb if model.config.tie_word_embeddings else model.get_output_embeddings().weight.detach().float().clone()
     model.set_input_embeddings(torch.nn.Embedding.from_pretrained(emb, freeze=True))
-    return emb if model.config.tie_word_embeddings else model.get_output_embeddings().weight.detach().float().clone()
+    out = torch.nn.Linear(head.shape[1], head.shape[0], bias=False)
+    out.weight = torch.nn.Parameter(head, requires_grad=False)
+    model.set_output_embeddings(out)  # the target's own modules are no longer reachable: .float() leaves them be
+    return head
 
 
 def standalone_loss(model: torch.nn.Module, head: torch.Tensor, ids: torch.Tensor, top_p: torch.Tensor,
@@ -50,6 +54,7 @@ def standalone_loss(model: torch.nn.Module, head: torch.Tensor, ids: torch.Tenso
 
 def run_train_standalone(args, target, work: Path) -> None:
     """Train (or continue, --resume) a standalone draft of len(--init-layers) layers; checkpoints in `work`."""
+    standalone_draft.check_init_layers(target, tuple(args.init_layers))  # before the teacher data loads
     records, _ = _records(args, work)
     for r in records:
         r.pop("features", None)  # not read: frees most of the teacher cache's memory
@@ -57,7 +62,7 @@ def run_train_standalone(args, target, work: Path) -> None:
     train = first_answer_tokens(train, getattr(args, "train_tokens", None))
     n_answer = sum(len(r["ids"]) - r["start"] for r in train)
     ckpt_path = work / "checkpoint.pt"
-    ck = torch.load(ckpt_path, weights_only=False) if args.resume and ckpt_path.exists() else None
+    ck = load_checkpoint(ckpt_path, standalone_draft.KIND) if args.resume and ckpt_path.exists() else None
     layer_ids = tuple(ck["init_layers"]) if ck else tuple(args.init_layers)
     if args.init is not None and ck is None:
         model = standalone_draft.load(args.init, target, dtype=torch.float32)
@@ -133,9 +138,11 @@ def run_save_standalone(args, target, tokenizer, work: Path) -> None:
     """Write the standalone draft of the last checkpoint to --out (own weights, config, tokenizer, training log)."""
     if not (work / "checkpoint.pt").exists():
         raise SystemExit(f"no checkpoint in {work}: run the 'train' stage with --kind standalone first")
-    ck = torch.load(work / "checkpoint.pt", weights_only=False)
+    ck = load_checkpoint(work / "checkpoint.pt", standalone_draft.KIND)
     model = standalone_draft.init_from_target(target, tuple(ck["init_layers"]))
-    model.load_state_dict(ck["model"], strict=False)
+    missing, _ = model.load_state_dict(ck["model"], strict=False)
+    if any(m.startswith(standalone_draft.OWN_PREFIXES) for m in missing):
+        raise SystemExit(f"the checkpoint in {work} does not hold every layer of its draft (missing {missing[:3]})")
     head_ids = ck.get("head_ids")
     if head_ids is None and args.head_tokens:  # a checkpoint of an earlier version: the kept rows from the data
         records, _ = _records(args, work)

@@ -150,6 +150,17 @@ def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None):
     return opt, ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
 
 
+def load_checkpoint(path: Path, kind: str) -> dict:
+    """The checkpoint at path, refused (SystemExit) when it belongs to the other kind of draft ("feature_draft"
+    or "standalone_draft"; checkpoints without a kind are feature drafts')."""
+    ck = torch.load(path, weights_only=False)
+    if ck.get("kind", "feature_draft") != kind:
+        flag = "--kind standalone" if ck.get("kind") == "standalone_draft" else "--kind feature"
+        raise SystemExit(f"{path} holds a {ck.get('kind', 'feature_draft')}'s checkpoint: give {flag} to every stage "
+                         f"(train, --resume, save), or another --work-dir")
+    return ck
+
+
 def save_checkpoint(state: dict, path: Path) -> None:
     """torch.save to path atomically (a run killed while saving keeps the previous checkpoint)."""
     torch.save(state, path.with_suffix(".tmp"))
@@ -169,7 +180,7 @@ def run_train(args, target, work: Path) -> None:
           f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
     tok_specials = [i for i in (getattr(target.config, "eos_token_id", None), getattr(target.config, "bos_token_id", None)) if isinstance(i, int)]
     ckpt_path = work / "checkpoint.pt"
-    ck = torch.load(ckpt_path, weights_only=False) if args.resume and ckpt_path.exists() else None
+    ck = load_checkpoint(ckpt_path, "feature_draft") if args.resume and ckpt_path.exists() else None
     if args.init is not None:  # continue from a saved draft; a new fusion starts as that draft's pass-through
         model = FeatureDraft.load(args.init, target, dtype=torch.float32)
         if tuple(model.config.feature_layers) != layers:
@@ -247,7 +258,7 @@ def run_save(args, target, tokenizer, work: Path) -> None:
     ckpt_path = work / "checkpoint.pt"
     if not ckpt_path.exists():
         raise SystemExit(f"no checkpoint in {work}: run the 'train' stage first")
-    ck = torch.load(ckpt_path, weights_only=False)
+    ck = load_checkpoint(ckpt_path, "feature_draft")
     head_ids = ck["head_ids"]
     cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, tuple(ck.get("feature_layers", (-1,))))
     cfg.head_tokens = len(head_ids)

@@ -54,6 +54,14 @@ def share_from_target(draft: nn.Module, target: nn.Module) -> nn.Module:
     return draft
 
 
+def check_init_layers(target: nn.Module, layer_ids: tuple[int, ...]) -> None:
+    """ValueError unless layer_ids are integer indices of the target's decoder layers (negative: from the end)."""
+    n = len(_decoder_layers(target))
+    if not layer_ids or any(isinstance(i, bool) or int(i) != i or not -n <= int(i) < n for i in layer_ids):
+        raise ValueError(f"init layers {tuple(layer_ids)}: give indices of the target's {n} decoder layers, "
+                         f"e.g. 0,1,2 or 0,{n - 1}")
+
+
 def init_from_target(target: nn.Module, layer_ids: tuple[int, ...], dtype: torch.dtype = torch.float32) -> nn.Module:
     """A fresh standalone draft [len(layer_ids) layers]: copies of the target's layers `layer_ids` (negative:
     from the end) and its final norm, the target's embedding and head shared. Raises ValueError for an index
@@ -62,8 +70,7 @@ def init_from_target(target: nn.Module, layer_ids: tuple[int, ...], dtype: torch
 
     layers = _decoder_layers(target)
     n = len(layers)
-    if not layer_ids or any(not -n <= int(i) < n for i in layer_ids):
-        raise ValueError(f"init layers {layer_ids}: give indices of the target's {n} decoder layers, e.g. 0,{n - 1}")
+    check_init_layers(target, layer_ids)
     cfg = draft_config(target.config, len(layer_ids))
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     with torch.no_grad():
@@ -117,6 +124,9 @@ def load(folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> n
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
+    if not is_standalone_draft(folder):
+        raise ValueError(f"{folder} is not a standalone draft folder (no {CONFIG_NAME} of kind {KIND!r}); a feature "
+                         f"draft or a Hugging Face model loads with load_draft / load_pair(draft=...)")
     meta = json.loads((folder / CONFIG_NAME).read_text())
     c = target.config
     mine = (meta.get("model_type"), meta.get("hidden_size"), meta.get("vocab_size"))

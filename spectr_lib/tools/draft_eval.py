@@ -83,6 +83,15 @@ def main(argv: list[str] | None = None) -> None:
                          "Spec-Bench")
     ap.add_argument("--no-cost", action="store_true", help="acceptance only (no timing: for a busy machine)")
     args = ap.parse_args(argv)
+    from ..models.load import check_model_spec
+
+    for spec in args.compare:  # before any model loads
+        if spec == args.draft or spec in args.compare[: args.compare.index(spec)]:
+            ap.error(f"--compare {spec}: already measured (give each draft once, --draft included)")
+        try:
+            check_model_spec(spec, "draft")
+        except (ValueError, TypeError) as err:
+            ap.error(f"--compare: {err}")
     from transformers.utils import logging
 
     from ..models.load import load_pair

@@ -17,6 +17,16 @@ PROMPTS = ["Describe a sunrise over the sea.", "What is the boiling point of wat
            "Write two sentences about trains.", "How can I sort a list in Python?"]
 
 
+def mean_acceptance(pair32, pair) -> float:
+    """Mean Σ min(p, q) of pair's draft along the target's sampled answers (48 tokens, fixed seeds) to PROMPTS."""
+    values = []
+    for i, prompt in enumerate(PROMPTS):
+        ids = encode_chat(pair32.tokenizer, prompt)
+        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
+        values.append(draft_acceptance(pair, torch.cat([ids, g.token_ids]), len(ids)))
+    return torch.cat(values).mean().item()
+
+
 @pytest.fixture(scope="module")
 def pair32():
     return load_pair(device="cpu", dtype=torch.float32)
@@ -30,12 +40,7 @@ def test_shipped_draft_loads_and_shares_the_tokenizer(pair32):
 
 
 def test_shipped_draft_acceptance_floor(pair32):
-    values = []
-    for i, prompt in enumerate(PROMPTS):
-        ids = encode_chat(pair32.tokenizer, prompt)
-        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
-        values.append(draft_acceptance(pair32, torch.cat([ids, g.token_ids]), len(ids)))
-    mean = torch.cat(values).mean().item()
+    mean = mean_acceptance(pair32, pair32)
     assert mean >= FLOOR, f"mean acceptance {mean:.3f} below the floor {FLOOR}"
 
 
@@ -134,12 +139,7 @@ def test_the_fused_draft_loads_decodes_exactly_and_beats_the_first_on_its_floor(
     ar = generate(fused, ids, method="ar", max_new_tokens=24, temperature=0).token_ids
     for tree in (True, False):
         assert torch.equal(generate(fused, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0, tree=tree).token_ids, ar)
-    values = []
-    for i, prompt in enumerate(PROMPTS):
-        ids = encode_chat(pair32.tokenizer, prompt)
-        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
-        values.append(draft_acceptance(fused, torch.cat([ids, g.token_ids]), len(ids)))
-    assert torch.cat(values).mean().item() >= FLOOR
+    assert mean_acceptance(pair32, fused) >= FLOOR
     size = sum(f.stat().st_size for f in FUSED_DIR.iterdir())
     assert size <= 32 * 2**20
 
@@ -167,12 +167,7 @@ def test_the_standalone_draft_decodes_exactly_here_and_in_hf_assisted_generation
     hf = pair.target.generate(ids[None], assistant_model=draft, do_sample=False, max_new_tokens=24)[0, len(ids):]
     n = min(len(hf), len(ar))
     assert n > 0 and torch.equal(hf[:n], ar[:n])
-    values = []
-    for i, prompt in enumerate(PROMPTS):
-        ids = encode_chat(pair.tokenizer, prompt)
-        g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
-        values.append(draft_acceptance(pair, torch.cat([ids, g.token_ids]), len(ids)))
-    mean = torch.cat(values).mean().item()
+    mean = mean_acceptance(pair32, pair)
     print(f"standalone draft, mean acceptance on the 4 prompts: {mean:.3f}")
     assert mean >= STANDALONE_FLOOR, f"mean acceptance {mean:.3f} below the floor {STANDALONE_FLOOR}"
     size = sum(f.stat().st_size for f in STANDALONE_DIR.iterdir())

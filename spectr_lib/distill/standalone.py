@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ..models import standalone_draft
 from .teacher import first_answer_tokens
 from .train import (_records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, load_checkpoint,
-                    optimizer_state, save_checkpoint)
+                    optimizer_state, save_checkpoint, special_token_ids)
 
 NO_COLS = torch.arange(0)  # a standalone draft reads no target features
 
@@ -59,6 +59,9 @@ def run_train_standalone(args, target, work: Path) -> None:
     for r in records:
         r.pop("features", None)  # not read: frees most of the teacher cache's memory
     train, val = _split(records, args.seed)
+    if not val:
+        raise SystemExit("no held-out sequence in the teacher data (the split holds out 1 prompt id in 40): "
+                         "label more answers first")
     train = first_answer_tokens(train, getattr(args, "train_tokens", None))
     n_answer = sum(len(r["ids"]) - r["start"] for r in train)
     ckpt_path = work / "checkpoint.pt"
@@ -69,13 +72,8 @@ def run_train_standalone(args, target, work: Path) -> None:
         layer_ids = tuple(model.spectr_init_layers or layer_ids)
     else:
         model = standalone_draft.init_from_target(target, layer_ids)
-    if not val:
-        raise SystemExit("no held-out sequence in the teacher data (the split holds out 1 prompt id in 40): "
-                         "label more answers first")
-    specials = [i for i in (getattr(target.config, "eos_token_id", None), getattr(target.config, "bos_token_id", None))
-                if isinstance(i, int)]
-    head_ids = ck["head_ids"] if ck and "head_ids" in ck else head_token_ids(train, model.config.vocab_size,
-                                                                              args.head_tokens, specials)
+    head_ids = ck["head_ids"] if ck else head_token_ids(train, model.config.vocab_size, args.head_tokens,
+                                                          special_token_ids(target.config))
     print(f"{len(train)} training sequences ({n_answer} answer tokens), {len(val)} held out; "
           f"standalone draft of {len(layer_ids)} layers from target layers {layer_ids}", flush=True)
     head = frozen_float_copies(model)
@@ -143,13 +141,8 @@ def run_save_standalone(args, target, tokenizer, work: Path) -> None:
     missing, _ = model.load_state_dict(ck["model"], strict=False)
     if any(m.startswith(standalone_draft.OWN_PREFIXES) for m in missing):
         raise SystemExit(f"the checkpoint in {work} does not hold every layer of its draft (missing {missing[:3]})")
-    head_ids = ck.get("head_ids")
-    if head_ids is None and args.head_tokens:  # a checkpoint of an earlier version: the kept rows from the data
-        records, _ = _records(args, work)
-        specials = [i for i in (target.config.eos_token_id, target.config.bos_token_id) if isinstance(i, int)]
-        head_ids = head_token_ids(_split(records, args.seed)[0], model.config.vocab_size, args.head_tokens, specials)
-    full = head_ids is None or len(head_ids) >= model.config.vocab_size
-    standalone_draft.save(model, args.out, head_ids=None if full else head_ids)
+    head_ids = ck["head_ids"]
+    standalone_draft.save(model, args.out, head_ids=None if len(head_ids) >= model.config.vocab_size else head_ids)
     training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"],
                 "train_seconds": round(ck["elapsed"]), "learning_curve": ck["curve"],
                 "torch_threads": torch.get_num_threads()}

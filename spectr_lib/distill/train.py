@@ -22,6 +22,11 @@ FEATURE_WEIGHT = 0.1  # the feature regression keeps predicted features usable a
 DEPTH_WEIGHTS = (1.0, 0.7, 0.5, 0.35, 0.25)  # loss weight of drafting steps 1, 2, 3, … (training-time test)
 
 
+def special_token_ids(config) -> list[int]:
+    """The EOS and BOS ids of a model config that are set (kept in every draft head)."""
+    return [i for i in (getattr(config, "eos_token_id", None), getattr(config, "bos_token_id", None)) if isinstance(i, int)]
+
+
 def head_token_ids(records: list[dict], vocab_size: int, n: int, specials: list[int]) -> torch.Tensor:
     """The n tokens with most teacher probability mass in the data (all when n is 0), specials included."""
     if not n or n >= vocab_size:
@@ -178,7 +183,6 @@ def run_train(args, target, work: Path) -> None:
     max_prompt = getattr(args, "max_prompt", None)
     print(f"{len(train)} training sequences ({n_answer} answer tokens), "
           f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
-    tok_specials = [i for i in (getattr(target.config, "eos_token_id", None), getattr(target.config, "bos_token_id", None)) if isinstance(i, int)]
     ckpt_path = work / "checkpoint.pt"
     ck = load_checkpoint(ckpt_path, "feature_draft") if args.resume and ckpt_path.exists() else None
     if args.init is not None:  # continue from a saved draft; a new fusion starts as that draft's pass-through
@@ -190,7 +194,7 @@ def run_train(args, target, work: Path) -> None:
             model.load_state_dict(old, strict=False)
     else:
         cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, layers)
-        head_ids = ck["head_ids"] if ck else head_token_ids(train, cfg.vocab_size, args.head_tokens, tok_specials)
+        head_ids = ck["head_ids"] if ck else head_token_ids(train, cfg.vocab_size, args.head_tokens, special_token_ids(target.config))
         cfg.head_tokens = len(head_ids)
         model = init_from_target(cfg, target, head_ids)
     d = model.config.hidden_size

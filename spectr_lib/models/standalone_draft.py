@@ -87,7 +87,7 @@ def own_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k.startswith(OWN_PREFIXES)}
 
 
-def save(model: nn.Module, folder: Path, head_ids: torch.Tensor | None = None, extra: dict | None = None) -> None:
+def save(model: nn.Module, folder: Path, head_ids: torch.Tensor | None = None) -> None:
     """Write the draft's own weights (bf16) and a small config; the target's embedding and head are not stored.
     head_ids [R]: the head rows this library's decoder keeps (FR-Spec style; None: all)."""
     from safetensors.torch import save_file
@@ -104,7 +104,7 @@ def save(model: nn.Module, folder: Path, head_ids: torch.Tensor | None = None, e
             "init_layers": getattr(model, "spectr_init_layers", None),
             "head_tokens": c.vocab_size if head_ids is None else len(head_ids),
             "shared_from_target": ["embed_tokens", "lm_head"]}
-    (folder / CONFIG_NAME).write_text(json.dumps({**meta, **(extra or {})}, indent=1))
+    (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=1))
 
 
 def is_standalone_draft(folder) -> bool:

@@ -150,7 +150,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     prompt: a string (chat template applied), a list of chat messages {"role", "content"}, a 1-D sequence of
     token ids or a [T] / [1, T] integer tensor. method: "ar", "sps" (k = 1), "block" (block verification of one
     draft, Sun et al., ICLR 2025), "kseq" (SpecTr), "rrs" or "rrs_wor" (RRS without replacement, Jeon et al. 2024).
-    k drafts (default 8; 1 for "sps"/"ar") of length L per round; each round drafts at most
+    k drafts (default 8; 1 for "sps"/"ar") of length L per round ("ar" drafts nothing and ignores L, so that one
+    loop can pass the same L to every method); each round drafts at most
     min(L, tokens still allowed − 1) tokens, and a round with nothing left to draft is a plain target step.
     Generation ends in the round that emits a stop token: eos_token_id (an id or several), by default every EOS
     id of the tokenizer and of the target's generation config. `tree` picks the verification form: one row per

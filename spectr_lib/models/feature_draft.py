@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CONFIG_NAME = "spectr_draft.json"
-WEIGHTS_NAME = "draft.safetensors"
+from .draft_files import CONFIG_NAME, WEIGHTS_NAME, check_shapes
 
 
 @dataclass
@@ -211,14 +210,10 @@ class FeatureDraft(nn.Module):
         save_file(tensors, folder / WEIGHTS_NAME)
         (folder / CONFIG_NAME).write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
 
-    @staticmethod
-    def hidden_size_of(folder) -> int:
-        """The hidden size a saved draft expects from its target."""
-        return json.loads((Path(folder) / CONFIG_NAME).read_text())["hidden_size"]
-
     @classmethod
     def load(cls, folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> "FeatureDraft":
-        """Load a saved draft, taking the embedding and head from the target."""
+        """Load a saved draft, taking the embedding and head from the target. Raises ValueError when its weights
+        do not match its config or this target (load_pair checks the folder itself first: models/draft_files.py)."""
         from safetensors.torch import load_file
 
         cfg = json.loads((Path(folder) / CONFIG_NAME).read_text())
@@ -226,6 +221,7 @@ class FeatureDraft(nn.Module):
         tensors = load_file(str(Path(folder) / WEIGHTS_NAME))
         head_ids = tensors.pop("head_ids").long()
         model = cls(c, target.get_input_embeddings(), target.get_output_embeddings().weight, head_ids)
+        check_shapes(folder, {n: t.shape for n, t in model.state_dict().items()}, "feature draft")
         missing, unexpected = model.load_state_dict(tensors, strict=False)
         if unexpected or any(not m.startswith("embed.") for m in missing):
             raise ValueError(f"{folder}: draft weights do not match its config (missing {missing}, unexpected {unexpected})")
@@ -238,15 +234,6 @@ def previous_features(features: torch.Tensor) -> torch.Tensor:
     """The draft's feature input h_{t-1} for every position t of features [..., T, d]: shifted one step to the
     right along T, zeros at t = 0 (the draft reads (h_{t-1}, x_t) to predict h_t)."""
     return F.pad(features[..., :-1, :], (0, 0, 1, 0))
-
-
-def is_feature_draft(folder) -> bool:
-    """True when a folder holds a feature draft saved by this module."""
-    try:
-        path = Path(folder) / CONFIG_NAME
-        return path.exists() and json.loads(path.read_text()).get("kind") == "feature_draft"
-    except (OSError, TypeError, ValueError):
-        return False
 
 
 def init_from_target(c: FeatureDraftConfig, target: nn.Module, head_ids: torch.Tensor) -> FeatureDraft:

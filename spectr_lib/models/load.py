@@ -15,7 +15,8 @@ import torch
 from ..paths import DEFAULT_DRAFT_DIR, cache_dir
 from ..theory.dists import is_int
 from . import standalone_draft
-from .feature_draft import FeatureDraft, is_feature_draft
+from .draft_files import check_fits_target, read_draft_config
+from .feature_draft import FeatureDraft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -271,6 +272,8 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
     else:
         check_model_spec(target, "target")
     check_model_spec(draft, "draft")
+    if Path(draft).expanduser().is_dir():
+        read_draft_config(Path(draft).expanduser())  # a damaged draft folder is named before the target loads
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
     draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
@@ -313,12 +316,13 @@ def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, dr
 
 def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, dtype: torch.dtype):
     """Load a draft by name or folder: a feature draft, a standalone draft (both share the target's embedding
-    and head) or any Hugging Face causal LM; returns (model, tokenizer)."""
-    if is_feature_draft(spec):
-        if target.config.hidden_size != FeatureDraft.hidden_size_of(spec):
-            raise ValueError(f"the feature draft in {spec} was built for a target with hidden size "
-                             f"{FeatureDraft.hidden_size_of(spec)}, not {target.config.hidden_size}: pair it with its own target")
-        return FeatureDraft.load(spec, target, dtype=dtype), _load_tokenizer(spec)
-    if standalone_draft.is_standalone_draft(spec):
-        return standalone_draft.load(spec, target, dtype=dtype), _load_tokenizer(spec)
+    and head) or any Hugging Face causal LM; returns (model, tokenizer). Raises ValueError /
+    FileNotFoundError for a damaged draft folder or one built for another target (models/draft_files.py)."""
+    path = Path(spec).expanduser()
+    meta = read_draft_config(path) if path.is_dir() else None
+    if meta is not None:
+        check_fits_target(path, meta, target.config)
+        if meta["kind"] == "feature_draft":
+            return FeatureDraft.load(path, target, dtype=dtype), _load_tokenizer(path)
+        return standalone_draft.load(path, target, dtype=dtype), _load_tokenizer(path)
     return _load_lm(spec, device, dtype), _load_tokenizer(spec)

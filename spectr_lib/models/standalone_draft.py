@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .feature_draft import CONFIG_NAME, WEIGHTS_NAME
+from .draft_files import CONFIG_NAME, WEIGHTS_NAME, check_shapes
 
 KIND = "standalone_draft"
 OWN_PREFIXES = ("model.layers.", "model.norm.")  # what the draft owns and stores; the rest is the target's
@@ -119,7 +119,7 @@ def is_standalone_draft(folder) -> bool:
 def load(folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
     """The saved draft in `folder` as a transformers causal LM on the target's device, with the target's
     embedding and head. Raises ValueError when the draft was built for another target (model type, width or
-    vocabulary differ) or its weights do not match its config."""
+    vocabulary differ, or its layers' sizes) or its weights do not match its config."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
@@ -136,6 +136,7 @@ def load(folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> n
                          f"vocabulary {mine[2]}, not {theirs[0]} / {theirs[1]} / {theirs[2]}: pair it with its own target")
     dtype = dtype or target.dtype
     model = AutoModelForCausalLM.from_config(draft_config(c, int(meta["num_hidden_layers"])), dtype=dtype)
+    check_shapes(folder, {k: v.shape for k, v in model.state_dict().items()}, "standalone draft")
     tensors = load_file(str(folder / WEIGHTS_NAME))
     head_ids = tensors.pop("head_ids", None)
     missing, unexpected = model.load_state_dict(tensors, strict=False)

@@ -1,0 +1,83 @@
+"""Checks of a saved spectr_lib draft folder (feature or standalone draft), run before any model loads, so that
+a damaged or mismatched folder is named with what to do instead of surfacing as a JSON, safetensors or torch
+error deep inside loading.
+
+A draft folder holds `spectr_draft.json` (its kind and shape) and `draft.safetensors` (its own weights); the
+target's embedding and head are shared at load time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CONFIG_NAME = "spectr_draft.json"
+WEIGHTS_NAME = "draft.safetensors"
+KINDS = ("feature_draft", "standalone_draft")
+FIX = "restore the folder (e.g. `git checkout -- <folder>`) or save the draft again with `python -m spectr_lib.distill save`"
+
+
+def read_draft_config(folder) -> dict | None:
+    """The parsed spectr_draft.json of `folder`, or None when the folder has none (a Hugging Face model folder).
+
+    Raises ValueError when the file is unreadable, not a JSON object or names an unknown kind, and
+    FileNotFoundError when its weights file (draft.safetensors) is missing or is not a safetensors file.
+    """
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read as JSON ({err}): {FIX}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds {type(meta).__name__}, not a JSON object: {FIX}")
+    kind = meta.get("kind", "feature_draft")  # the first drafts were written before the field existed
+    if kind not in KINDS:
+        raise ValueError(f"{path} names kind {kind!r}; this version of spectr_lib loads {' and '.join(KINDS)}: "
+                         f"upgrade spectr_lib, or {FIX}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{folder} has {CONFIG_NAME} but no {WEIGHTS_NAME} (the draft's weights): {FIX}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
+        raise FileNotFoundError(f"{weights} is not a readable safetensors file ({err}): {FIX}") from None
+    return {**meta, "kind": kind}
+
+
+def stored_shapes(folder) -> dict[str, tuple[int, ...]]:
+    """Shape of every tensor in the folder's draft.safetensors, read from its header (no weights load)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / WEIGHTS_NAME), framework="pt") as f:
+        return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+
+
+def check_shapes(folder, expected: dict[str, tuple[int, ...]], what: str) -> None:
+    """ValueError when a stored tensor's shape differs from `expected` (state_dict name → shape) for the tensors
+    both hold: the draft was built for another target (other MLP or attention sizes)."""
+    stored = stored_shapes(folder)
+    bad = [f"{name} is {stored[name]} in the file, {tuple(shape)} here" for name, shape in expected.items()
+           if name in stored and tuple(stored[name]) != tuple(shape)]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"the {what} in {folder} does not fit this target: {bad[0]}{more}. It was built for another "
+                         f"target; pair it with its own target or train one for this target with `python -m spectr_lib.distill`")
+
+
+def check_fits_target(folder, meta: dict, config) -> None:
+    """ValueError when the draft described by `meta` (read_draft_config) was built for a target other than the
+    one of Hugging Face `config`: another width or vocabulary, or (feature draft) hidden states it lacks."""
+    what = meta["kind"].replace("_", " ")
+    if (meta.get("hidden_size"), meta.get("vocab_size")) != (config.hidden_size, config.vocab_size):
+        raise ValueError(f"the {what} in {folder} was built for a target of width {meta.get('hidden_size')} and "
+                         f"vocabulary {meta.get('vocab_size')}, not {config.hidden_size} / {config.vocab_size}: pair it "
+                         f"with its own target")
+    layers, n = [int(i) for i in meta.get("feature_layers", [-1])], config.num_hidden_layers
+    if meta["kind"] == "feature_draft" and any(not -n - 1 <= i <= n for i in layers):
+        raise ValueError(f"the {what} in {folder} reads the target's hidden states {', '.join(map(str, layers))}, "
+                         f"but this target has {n} layer{'s' * (n != 1)} (indices {-n - 1}..{n}): pair it with its own target")

@@ -1,0 +1,85 @@
+"""A damaged draft folder, or one built for another target, is refused with a message that says what to do,
+before any model loads (never a JSON, safetensors or torch error from deep inside loading)."""
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from spectr_lib.models import load as load_module
+from spectr_lib.models import standalone_draft as sd
+from spectr_lib.models.feature_draft import CONFIG_NAME, WEIGHTS_NAME, FeatureDraftConfig, init_from_target
+from spectr_lib.models.load import load_draft, load_pair, tiny_pair
+
+V = 16
+CPU, F32 = torch.device("cpu"), torch.float32
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_pair(vocab_size=V, seed=3, target_layers=3, hidden=32).target
+
+
+@pytest.fixture()
+def feature_folder(target, tmp_path):
+    cfg = FeatureDraftConfig.from_target(target.config, 4, feature_layers=(1, -1))
+    init_from_target(cfg, target, torch.tensor([0, 2, 3, 5])).save(tmp_path / "feature")
+    return tmp_path / "feature"
+
+
+@pytest.fixture()
+def standalone_folder(target, tmp_path):
+    sd.save(sd.init_from_target(target, (0, 2)), tmp_path / "standalone")
+    return tmp_path / "standalone"
+
+
+def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypatch):
+    monkeypatch.setattr(load_module, "_load_tokenizer", lambda spec: None)  # the tiny pair has no tokenizer
+    feature, _ = load_draft(feature_folder, target, CPU, F32)
+    standalone, _ = load_draft(standalone_folder, target, CPU, F32)
+    assert feature.config.feature_layers == (1, -1) and standalone.config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize("damage, error, message", [
+    (lambda f: (f / CONFIG_NAME).write_text('{"kind": "feature_draft", "hidden'), ValueError, "cannot be read as JSON"),
+    (lambda f: (f / CONFIG_NAME).write_text("[1, 2]"), ValueError, "not a JSON object"),
+    (lambda f: (f / CONFIG_NAME).write_text(json.dumps({"kind": "medusa_heads"})), ValueError, "names kind 'medusa_heads'"),
+    (lambda f: (f / WEIGHTS_NAME).unlink(), FileNotFoundError, "no draft.safetensors"),
+    (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:50]), FileNotFoundError,
+     "not a readable safetensors file"),
+])
+@pytest.mark.parametrize("kind", ["feature", "standalone"])
+def test_a_damaged_folder_is_named_with_the_fix(target, feature_folder, standalone_folder, kind, damage, error, message):
+    folder = feature_folder if kind == "feature" else standalone_folder
+    damage(folder)
+    with pytest.raises(error, match=message) as info:
+        load_draft(folder, target, CPU, F32)
+    assert "distill save" in str(info.value)
+
+
+def test_load_pair_refuses_a_damaged_draft_before_loading_the_target(feature_folder, monkeypatch):
+    (feature_folder / WEIGHTS_NAME).unlink()
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the target was loaded before the draft folder was checked")
+
+    monkeypatch.setattr(load_module, "load_target", must_not_load)
+    monkeypatch.setattr(load_module, "embedded_gguf_path", lambda: None)  # also where the wheel is absent
+    with pytest.raises(FileNotFoundError, match="no draft.safetensors"):
+        load_pair(draft=feature_folder)
+
+
+def test_a_draft_for_another_target_is_refused(feature_folder, standalone_folder):
+    other_mlp = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                                             num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    with pytest.raises(ValueError, match=r"does not fit this target: model\.layers\.0\.mlp\..* is \((64, 32|32, 64)\)"):
+        load_draft(standalone_folder, other_mlp, CPU, F32)
+    other_vocab = tiny_pair(vocab_size=V + 8, seed=3, target_layers=3, hidden=32).target
+    for folder in (feature_folder, standalone_folder):
+        with pytest.raises(ValueError, match=f"vocabulary {V}, not 32 / {V + 8}: pair it with its own target"):
+            load_draft(folder, other_vocab, CPU, F32)
+    shallow = tiny_pair(vocab_size=V, seed=3, target_layers=1, hidden=32).target
+    (feature_folder / CONFIG_NAME).write_text(json.dumps({**json.loads((feature_folder / CONFIG_NAME).read_text()),
+                                                         "feature_layers": [3, -1]}))
+    with pytest.raises(ValueError, match="reads the target's hidden states 3, -1.*has 1 layer"):
+        load_draft(feature_folder, shallow, CPU, F32)

@@ -142,13 +142,19 @@ def test_training_learns_resumes_and_saves(target, teacher_dir, tmp_path):
     work, out = tmp_path / "work", tmp_path / "draft"
     work.mkdir()
     run_train_standalone(_args(teacher_dir, out, 4), target, work)
-    run_train_standalone(_args(teacher_dir, out, 40, resume=True), target, work)
+    with pytest.raises(SystemExit, match=r"started from target layers \(0,\), not \(0, -1\): drop --init-layers"):
+        run_train_standalone(argparse.Namespace(**{**vars(_args(teacher_dir, out, 40, resume=True)), "init_layers": (0, -1)}),
+                             target, work)
+    run_train_standalone(argparse.Namespace(**{**vars(_args(teacher_dir, out, 40, resume=True)), "init_layers": None}),
+                         target, work)  # no --init-layers: the checkpoint's
     curve = torch.load(work / "checkpoint.pt", weights_only=False)["curve"]
     assert [c["step"] for c in curve][:4] == [0, 2, 4, 6]  # resumed at step 4, not restarted
     assert curve[-1]["step"] == 40 and curve[-1]["val_acc1"] > curve[0]["val_acc1"] + 0.02
     run_save_standalone(_args(teacher_dir, out, 40), target, None, work)
     training = json.loads((out / "training.json").read_text())
     assert training["recipe"]["init_layers"] == [0] and training["steps"] == 40
+    with pytest.raises(SystemExit, match="continues a saved draft with its own layers: drop --init-layers"):
+        run_train_standalone(argparse.Namespace(**{**vars(_args(teacher_dir, out, 2)), "init": out}), target, tmp_path)
     loaded = sd.load(out, target)
     assert loaded.config.num_hidden_layers == 1 and len(loaded.spectr_head_ids) == 8
     assert json.loads((out / "spectr_draft.json").read_text())["head_tokens"] == 8

@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "small causal LM of the target's own layers (Hugging Face assisted generation can drive it; "
                          "--feature-layers and --depth do not apply). Give the same --kind to train, --resume and save")
     ap.add_argument("--init-layers", type=_layers, default=None,
-                    help="standalone: the target layers it starts from, comma-separated (its depth; default 0,1,2)")
+                    help="standalone: the target layers it starts from, comma-separated (its depth; default 0,1,2, or "
+                         "those of the checkpoint continued by --resume or of the --init draft)")
     ap.add_argument("--feature-layers", type=_layers, default=(-1,),
                     help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three)")
     ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.kind == "standalone":
         if args.source != "answers" or args.tiny:
             ap.error("a standalone draft trains on the stored answers' teacher pass (--source answers, not --tiny)")
-        args.init_layers = args.init_layers or (0, 1, 2)
+        pass  # --init-layers: None means "from the checkpoint or --init, else 0,1,2" (standalone.DEFAULT_INIT_LAYERS)
     elif args.init_layers is not None:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
     if args.out is None:

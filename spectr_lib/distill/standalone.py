@@ -21,6 +21,8 @@ from .teacher import first_answer_tokens
 from .train import (_records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, load_checkpoint,
                     optimizer_state, save_checkpoint, special_token_ids)
 
+DEFAULT_INIT_LAYERS = (0, 1, 2)  # the target layers a fresh standalone draft starts from (--init-layers)
+
 NO_COLS = torch.arange(0)  # a standalone draft reads no target features
 
 
@@ -54,7 +56,11 @@ def standalone_loss(model: torch.nn.Module, head: torch.Tensor, ids: torch.Tenso
 
 def run_train_standalone(args, target, work: Path) -> None:
     """Train (or continue, --resume) a standalone draft of len(--init-layers) layers; checkpoints in `work`."""
-    standalone_draft.check_init_layers(target, tuple(args.init_layers))  # before the teacher data loads
+    asked = None if args.init_layers is None else tuple(int(i) for i in args.init_layers)
+    standalone_draft.check_init_layers(target, asked or DEFAULT_INIT_LAYERS)  # before the teacher data loads
+    if asked is not None and args.init is not None and not args.resume:
+        raise SystemExit(f"--init {args.init} continues a saved draft with its own layers: drop --init-layers "
+                         f"(or drop --init to start a fresh draft from target layers {asked})")
     records, _ = _records(args, work)
     for r in records:
         r.pop("features", None)  # not read: frees most of the teacher cache's memory
@@ -66,7 +72,11 @@ def run_train_standalone(args, target, work: Path) -> None:
     n_answer = sum(len(r["ids"]) - r["start"] for r in train)
     ckpt_path = work / "checkpoint.pt"
     ck = load_checkpoint(ckpt_path, standalone_draft.KIND) if args.resume and ckpt_path.exists() else None
-    layer_ids = tuple(ck["init_layers"]) if ck else tuple(args.init_layers)
+    n = target.config.num_hidden_layers
+    if ck and asked is not None and {int(i) % n for i in ck["init_layers"]} != {i % n for i in asked}:
+        raise SystemExit(f"the checkpoint in {work} continues a draft started from target layers {tuple(ck['init_layers'])}, "
+                         f"not {asked}: drop --init-layers to continue it, or use another --work-dir for a new draft")
+    layer_ids = tuple(ck["init_layers"]) if ck else asked or DEFAULT_INIT_LAYERS
     if args.init is not None and ck is None:
         model = standalone_draft.load(args.init, target, dtype=torch.float32)
         layer_ids = tuple(model.spectr_init_layers or layer_ids)

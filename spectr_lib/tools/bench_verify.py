@@ -30,14 +30,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                    help="default: the library's for the device")
+    ap.add_argument("--prompts", default=None, help="JSONL prompts (default: the project's own)")
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
     from ..models.load import load_pair
 
+    prompts = read_prompts(args.prompts)[: args.limit]  # a missing file is named before the models load
     logging.disable_progress_bar()
-    pair = load_pair(device=args.device)
-    rows = compare(pair, read_prompts()[: args.limit], [(4, 4), (8, 4), (8, 8)], args.max_new_tokens)
+    pair = load_pair(device=args.device, dtype=args.dtype)
+    rows = compare(pair, prompts, [(4, 4), (8, 4), (8, 8)], args.max_new_tokens)
     where = torch.cuda.get_device_name() if pair.device.type == "cuda" else "CPU"
     print(f"\n{where}, {pair.dtype}: K-SEQ tokens/s, batch form vs prefix tree\n| k | L | batch | tree | tree / batch |\n|---|---|---|---|---|")
     for k, L in [(4, 4), (8, 4), (8, 8)]:

@@ -11,7 +11,9 @@ from . import hf_cache
 from ..theory.trees import ancestors, token_tree
 from .heads import Float32Head
 
-# Verification form per device type, the faster one measured by `python -m spectr_lib.tools.bench_verify`.
+# Verification form per device type: the faster one measured by `python -m spectr_lib.tools.bench_verify` on a
+# CPU. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
+# kept there as the one that needs no tree attention mask; `gpu_check --phases forms` measures both.
 TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
 
 

@@ -146,7 +146,8 @@ def plot(results: list[Result], temperature: float):
         ax.set_xlabel("k (drafts)")
         ax.set_title(f"{title}, T = {temperature}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:  # a sweep with one k per L draws no curves to label
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -114,10 +114,10 @@ def run_data(args, target, tokenizer, work: Path) -> None:
         print(f"{path.name}: {len(recs)} answers, {n} answer tokens, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the requested stages."""
-    args = parse_args(argv)
-    if argv is None:  # a command line: re-run with malloc tunables (big tensors page-fault badly without them)
+def load_for_stage(args, command_line: bool):
+    """The setup every stage shares: malloc tunables (a command line re-runs itself with them: big tensors
+    page-fault badly without), torch threads, the work folder, the target. Returns (target, tokenizer, work)."""
+    if command_line:
         from ..runtime import keep_freed_memory
 
         keep_freed_memory()
@@ -133,12 +133,16 @@ def main(argv: list[str] | None = None) -> None:
         from ..models.load import tiny_pair
 
         args.source = "templates"  # the tiny random pair has no tokenizer for the stored answers
+        return tiny_pair(vocab_size=64, seed=args.seed, hidden=32).target, None, work
+    from ..models.load import load_target
 
-        target, tokenizer = tiny_pair(vocab_size=64, seed=args.seed, hidden=32).target, None
-    else:
-        from ..models.load import load_target
+    return (*load_target(args.target, device=args.device), work)
 
-        target, tokenizer = load_target(args.target, device=args.device)
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the requested stages."""
+    args = parse_args(argv)
+    target, tokenizer, work = load_for_stage(args, command_line=argv is None)
     if args.stage in ("data", "all"):
         if args.source == "answers" and not args.tiny:
             from . import teacher

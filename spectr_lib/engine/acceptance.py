@@ -10,17 +10,20 @@ from .drafters import make_drafter
 from .heads import Float32Head
 from . import inputs
 from .inputs import check_pair, context_limit, count
+from .lookup import mix_along
 
 
 @torch.no_grad()
-def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: float = 1.0):
+def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: float = 1.0, lookup: bool = False):
     """p and q [T, V] (float64) of the token after each prefix of token_ids [T] (teacher forcing, both models,
-    output heads in float32 as in decoding)."""
+    output heads in float32 as in decoding); lookup=True: q mixed with prompt lookup as `generate(lookup=True)`
+    drafts (engine/lookup.py)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
     drafter = make_drafter(pair.draft, pair.vocab_size)
     logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None, layers=drafter.needs_features or None)
     q_logits = drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
-    return warp(logits[0], temperature), warp(q_logits, temperature)
+    q = warp(q_logits, temperature)
+    return warp(logits[0], temperature), mix_along(q, ids) if lookup else q
 
 
 def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float = 1.0) -> torch.Tensor:

@@ -23,6 +23,7 @@ from .auto import K_AUTO, L_MAX, AutoConfig, Round
 from .calibration import load_costs
 from .costs import Costs
 from .drafters import make_drafter
+from .lookup import Mixer
 from .inputs import MAX_K, SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
 from .verifiers import TreeVerifier, make_verifier
 
@@ -143,7 +144,7 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | None = None, L: int | str = 4,
              max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, tree: bool | None = None,
-             eos_token_id: int | list[int] | None = None, costs: Costs | None = None) -> Generation:
+             eos_token_id: int | list[int] | None = None, costs: Costs | None = None, lookup: bool = False) -> Generation:
     """Generate up to max_new_tokens after the prompt; the output is distributed exactly as the (warped)
     target's own sampling (SpecTr, Sun et al. 2023, §4; every rule's exactness is tested by chi-square).
 
@@ -163,6 +164,10 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     costs (`costs`, default `pair_costs(pair)`: measured once, about a minute, then cached) and the acceptance
     seen in this generation's earlier rounds; the choice depends only on past rounds, so the output law is
     unchanged. stats.rounds records each round's (k, L).
+
+    lookup=True mixes each drafting step's q with a point mass on the token that followed the latest earlier
+    occurrence of the sequence's last n ≥ 2 tokens (prompt lookup; engine/lookup.py): drafts copy from the
+    context more often, and the output law is unchanged (drafts are verified against the mixed q).
 
     Greedy (temperature 0): both models' output heads run in float32, so bf16 rounding of the logits cannot
     tie two tokens. In float32 the output equals the target's greedy output token for token; in bfloat16 it
@@ -198,7 +203,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
         raise TypeError(f"costs must be a Costs from pair_costs(pair), got {type(costs).__name__}")
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
-    tree, seed = flag("tree", tree), seed_of(seed)
+    tree, seed, lookup = flag("tree", tree), seed_of(seed), flag("lookup", lookup)
     stop = stop_token_ids(pair, eos_token_id)
     ids = prompt_ids(pair, prompt)
     limit = context_limit(pair)
@@ -244,7 +249,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
             out.append(token)
             continue
         t0 = time.perf_counter()
-        tokens, q = drafter.draft(k_now, L_now, w, gen, **({"distinct_first": True} if method == "rrs_wor" else {}))
+        mix = Mixer(torch.cat([ids.to(pair.device), *[t.reshape(1) for t in out]])) if lookup else None
+        tokens, q = drafter.draft(k_now, L_now, w, gen, method == "rrs_wor", mix)
         sync(pair.device)
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens)

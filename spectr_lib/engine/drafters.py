@@ -19,6 +19,8 @@ from ..models.feature_draft import FeatureDraft, KVCache, previous_features
 from ..runtime import attention_backends
 
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
+# (q [R, V], the round's drafted tokens so far [R, depth]) -> the distributions [R, V] drafts are sampled from
+Mix = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Drafter(Protocol):
@@ -33,9 +35,10 @@ class Drafter(Protocol):
         """Start a sequence from the prompt ids [T] (features [T-1, d] of ids[:-1] when needs_features)."""
 
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
-              distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              distinct_first: bool = False, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """k drafts: tokens [k, L] and the warped draft distributions q [k, L, V] they came from; i.i.d., or with
-        distinct first tokens (drawn without replacement, see `sample_drafts`)."""
+        distinct first tokens (drawn without replacement, see `sample_drafts`); `mix` reshapes each step's q
+        before sampling (engine/lookup.py)."""
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None) -> None:
@@ -49,14 +52,17 @@ class Drafter(Protocol):
 
 
 def sample_drafts(first: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], k: int, L: int, warp: Warp,
-                  generator: torch.Generator, distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, distinct_first: bool = False,
+                  mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokens [k, L] and q [k, L, V]: k i.i.d. first tokens from the logits `first` [V], then L − 1 batched steps,
     where step(last tokens [k], depth) returns the next logits [k, V] (the drafter's cache already holds k rows).
 
     distinct_first=True (RRS without replacement): the first tokens are n = min(k, tokens with q > 0) draws
     without replacement, in draw order; rows n..k − 1 repeat row 0's first token, so that every prefix's rows
-    continue i.i.d. from there."""
-    q = [warp(first)[None].expand(k, -1)]
+    continue i.i.d. from there. mix (None: q as warped): applied to every step's q before it is sampled; the
+    returned q is the mixed one, the distribution the drafts really came from."""
+    mix = mix or (lambda q_rows, prefix: q_rows)
+    q = [mix(warp(first)[None], first.new_zeros(1, 0, dtype=torch.long)).expand(k, -1)]
     if distinct_first:
         n = min(k, int((q[0][0] > 1e-200).sum()))  # multinomial may round a sub-normal q to a tie with q = 0
         firsts = torch.multinomial(q[0][0], n, replacement=False, generator=generator)
@@ -64,7 +70,7 @@ def sample_drafts(first: torch.Tensor, step: Callable[[torch.Tensor, int], torch
     else:
         tokens = [sample_rows(q[0][0], generator, n=k)]
     for depth in range(1, L):
-        q.append(warp(step(tokens[-1], depth)))
+        q.append(mix(warp(step(tokens[-1], depth)), torch.stack(tokens, 1)))
         tokens.append(sample_rows(q[-1], generator))
     return torch.stack(tokens, 1), torch.stack(q, 1)
 
@@ -88,7 +94,7 @@ class LMDrafter:
 
     @torch.no_grad()
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
-              distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              distinct_first: bool = False, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and the draft distributions q [k, L, V] they were sampled from."""
         first = self.head(self.pending[None], self.cache)[0][0, -1]
         self.calls += 1
@@ -99,7 +105,7 @@ class LMDrafter:
             self.calls += 1
             return self.head(last[:, None], self.cache)[0][:, -1]
 
-        tokens, q = sample_drafts(first, step, k, L, warp, generator, distinct_first)
+        tokens, q = sample_drafts(first, step, k, L, warp, generator, distinct_first, mix)
         return tokens.to(self.pending.device), q
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
@@ -138,12 +144,12 @@ class FeatureDrafter:
 
     @torch.no_grad()
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
-              distinct_first: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              distinct_first: bool = False, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and q [k, L, V]; deeper steps feed the draft's own predicted features."""
         with attention_backends(self.pending_ids.device):
-            return self._draft(k, L, warp, generator, distinct_first)
+            return self._draft(k, L, warp, generator, distinct_first, mix)
 
-    def _draft(self, k: int, L: int, warp: Warp, generator: torch.Generator, distinct_first: bool):
+    def _draft(self, k: int, L: int, warp: Warp, generator: torch.Generator, distinct_first: bool, mix: Mix | None):
         n = len(self.pending_ids)
         pos = torch.arange(self.start, self.start + n, device=self.pending_ids.device)
         f = self.model(self.pending_feats[None], self.pending_ids[None], pos, self.cache)[:, -1:]  # [1, 1, d]
@@ -159,7 +165,7 @@ class FeatureDrafter:
             self.calls += 1
             return self.model.full_logits(f[:, 0]).float()
 
-        return sample_drafts(first, step, k, L, warp, generator, distinct_first)
+        return sample_drafts(first, step, k, L, warp, generator, distinct_first, mix)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None = None) -> None:

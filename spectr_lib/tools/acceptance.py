@@ -19,15 +19,16 @@ def continuations(pair: ModelPair, prompts: list[dict], temperature: float, max_
 
 
 def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
-                           seed: int, ks=(1, 4), recs: list[dict] | None = None) -> dict:
+                           seed: int, ks=(1, 4), recs: list[dict] | None = None, lookup: bool = False) -> dict:
     """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall, along the
-    target's answers (`continuations`; pass `recs` to reuse them for several drafts)."""
+    target's answers (`continuations`; pass `recs` to reuse them for several drafts); lookup=True: the draft's
+    q mixed with prompt lookup (engine/lookup.py)."""
     recs = recs if recs is not None else continuations(pair, prompts, temperature, max_new_tokens, seed)
     sums: dict[str, dict] = {}
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue
-        p, q = next_token_probs(pair, rec["ids"], temperature)
+        p, q = next_token_probs(pair, rec["ids"], temperature, lookup)
         p, q = p[rec["start"] - 1 : -1], q[rec["start"] - 1 : -1]
         for cat in (r["category"], "overall"):
             s = sums.setdefault(cat, {"positions": 0, **{f"k{k}": 0.0 for k in ks}})

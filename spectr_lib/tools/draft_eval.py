@@ -8,6 +8,7 @@ cache, batch 1 and batch 8, measured side by side.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="the project's own held-out prompts (the corpus' heldout split, every category) instead of "
                          "Spec-Bench")
     ap.add_argument("--no-cost", action="store_true", help="acceptance only (no timing: for a busy machine)")
+    ap.add_argument("--lookup", action="store_true",
+                    help="also measure every draft with prompt-lookup mixing (generate(lookup=True)), same continuations")
     args = ap.parse_args(argv)
     from ..models.load import check_model_spec
 
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
     report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else f"{args.prompts.parent.name}/{args.prompts.name}",
-              "acceptance": {}}
+              "acceptance": {}, **({"lookup": {}} if args.lookup else {})}
     from dataclasses import replace
 
     from ..models.load import load_draft
@@ -115,12 +118,14 @@ def main(argv: list[str] | None = None) -> None:
         others[spec] = replace(pair, draft=load_draft(spec, pair.target, pair.device, pair.dtype)[0])
     for T in args.temperature:
         recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)
-        for name, p in {args.draft or "default": pair, **others}.items():
-            acc = acceptance_by_category(p, prompts, T, args.max_new_tokens, args.seed, recs=recs)
+        for (name, p), lookup in itertools.product({args.draft or "default": pair, **others}.items(),
+                                                   (False, True) if args.lookup else (False,)):
+            acc = acceptance_by_category(p, prompts, T, args.max_new_tokens, args.seed, recs=recs, lookup=lookup)
             if p is pair:
-                report["acceptance"][str(T)] = acc
+                report["lookup" if lookup else "acceptance"][str(T)] = acc
             else:
-                report.setdefault("compare", {}).setdefault(name, {})[str(T)] = acc
+                report.setdefault("compare", {}).setdefault(name, {})[("lookup " if lookup else "") + str(T)] = acc
+            name = f"{name} + lookup" if lookup else name
             print(f"\n{name}, T = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ)")
             for cat, v in acc.items():
                 print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")

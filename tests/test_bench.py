@@ -83,3 +83,15 @@ def test_bench_rejects_bad_arguments_before_loading_models(argv, message, capsys
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_lookup_rows_are_their_own_rows_and_survive_a_round_trip():
+    pair = tiny_pair(vocab_size=8, seed=5)
+    prompts = [{"category": "x", "ids": torch.tensor([4, 5, 6, 4, 5, 6, 4, 5])}]  # repeats: lookups in play
+    configs = [Config("ar"), Config("kseq", 2, 3), Config("kseq", 2, 3, lookup=True)]
+    results = run(pair, prompts, configs, max_new_tokens=16, temperature=1.0, seed=0, progress=False)
+    assert [r.config.name for r in results] == ["ar", "kseq k=2 L=3", "kseq+lookup k=2 L=3"]
+    assert all(r.tokens == 16 for r in results)
+    again = from_json(to_json(results))
+    assert [r.config for r in again] == configs and table(again) == table(results)
+    assert "| kseq+lookup | 2 | 3 |" in table(results)

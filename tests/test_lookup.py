@@ -82,5 +82,22 @@ def test_teacher_forced_q_is_mixed_where_a_lookup_exists(pair):
     torch.testing.assert_close(mixed[:5], q[:5])  # no earlier match of two tokens before position 5
     torch.testing.assert_close(mixed[5], lookup.mix_rows(q[5:6], [ids[:6]])[0])
     assert mixed[7, 1] > q[7, 1]  # (1, 4, 2, 5) seen before: its next token, 1, gets more mass
+    torch.testing.assert_close(lookup.mix_along(q[4:], ids, 4), mixed[4:])  # rows from a later position on
     with pytest.raises(TypeError, match="lookup must be True, False or None"):
         generate(pair, REPEATING, lookup="yes")
+
+
+def test_draft_eval_acceptance_with_lookup_scores_the_mixed_q(pair):
+    from spectr_lib.theory.kseq import kseq_acceptance
+    from spectr_lib.tools.acceptance import acceptance_by_category
+
+    ids = torch.tensor(REPEATING + [2, 5, 1, 4, 2])
+    recs, prompts = [{"ids": ids, "start": 4}], [{"category": "x"}]
+    plain = acceptance_by_category(pair, prompts, 1.0, 0, 0, recs=recs)["overall"]
+    mixed = acceptance_by_category(pair, prompts, 1.0, 0, 0, recs=recs, lookup=True)["overall"]
+    p, q = next_token_probs(pair, ids, lookup=True)
+    p, q = p[3:-1], q[3:-1]
+    assert mixed["positions"] == plain["positions"] == len(ids) - 4
+    assert mixed["k1"] == pytest.approx(float(torch.minimum(p, q).sum(-1).mean()))
+    assert mixed["k4"] == pytest.approx(float(kseq_acceptance(p, q, 4).mean()))
+    assert mixed["k1"] != pytest.approx(plain["k1"])

@@ -70,10 +70,15 @@ class Mixer:
         return mix_rows(q, [torch.cat([self.history, row.to(self.history.device)]) for row in prefix])
 
 
-def mix_along(q: torch.Tensor, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """Teacher forcing: q' [T, V] for the draft distributions q [T, V] of the token after each prefix ids[:t + 1]
-    of ids [T] (rows before `start` are left as they are)."""
+def mix_along(q: torch.Tensor, ids: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Teacher forcing: q' [R, V] for draft distributions q [R, V] where row i is the distribution of the token
+    after the prefix ids[:first + i + 1] of ids [T] (first = 0: one row per prefix, R ≤ T)."""
+    found = [lookup_next(ids[: first + i + 1]) for i in range(len(q))]
+    rows = [i for i, (_, n) in enumerate(found) if n]
     out = q.clone()
-    for t in range(start, len(ids)):
-        out[t] = mix_rows(q[t : t + 1], [ids[: t + 1]])[0]
+    if rows:
+        lam = torch.tensor([weight(found[i][1]) for i in rows], dtype=q.dtype, device=q.device)
+        idx = torch.tensor(rows, device=q.device)
+        out[idx] *= (1.0 - lam)[:, None]
+        out[idx, torch.tensor([found[i][0] for i in rows], device=q.device)] += lam
     return out

@@ -6,6 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.acceptance import next_token_probs
+from ..engine.lookup import mix_along
 from ..models.load import ModelPair
 from ..prompts import encode_chat, sample_answers
 from ..theory.kseq import kseq_acceptance
@@ -28,8 +29,10 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue
-        p, q = next_token_probs(pair, rec["ids"], temperature, lookup)
+        p, q = next_token_probs(pair, rec["ids"], temperature)
         p, q = p[rec["start"] - 1 : -1], q[rec["start"] - 1 : -1]
+        if lookup:  # the answer's positions only (the prompt's are not scored)
+            q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
         for cat in (r["category"], "overall"):
             s = sums.setdefault(cat, {"positions": 0, **{f"k{k}": 0.0 for k in ks}})
             s["positions"] += len(p)

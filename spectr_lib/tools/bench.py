@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -127,7 +128,7 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
             else:
                 L = c.L if c.L == "auto" else max(c.L, 1)
                 g = generate(pair, ids, method=c.method, k=c.k, L=L, max_new_tokens=max_new_tokens,
-                             temperature=temperature, seed=seed + i, costs=costs)
+                             temperature=temperature, seed=seed + i, costs=costs, lookup=c.lookup)
                 s = g.stats
                 res.add(rec["category"], s.new_tokens, s.target_calls, s.seconds_total - s.seconds_prefill, s.accepted_hist)
                 res.add_rounds(s, costs, tree)
@@ -162,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--no-auto", action="store_true", help="skip the k = 'auto' / L = 'auto' rows")
     ap.add_argument("--lookup-L", type=int, default=4, help="candidate tokens of HF's prompt-lookup baseline")
+    ap.add_argument("--with-lookup", action="store_true",
+                    help="run every speculative configuration also with prompt-lookup mixing (generate(lookup=True)), "
+                         "right after it, prompt by prompt")
     ap.add_argument("--target", default=None)
     ap.add_argument("--draft", default=None)
     ap.add_argument("--device", default=None)
@@ -221,6 +225,8 @@ def _run_main(args: argparse.Namespace) -> None:
         prompts = first_per_category(prompts, args.per_category, args.skip_per_category)
     prompts = prompts[: args.limit]
     configs = sweep_configs(args.methods, args.k, args.L, hf=not args.no_hf, auto=not args.no_auto)
+    if args.with_lookup:
+        configs = [v for c in configs for v in ([c, replace(c, lookup=True)] if c.method in METHODS and c.method != "ar" else [c])]
     if not args.no_hf:
         configs[1:1] = [Config("hf_assisted"), Config("hf_lookup", 1, args.lookup_L)]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -17,12 +17,18 @@ class Config:
     method: str
     k: int | str = 1  # "auto": chosen per round
     L: int | str = 0
+    lookup: bool = False  # generate(lookup=True): the draft's q mixed with prompt lookup (engine/lookup.py)
+
+    @property
+    def label(self) -> str:
+        """The method column of the tables: the method, "+lookup" when mixed with prompt lookup."""
+        return self.method + ("+lookup" if self.lookup else "")
 
     @property
     def name(self) -> str:
         if self.method in ("ar", "hf_ar", "hf_assisted"):
             return self.method
-        return f"{self.method} L={self.L}" if self.method == "hf_lookup" else f"{self.method} k={self.k} L={self.L}"
+        return f"{self.method} L={self.L}" if self.method == "hf_lookup" else f"{self.label} k={self.k} L={self.L}"
 
 
 @dataclass
@@ -96,7 +102,7 @@ def table(results: list[Result], baseline: str = "hf_ar") -> str:
         pred = r.predicted_tokens_per_second
         pred = f"{pred:.1f} ({pred / r.tokens_per_second - 1:+.0%})" if pred else "–"
         chosen = r.chosen_summary() if "auto" in (r.config.k, r.config.L) else "–"
-        lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | {r.block_efficiency:.2f} | {mal} | "
+        lines.append(f"| {r.config.label} | {r.config.k} | {r.config.L or '–'} | {r.block_efficiency:.2f} | {mal} | "
                      f"{r.tokens_per_second:.1f} | {pred} | " + " | ".join(speeds) + f" | {r.accepted_hist or '–'} | {chosen} |")
     return "\n".join(lines)
 
@@ -119,7 +125,7 @@ def category_table(results: list[Result]) -> str:
                 continue
             speed = f", {v['tokens'] / v['seconds'] / (o['tokens'] / o['seconds']):.2f}×" if o and o["tokens"] else ""
             cells.append(f"{v['tokens'] / max(1, v['target_calls']):.2f}{speed}")
-        lines.append(f"| {r.config.method} | {r.config.k} | {r.config.L or '–'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r.config.label} | {r.config.k} | {r.config.L or '–'} | " + " | ".join(cells) + " |")
     return "Per category: block efficiency, speed-up over our AR.\n\n" + "\n".join(lines)
 
 
@@ -131,7 +137,7 @@ def plot(results: list[Result], temperature: float):
     for method, marker in (("kseq", "o"), ("rrs", "s")):
         for L in sorted({r.config.L for r in results if isinstance(r.config.L, int) and r.config.L}):
             rows = sorted([r for r in results if r.config.L == L and isinstance(r.config.k, int)
-                           and r.config.method in (method, "sps") and r.tokens],
+                           and r.config.method in (method, "sps") and not r.config.lookup and r.tokens],
                           key=lambda r: r.config.k)
             if len(rows) > 1:
                 ks = [r.config.k for r in rows]
@@ -154,7 +160,7 @@ def plot(results: list[Result], temperature: float):
 
 def to_json(results: list[Result]) -> list[dict]:
     """Plain records of the results."""
-    return [{"method": r.config.method, "k": r.config.k, "L": r.config.L, "tokens": r.tokens,
+    return [{"method": r.config.method, "k": r.config.k, "L": r.config.L, "lookup": r.config.lookup, "tokens": r.tokens,
              "target_calls": r.target_calls, "seconds": r.seconds, "block_efficiency": r.block_efficiency,
              "tokens_per_second": r.tokens_per_second, "accepted_hist": r.accepted_hist,
              "predicted_seconds": r.predicted_seconds, "chosen": r.chosen,
@@ -165,7 +171,7 @@ def to_json(results: list[Result]) -> list[dict]:
 def from_json(records: list[dict]) -> list[Result]:
     """Results back from the records of `to_json` (to re-render tables and plots of a saved run)."""
     keep = ("tokens", "target_calls", "seconds")
-    return [Result(Config(d["method"], d["k"], d["L"]), d["tokens"], d["target_calls"], d["seconds"], list(d["accepted_hist"]),
+    return [Result(Config(d["method"], d["k"], d["L"], d.get("lookup", False)), d["tokens"], d["target_calls"], d["seconds"], list(d["accepted_hist"]),
                    {c: {key: v[key] for key in keep} for c, v in d["per_category"].items()},
                    d.get("predicted_seconds", 0.0), dict(d.get("chosen", {}))) for d in records]
 

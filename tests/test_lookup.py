@@ -10,20 +10,11 @@ from spectr_lib import generate
 from spectr_lib.engine import lookup
 from spectr_lib.engine.acceptance import next_token_probs
 from spectr_lib.engine.laws import chi_square_bins, empirical_counts, target_sequence_law
-from spectr_lib.models.load import tiny_pair
 
-from test_decoder import target_greedy
+from test_decoder import pair, target_greedy  # noqa: F401 (pair: the decoder tests' tiny pair, V = 6)
 
-V = 6
+V = 6  # the vocabulary of test_decoder's pair
 REPEATING = [1, 4, 2, 5, 1, 4]  # ends in (1, 4), seen before: the first drafting step already has a lookup (2)
-
-
-@pytest.fixture(scope="module")
-def pair():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tiny_pair(vocab_size=V, seed=1, target_layers=1, draft_layers=1, hidden=32)
-    torch.set_num_threads(threads)
 
 
 def brute_force(seq: list[int]) -> tuple[int, int]:

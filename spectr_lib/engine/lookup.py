@@ -47,16 +47,21 @@ def lookup_next(history: torch.Tensor) -> tuple[int, int]:
     return int(history[end + 1]), best
 
 
+def _mixed(q: torch.Tensor, found: list[tuple[int, int]]) -> torch.Tensor:
+    """q' [R, V]: row r of q [R, V] mixed with its lookup found[r] = (token, n) (n = 0: the row as it was)."""
+    rows = [r for r, (_, n) in enumerate(found) if n]
+    out = q.clone()
+    if rows:
+        lam = torch.tensor([weight(found[r][1]) for r in rows], dtype=q.dtype, device=q.device)
+        idx = torch.tensor(rows, device=q.device)
+        out[idx] *= (1.0 - lam)[:, None]
+        out[idx, torch.tensor([found[r][0] for r in rows], device=q.device)] += lam
+    return out
+
+
 def mix_rows(q: torch.Tensor, histories: list[torch.Tensor]) -> torch.Tensor:
     """q' [R, V] from draft distributions q [R, V] and each row's sequence so far (a [T_r] tensor per row)."""
-    out = q.clone()
-    for r, h in enumerate(histories):
-        token, n = lookup_next(h)
-        if n:
-            lam = weight(n)
-            out[r].mul_(1.0 - lam)
-            out[r, token] += lam
-    return out
+    return _mixed(q, [lookup_next(h) for h in histories])
 
 
 class Mixer:
@@ -73,12 +78,4 @@ class Mixer:
 def mix_along(q: torch.Tensor, ids: torch.Tensor, first: int = 0) -> torch.Tensor:
     """Teacher forcing: q' [R, V] for draft distributions q [R, V] where row i is the distribution of the token
     after the prefix ids[:first + i + 1] of ids [T] (first = 0: one row per prefix, R ≤ T)."""
-    found = [lookup_next(ids[: first + i + 1]) for i in range(len(q))]
-    rows = [i for i, (_, n) in enumerate(found) if n]
-    out = q.clone()
-    if rows:
-        lam = torch.tensor([weight(found[i][1]) for i in rows], dtype=q.dtype, device=q.device)
-        idx = torch.tensor(rows, device=q.device)
-        out[idx] *= (1.0 - lam)[:, None]
-        out[idx, torch.tensor([found[i][0] for i in rows], device=q.device)] += lam
-    return out
+    return _mixed(q, [lookup_next(ids[: first + i + 1]) for i in range(len(q))])

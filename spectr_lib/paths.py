@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_DRAFT_DIR = DATA_DIR / "models" / "smollm2-draft"
+# the default draft: EAGLE-style, reading a fusion of three target layers (its model card is in the folder)
+DEFAULT_DRAFT_DIR = DATA_DIR / "models" / "smollm2-draft-fused"
 # Spec-Bench's questions sit next to the repository (../shared/...), found from here whatever the working
 # directory; $SPECTR_SPEC_BENCH points elsewhere
 SPEC_BENCH = Path(os.environ.get("SPECTR_SPEC_BENCH", DATA_DIR.parent.parent / "shared" / "data" / "spec_bench" / "question.jsonl"))

@@ -83,3 +83,20 @@ def test_a_draft_for_another_target_is_refused(feature_folder, standalone_folder
                                                          "feature_layers": [3, -1]}))
     with pytest.raises(ValueError, match="reads the target's hidden states 3, -1.*has 1 layer"):
         load_draft(feature_folder, shallow, CPU, F32)
+
+
+def test_save_refuses_to_overwrite_a_draft_without_overwrite(tmp_path, capsys):
+    """The default --out is the shipped draft: `save` / `all` into a folder holding a draft stops at the command
+    line, before any model loads, unless --overwrite is given; a new folder is fine."""
+    from spectr_lib.distill.cli import parse_args
+
+    for argv in (["save"], ["all", "--kind", "standalone"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert "--overwrite" in capsys.readouterr().err
+    (tmp_path / "spectr_draft.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        parse_args(["save", "--out", str(tmp_path)])
+    assert parse_args(["save", "--out", str(tmp_path), "--overwrite"]).overwrite
+    assert parse_args(["save", "--out", str(tmp_path / "new")]).out == tmp_path / "new"
+    assert parse_args(["train"]).stage == "train"  # training alone writes no draft folder

@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="keep only the N most frequent tokens in the draft's output head (0: all)")
     ap.add_argument("--init", type=Path, default=None, help="continue training an existing draft folder")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="let save replace a draft already in --out (the default --out holds the shipped draft)")
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -86,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
     if args.out is None:
         args.out = STANDALONE_DIR if args.kind == "standalone" else DEFAULT_DRAFT_DIR
+    if args.stage in ("save", "all") and not args.overwrite and any(
+            (args.out / name).exists() for name in ("spectr_draft.json", "config.json")):
+        ap.error(f"{args.out} already holds a draft (the shipped one, if it is the default --out): give --out "
+                 f"NEW_FOLDER, or --overwrite to replace it")
     return args
 
 

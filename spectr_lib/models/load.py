@@ -264,7 +264,8 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
         draft = DEFAULT_DRAFT_DIR
         if not any((Path(draft) / f).exists() for f in ("config.json", "spectr_draft.json")):
             raise FileNotFoundError(
-                f"the project's draft model is not in {draft}: build it with `python -m spectr_lib.distill`, "
+                f"the project's draft model is not in {draft}: restore it with `git checkout -- {draft}` (its model "
+                f"card there has the training recipe), "
                 f"or pass draft=<Hugging Face name or folder> sharing the target's tokenizer"
             )
     if target is None:

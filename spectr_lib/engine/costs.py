@@ -85,8 +85,12 @@ def _interp(x: float, table: list[list[float]]) -> float:
     return float(np.interp(x, xs, ys))
 
 
+ENGINE_VERSION = 2  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU)
+
+
 def costs_key(pair: ModelPair) -> dict:
-    """What the costs depend on: device, dtype, threads, torch version and the pair (names and a weight hash)."""
+    """What the costs depend on: device, dtype, threads, torch version, the pair (names and a weight hash) and
+    ENGINE_VERSION (a calibration cached by an older, slower engine is not reused)."""
     device = torch.cuda.get_device_name(pair.device) if pair.device.type == "cuda" else (platform.processor() or platform.machine())
     if pair.device.type == "cpu":
         try:
@@ -95,7 +99,8 @@ def costs_key(pair: ModelPair) -> dict:
             pass
     weights = [float(next(m.parameters()).detach().float().sum()) for m in (pair.target, pair.draft) if m is not None]
     return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights]}
+            "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights],
+            "engine": ENGINE_VERSION}
 
 
 def cache_path(key: dict):

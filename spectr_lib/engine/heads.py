@@ -12,6 +12,7 @@ import weakref
 import torch
 
 from . import hf_cache
+from ..runtime import head_matmul
 
 _WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()  # model -> float32 head
 _SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
@@ -50,7 +51,7 @@ class Float32Head:
         else:
             out = hf_cache.forward(self.body, ids, cache, output_hidden_states=True, **kw)
             h, feats = out.last_hidden_state, _pick(out.hidden_states, layers)
-        logits = h.float() @ self.weight.T
+        logits = head_matmul(h.float(), self.weight)
         logits = logits + self.bias if self.bias is not None else logits
         if self.rows is not None:  # kept rows only: the other tokens get logit −inf (probability 0)
             logits = logits.new_full(logits.shape[:-1] + (self.V,), float("-inf")).scatter_(

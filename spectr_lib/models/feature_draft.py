@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import head_matmul
 from .draft_files import CONFIG_NAME, WEIGHTS_NAME, check_shapes
 
 
@@ -192,7 +193,7 @@ class FeatureDraft(nn.Module):
         logits would tie tokens)."""
         if getattr(self, "_head32", None) is None or self._head32.device != self.head.device:
             self._head32 = self.head.float()
-        return f.float() @ self._head32.T
+        return head_matmul(f.float(), self._head32)
 
     def full_logits(self, f: torch.Tensor) -> torch.Tensor:
         """Logits over the whole vocabulary [..., V], −inf outside the kept rows."""

@@ -1,0 +1,78 @@
+"""Side by side: decoding with the output head's product in the plain order (h @ W.T) and in the order
+`runtime.head_matmul` takes for 2-16 rows on a CPU ((W @ h.T).T), interleaved prompt by prompt in one process.
+
+Prints tokens/s of each method in both orders and the ratio transposed / plain. The two orders differ only in
+float rounding, so sampled texts can part ways after a near-tie; both follow the target's law.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from .. import runtime
+from .timing import machine_note
+
+PROMPTS = ("Explain how the gears of a bicycle work.", "Summarize the plot of a heist film in three sentences.",
+           "Write a haiku about rain.")
+CONFIGS = (("ar", None, 1), ("sps", 1, 4), ("kseq", 4, 2), ("kseq", 4, 4))
+ORDERS = {"plain": (2**62, 2**62), "transposed": runtime.FEW_ROWS}
+
+
+def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, repeats: int = 2,
+            progress: bool = True) -> dict:
+    """{(order, method, k, L): [seconds, new tokens]} over repeats × prompts, the orders interleaved per run.
+
+    Sets `runtime.FEW_ROWS` for each run and restores it afterwards."""
+    from tqdm.auto import tqdm
+
+    from ..engine.decoder import generate
+
+    saved, totals = runtime.FEW_ROWS, {}
+    runs = [(r, i, order, c) for r in range(repeats) for i in range(len(prompts)) for c in configs for order in ORDERS]
+    try:
+        for r, i, order, (method, k, L) in tqdm(runs, desc="head order", disable=not progress):
+            runtime.FEW_ROWS = ORDERS[order]
+            t = time.perf_counter()
+            g = generate(pair, prompts[i], method=method, k=k, L=L, max_new_tokens=max_new_tokens, seed=r * 100 + i)
+            row = totals.setdefault((order, method, k, L), [0.0, 0])
+            row[0] += time.perf_counter() - t
+            row[1] += g.stats.new_tokens
+    finally:
+        runtime.FEW_ROWS = saved
+    return totals
+
+
+def report(totals: dict, configs=CONFIGS) -> str:
+    """A markdown table: tokens/s per order, transposed / plain, and each row against AR in the same order."""
+    speed = {key: n / s for key, (s, n) in totals.items()}
+    lines = ["| method | k | L | plain tokens/s | transposed tokens/s | transposed / plain | vs AR (transposed) |",
+             "|---|---|---|---|---|---|---|"]
+    ar = speed[("transposed", *configs[0])]
+    for m, k, L in configs:
+        a, b = speed[("plain", m, k, L)], speed[("transposed", m, k, L)]
+        lines.append(f"| {m} | {k or 1} | {L if m != 'ar' else '–'} | {a:.2f} | {b:.2f} | {b / a:.2f}× | {b / ar:.2f}× |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Load the pair, run both orders side by side, print the table."""
+    ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.head_order", description=__doc__)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true", help="a tiny random pair (a smoke test)")
+    args = ap.parse_args(argv)
+    if args.max_new_tokens < 1 or args.repeats < 1:
+        ap.error("--max-new-tokens and --repeats must be at least 1")
+    from ..models.load import load_pair, tiny_pair
+
+    pair = tiny_pair(vocab_size=64, seed=0, hidden=32) if args.tiny else load_pair(device="cpu", dtype=torch.float32)
+    prompts = ([1, 2, 3], [4, 5, 6, 7], [8, 9]) if args.tiny else PROMPTS
+    totals = compare(pair, prompts, CONFIGS, args.max_new_tokens, args.repeats)
+    print(f"{pair!r}, {len(prompts)} prompts × {args.repeats}, up to {args.max_new_tokens} tokens, T = 1; {machine_note()}")
+    print(report(totals))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The output head's product in the order chosen by row count: the same logits as h @ W.T, shape and values."""
+import pytest
+import torch
+
+from spectr_lib.runtime import FEW_ROWS, head_matmul
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (4, 1), (2, 5), (1, 16), (1, 17), (3, 9), (64,), (2, 3, 4)])
+def test_head_matmul_equals_the_plain_product(shape):
+    g = torch.Generator().manual_seed(len(shape) * 100 + shape[-1])
+    h, w = torch.randn(*shape, 24, generator=g), torch.randn(50, 24, generator=g)
+    got, want = head_matmul(h, w), h @ w.T
+    assert got.shape == want.shape == (*shape, 50) and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_head_matmul_takes_the_transposed_order_for_a_few_rows_and_keeps_gradients():
+    h = torch.randn(1, FEW_ROWS[0] + 1, 8, requires_grad=True)
+    w = torch.randn(30, 8, requires_grad=True)
+    out = head_matmul(h, w)
+    assert torch.equal(out, (w @ h[0].T).T[None])  # bit for bit the transposed order
+    out.square().sum().backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    (h @ w.T).square().sum().backward()
+    torch.testing.assert_close(gh, h.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, w.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_head_order_tool_runs_both_orders_and_restores_the_setting(capsys):
+    from spectr_lib import runtime
+    from spectr_lib.tools.head_order import main
+
+    before = runtime.FEW_ROWS
+    main(["--tiny", "--max-new-tokens", "4", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert runtime.FEW_ROWS == before
+    assert "| kseq | 4 | 4 |" in out and "| ar | 1 | – |" in out and "transposed / plain" in out
+    with pytest.raises(SystemExit):
+        main(["--tiny", "--repeats", "0"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.draft_files import holds_model
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
 
 STANDALONE_DIR = DEFAULT_DRAFT_DIR.parent / "smollm2-draft-standalone"
@@ -88,8 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
     if args.out is None:
         args.out = STANDALONE_DIR if args.kind == "standalone" else DEFAULT_DRAFT_DIR
-    if args.stage in ("save", "all") and not args.overwrite and any(
-            (args.out / name).exists() for name in ("spectr_draft.json", "config.json")):
+    if args.stage in ("save", "all") and not args.overwrite and holds_model(args.out):
         ap.error(f"{args.out} already holds a draft (the shipped one, if it is the default --out): give --out "
                  f"NEW_FOLDER, or --overwrite to replace it")
     return args

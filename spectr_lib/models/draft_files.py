@@ -16,6 +16,11 @@ KINDS = ("feature_draft", "standalone_draft")
 FIX = "restore the folder (e.g. `git checkout -- <folder>`) or save the draft again with `python -m spectr_lib.distill save`"
 
 
+def holds_model(folder) -> bool:
+    """Whether `folder` holds a model: a Hugging Face one (config.json) or a spectr_lib draft (spectr_draft.json)."""
+    return any((Path(folder) / name).exists() for name in ("config.json", CONFIG_NAME))
+
+
 def read_draft_config(folder) -> dict | None:
     """The parsed spectr_draft.json of `folder`, or None when the folder has none (a Hugging Face model folder).
 

@@ -15,7 +15,7 @@ import torch
 from ..paths import DEFAULT_DRAFT_DIR, cache_dir
 from ..theory.dists import is_int
 from . import standalone_draft
-from .draft_files import check_fits_target, read_draft_config
+from .draft_files import check_fits_target, holds_model, read_draft_config
 from .feature_draft import FeatureDraft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
@@ -198,7 +198,7 @@ def check_model_spec(spec, role: str) -> None:
         raise TypeError(f"the {role} must be a Hugging Face name or a folder (str or Path), got {type(spec).__name__}")
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not any((path / f).exists() for f in ("config.json", "spectr_draft.json")):
+        if not holds_model(path):
             raise ValueError(f"could not load model {str(spec)!r}: the folder has no config.json (not a Hugging Face "
                              f"model folder, nor a spectr_lib draft)")
         return
@@ -262,7 +262,7 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
     dt = resolve_dtype(dtype, dev)
     if draft is None:
         draft = DEFAULT_DRAFT_DIR
-        if not any((Path(draft) / f).exists() for f in ("config.json", "spectr_draft.json")):
+        if not holds_model(draft):
             raise FileNotFoundError(
                 f"the project's draft model is not in {draft}: restore it with `git checkout -- {draft}` (its model "
                 f"card there has the training recipe), "

@@ -3,6 +3,7 @@ soft labels equal to the target's own distribution, one cache shard per answer s
 import gzip
 import json
 
+import pytest
 import torch
 
 from spectr_lib.distill import teacher
@@ -46,3 +47,55 @@ def test_teacher_pass_labels_each_answer_shard_once(tmp_path):
     teacher.run(target, FakeTokenizer(), out=out, answers=answers, layers=(1, -1), corpus_file=corpus)
     assert (out / "shard-0000.pt").stat().st_mtime_ns == stamp  # labelled once
     assert len(teacher.load_records(out, limit_tokens=2)) == 1
+
+
+def test_answer_shards_label_and_read_only_the_range(tmp_path):
+    """--answer-shards: the teacher pass labels only the shards numbered in the range, and training reads
+    only those (continuing a draft on answers it has not seen)."""
+    torch.set_num_threads(1)
+    target = tiny_pair(vocab_size=16, seed=0, target_layers=2, hidden=32).target
+    corpus = tmp_path / "prompts.jsonl.gz"
+    with gzip.open(corpus, "wt") as fh:
+        for i in range(4):
+            fh.write(json.dumps({"id": i, "split": "train", "prompt": f"prompt {i}"}) + "\n")
+    answers = tmp_path / "answers"
+    for s in range(4):
+        save_shard(answers / f"shard-{s:04d}.npz", [s], [torch.tensor([3, 4 + s])],
+                   {"max_new_tokens": 8, "max_prompt_tokens": 4, "seed": 0})
+    out = tmp_path / "teacher"
+    done = teacher.run(target, FakeTokenizer(), out=out, answers=answers, layers=(-1,), corpus_file=corpus,
+                       shards=teacher.shard_range("1-2"))
+    assert [p.name for p in done] == ["shard-0001.pt", "shard-0002.pt"]
+    assert sorted(p.name for p in out.glob("shard-*.pt")) == ["shard-0001.pt", "shard-0002.pt"]
+    teacher.run(target, FakeTokenizer(), out=out, answers=answers, layers=(-1,), corpus_file=corpus)  # all four
+    assert [r["prompt_id"] for r in teacher.load_records(out)] == [0, 1, 2, 3]
+    assert [r["prompt_id"] for r in teacher.load_records(out, shards=range(2, 4))] == [2, 3]
+    with pytest.raises(SystemExit, match="they run from 0 to 3"):
+        teacher.run(target, FakeTokenizer(), out=out, answers=answers, corpus_file=corpus, shards=range(7, 9))
+
+
+@pytest.mark.parametrize("text, expected", [("5-29", range(5, 30)), ("7", range(7, 8)), (" 3 - 4 ", range(3, 5))])
+def test_shard_range_parses(text, expected):
+    assert teacher.shard_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a-b", "9-3", "1-2-3", "", "-4"])
+def test_shard_range_refuses_with_the_form_to_use(text):
+    with pytest.raises(ValueError, match="e.g. 5-29|range is empty"):
+        teacher.shard_range(text)
+
+
+def test_answer_shards_checked_at_the_command_line(capsys):
+    """A malformed range, or one holding no stored answer shard, stops before any model loads."""
+    from spectr_lib.distill.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["data", "--answer-shards", "9-3"])
+    assert "write the smaller number first" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["data", "--answer-shards", "9000-9001"])
+    assert "they run from 0 to" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--tiny", "--answer-shards", "1-2"])
+    assert "--source answers" in capsys.readouterr().err
+    assert parse_args(["train", "--answer-shards", "1-2"]).answer_shards == range(1, 3)

@@ -32,6 +32,15 @@ def _layers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated integers, e.g. 4,16,-1") from None
 
 
+def _shard_range(text: str) -> range:
+    from .teacher import shard_range
+
+    try:
+        return shard_range(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options of the distillation script."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.distill", description=__doc__,
@@ -58,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
     ap.add_argument("--feature-weight", type=float, default=0.1, help="weight of the feature regression loss")
     ap.add_argument("--max-prompt", type=int, default=384, help="keep each prompt's last N tokens in training")
+    ap.add_argument("--answer-shards", type=_shard_range, default=None, metavar="FIRST-LAST",
+                    help="only these answer shards (e.g. 15-29): the data stage labels them, train reads them; to "
+                         "continue a draft (--init) on answers it has not seen")
     ap.add_argument("--train-tokens", type=int, default=None,
                     help="train on the first N answer tokens only (a data-scaling curve)")
     ap.add_argument("--prompts", type=Path, default=DATA_DIR / "prompts" / "train.jsonl")
@@ -87,6 +99,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         pass  # --init-layers: None means "from the checkpoint or --init, else 0,1,2" (standalone.DEFAULT_INIT_LAYERS)
     elif args.init_layers is not None:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
+    if args.answer_shards is not None:
+        if args.source != "answers" or args.tiny:
+            ap.error("--answer-shards selects stored answer shards (--source answers, not --tiny)")
+        if args.stage in ("data", "all"):
+            from .answers import ANSWERS_DIR, SHARDS
+
+            have = sorted(int(f.stem.split("-")[1]) for f in ANSWERS_DIR.glob(SHARDS))
+            if not any(n in args.answer_shards for n in have):
+                ap.error(f"no answer shard in {ANSWERS_DIR} is numbered {args.answer_shards.start}-"
+                         f"{args.answer_shards.stop - 1} (they run from {have[0] if have else '-'} to "
+                         f"{have[-1] if have else '-'})")
     if args.out is None:
         args.out = STANDALONE_DIR if args.kind == "standalone" else DEFAULT_DRAFT_DIR
     if args.stage in ("save", "all") and not args.overwrite and holds_model(args.out):
@@ -153,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.source == "answers" and not args.tiny:
             from . import teacher
 
-            teacher.run(target, tokenizer, out=args.teacher_dir or teacher.TEACHER_DIR)
+            teacher.run(target, tokenizer, out=args.teacher_dir or teacher.TEACHER_DIR, shards=args.answer_shards)
         else:
             run_data(args, target, tokenizer, work)
     if args.stage in ("train", "all"):

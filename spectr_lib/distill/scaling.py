@@ -59,7 +59,7 @@ def run_scaling(args, target, work: Path, budgets: list[int], passes: float, out
     from .train import run_train
 
     out = Path(out or work / "scaling")
-    records = load_records(args.teacher_dir or TEACHER_DIR)
+    records = load_records(args.teacher_dir or TEACHER_DIR, shards=getattr(args, "answer_shards", None))
     total = sum(len(r["ids"]) - r["start"] for r in records)
     if not records or budgets[-1] > total:
         raise SystemExit(f"the teacher data holds {total:,} answer tokens, less than the budget {budgets[-1]:,}: "

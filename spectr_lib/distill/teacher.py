@@ -48,17 +48,39 @@ def answer_records(shard: Path, tokenizer, prompts: dict[int, str], max_prompt_t
     return out
 
 
+def shard_range(text: str) -> range:
+    """`--answer-shards` parsed: "5-29" (both ends included) or "7" → range of shard numbers.
+    ValueError, saying the expected form, for anything else."""
+    parts = text.split("-")
+    if not 1 <= len(parts) <= 2 or not all(x.strip().isdigit() for x in parts):
+        raise ValueError(f"{text!r}: give a shard number or a range of them, e.g. 5-29")
+    first, last = int(parts[0]), int(parts[-1])
+    if last < first:
+        raise ValueError(f"{text!r}: the range is empty (write the smaller number first)")
+    return range(first, last + 1)
+
+
+def _number(shard: Path) -> int:
+    return int(shard.stem.split("-")[1])
+
+
 def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR, layers=LAYERS,
-        corpus_file: Path = corpus.CORPUS_FILE, batch_tokens: int = 4096) -> list[Path]:
-    """Label every answer shard not labelled yet in `out`; returns the teacher shards in name order."""
-    shards = sorted(Path(answers).glob(SHARDS))
-    if not shards:
+        corpus_file: Path = corpus.CORPUS_FILE, batch_tokens: int = 4096, shards: range | None = None) -> list[Path]:
+    """Label every answer shard not labelled yet in `out` (only those numbered in `shards` when given: a run
+    that continues a draft on answers it has not seen); returns the teacher shards in name order.
+    SystemExit when no answer shard is there (or none in `shards`)."""
+    all_shards = sorted(Path(answers).glob(SHARDS))
+    if not all_shards:
         raise SystemExit(f"no answer shards in {answers}: run `python -m spectr_lib.distill.answers` first")
+    picked = all_shards if shards is None else [s for s in all_shards if _number(s) in shards]
+    if not picked:
+        raise SystemExit(f"no answer shard in {answers} is numbered in the range asked for "
+                         f"(they run from {_number(all_shards[0])} to {_number(all_shards[-1])})")
     prompts = {r["id"]: r["prompt"] for r in corpus.read(corpus_file, "train")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "layers.txt").write_text(" ".join(str(i) for i in layers))
     done = []
-    for shard in tqdm(shards, desc="teacher shards", unit="shard"):
+    for shard in tqdm(picked, desc="teacher shards", unit="shard"):
         path = out / (shard.stem + ".pt")
         if not path.exists():
             save_shard(label(target, answer_records(shard, tokenizer, prompts), layers, batch_tokens), path)
@@ -86,10 +108,14 @@ def first_answer_tokens(records: list[dict], tokens: int | None) -> list[dict]:
     return out
 
 
-def load_records(folder: Path = TEACHER_DIR, limit_tokens: int | None = None) -> list[dict]:
-    """Teacher records of every shard in name order (`first_answer_tokens` of them with limit_tokens)."""
+def load_records(folder: Path = TEACHER_DIR, limit_tokens: int | None = None,
+                 shards: range | None = None) -> list[dict]:
+    """Teacher records of every shard in name order (only those numbered in `shards` when given;
+    `first_answer_tokens` of them with limit_tokens)."""
     out = []
     for shard in sorted(Path(folder).glob("shard-*.pt")):
+        if shards is not None and _number(shard) not in shards:
+            continue
         out.extend(torch.load(shard, weights_only=False))
         if limit_tokens is not None and sum(len(r["ids"]) - r["start"] for r in out) >= limit_tokens:
             break  # no need to read further shards

@@ -116,9 +116,12 @@ def _records(args, work: Path) -> tuple[list[dict], tuple[int, ...]]:
         from .teacher import TEACHER_DIR, load_records, teacher_layers
 
         folder = getattr(args, "teacher_dir", None) or TEACHER_DIR
-        records = load_records(folder)
+        shards = getattr(args, "answer_shards", None)
+        records = load_records(folder, shards=shards)
         if not records:
-            raise SystemExit(f"no teacher shards in {folder}: run the 'data' stage first")
+            which = "" if shards is None else f" numbered {shards.start}-{shards.stop - 1}"
+            raise SystemExit(f"no teacher shards{which} in {folder}: run the 'data' stage first"
+                             + ("" if shards is None else " with the same --answer-shards"))
         return records, teacher_layers(folder)
     records = load_shards(work / "data")
     if not records:

@@ -34,6 +34,11 @@ ANSWERS_DIR = DATA_DIR / "distill" / "answers"
 SHARDS = "shard-[0-9][0-9][0-9][0-9].npz"  # finished shards only (not a crashed run's shard-NNNN.tmp.npz)
 
 
+def shard_number(shard: Path) -> int:
+    """NNNN of an answer or teacher shard's file name (shard-NNNN.npz, shard-NNNN.pt)."""
+    return int(shard.stem.split("-")[1])
+
+
 def sampling_of(prompt_id: int) -> tuple[float, float]:
     """(temperature, top_p) of a prompt's answer."""
     return (0.7, 0.9) if prompt_id % 4 == 3 else (1.0, 1.0)
@@ -90,7 +95,7 @@ def plan_shards(records: list[dict], out: Path, shard_size: int) -> list[tuple[i
     done, last = set(), -1
     for shard in sorted(Path(out).glob(SHARDS)):
         done.update(int(i) for i in np.load(shard)["prompt_id"])
-        last = max(last, int(shard.stem.split("-")[1]))
+        last = max(last, shard_number(shard))
     todo = [r for r in records if r["id"] not in done]
     return [(last + 1 + j // shard_size, todo[j : j + shard_size]) for j in range(0, len(todo), shard_size)]
 

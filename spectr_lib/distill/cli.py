@@ -103,13 +103,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.source != "answers" or args.tiny:
             ap.error("--answer-shards selects stored answer shards (--source answers, not --tiny)")
         if args.stage in ("data", "all"):
-            from .answers import ANSWERS_DIR, SHARDS
+            from .teacher import select_shards
 
-            have = sorted(int(f.stem.split("-")[1]) for f in ANSWERS_DIR.glob(SHARDS))
-            if not any(n in args.answer_shards for n in have):
-                ap.error(f"no answer shard in {ANSWERS_DIR} is numbered {args.answer_shards.start}-"
-                         f"{args.answer_shards.stop - 1} (they run from {have[0] if have else '-'} to "
-                         f"{have[-1] if have else '-'})")
+            try:
+                select_shards(shards=args.answer_shards)  # the data stage's own check, before the target loads
+            except ValueError as err:
+                ap.error(str(err))
     if args.out is None:
         args.out = STANDALONE_DIR if args.kind == "standalone" else DEFAULT_DRAFT_DIR
     if args.stage in ("save", "all") and not args.overwrite and holds_model(args.out):

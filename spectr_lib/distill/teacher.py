@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..paths import cache_dir
 from . import corpus
-from .answers import ANSWERS_DIR, SHARDS
+from .answers import ANSWERS_DIR, SHARDS, shard_number
 from .data import label, save_shard
 
 TEACHER_DIR = cache_dir() / "distill" / "teacher"
@@ -60,8 +60,17 @@ def shard_range(text: str) -> range:
     return range(first, last + 1)
 
 
-def _number(shard: Path) -> int:
-    return int(shard.stem.split("-")[1])
+def select_shards(answers: Path = ANSWERS_DIR, shards: range | None = None) -> list[Path]:
+    """The answer shards in `answers` (only those numbered in `shards` when given), in name order.
+    ValueError, saying what to do, when there is none."""
+    all_shards = sorted(Path(answers).glob(SHARDS))
+    if not all_shards:
+        raise ValueError(f"no answer shards in {answers}: run `python -m spectr_lib.distill.answers` first")
+    picked = all_shards if shards is None else [s for s in all_shards if shard_number(s) in shards]
+    if not picked:
+        raise ValueError(f"no answer shard in {answers} is numbered {shards.start}-{shards.stop - 1} (they run "
+                         f"from {shard_number(all_shards[0])} to {shard_number(all_shards[-1])})")
+    return picked
 
 
 def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR, layers=LAYERS,
@@ -69,13 +78,10 @@ def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR,
     """Label every answer shard not labelled yet in `out` (only those numbered in `shards` when given: a run
     that continues a draft on answers it has not seen); returns the teacher shards in name order.
     SystemExit when no answer shard is there (or none in `shards`)."""
-    all_shards = sorted(Path(answers).glob(SHARDS))
-    if not all_shards:
-        raise SystemExit(f"no answer shards in {answers}: run `python -m spectr_lib.distill.answers` first")
-    picked = all_shards if shards is None else [s for s in all_shards if _number(s) in shards]
-    if not picked:
-        raise SystemExit(f"no answer shard in {answers} is numbered in the range asked for "
-                         f"(they run from {_number(all_shards[0])} to {_number(all_shards[-1])})")
+    try:
+        picked = select_shards(answers, shards)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     prompts = {r["id"]: r["prompt"] for r in corpus.read(corpus_file, "train")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "layers.txt").write_text(" ".join(str(i) for i in layers))
@@ -114,7 +120,7 @@ def load_records(folder: Path = TEACHER_DIR, limit_tokens: int | None = None,
     `first_answer_tokens` of them with limit_tokens)."""
     out = []
     for shard in sorted(Path(folder).glob("shard-*.pt")):
-        if shards is not None and _number(shard) not in shards:
+        if shards is not None and shard_number(shard) not in shards:
             continue
         out.extend(torch.load(shard, weights_only=False))
         if limit_tokens is not None and sum(len(r["ids"]) - r["start"] for r in out) >= limit_tokens:

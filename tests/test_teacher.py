@@ -99,3 +99,35 @@ def test_answer_shards_checked_at_the_command_line(capsys):
         parse_args(["train", "--tiny", "--answer-shards", "1-2"])
     assert "--source answers" in capsys.readouterr().err
     assert parse_args(["train", "--answer-shards", "1-2"]).answer_shards == range(1, 3)
+
+
+@pytest.mark.parametrize("lengths,budget", [([40, 1024, 300, 41, 39, 700, 1024, 5], 4096), ([7] * 9, 20),
+                                             ([50, 10, 30], 20), ([3], 1)])
+def test_length_batches_bound_the_padded_size(lengths, budget):
+    from spectr_lib.distill.data import length_batches
+
+    batches = length_batches(lengths, budget)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every row once
+    for b in batches:  # rows × longest row within the budget, unless one row alone is longer
+        assert len(b) * max(lengths[i] for i in b) <= budget or len(b) == 1
+    # a short row no longer carries a long one into a batch sized for the short: the old rule put all of the
+    # first case (8 rows up to 1,024 long, 8,192 padded positions) into one batch
+    assert max(len(b) * max(lengths[i] for i in b) for b in batches) <= max(budget, max(lengths))
+
+
+def test_label_in_small_batches_equals_one_row_at_a_time():
+    from spectr_lib.distill.data import label
+
+    torch.set_num_threads(1)
+    target = tiny_pair(vocab_size=16, seed=0, target_layers=2, hidden=32).target
+    g = torch.Generator().manual_seed(0)
+    recs = [{"ids": torch.randint(0, 16, (n,), generator=g), "start": 1} for n in (3, 17, 4, 9, 30, 2)]
+    shapes = []  # what each forward pass was given: rows × padded width stays within the 32-position budget
+    hook = target.get_input_embeddings().register_forward_pre_hook(lambda m, a: shapes.append(tuple(a[0].shape)))
+    batched = label(target, [dict(r) for r in recs], layers=(1, -1), batch_tokens=32, progress=False)
+    hook.remove()
+    assert sum(b for b, _ in shapes) == len(recs) and all(b * w <= 32 for b, w in shapes), shapes
+    for r, b in zip(recs, batched):
+        one = label(target, [dict(r)], layers=(1, -1), batch_tokens=10_000, progress=False)[0]
+        torch.testing.assert_close(b["features"].float(), one["features"].float(), atol=0.02, rtol=0.02)
+        torch.testing.assert_close(b["top_p"].float(), one["top_p"].float(), atol=2e-3, rtol=2e-3)

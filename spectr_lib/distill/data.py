@@ -22,6 +22,20 @@ def answer_records(model, prompts: list[torch.Tensor], eos: int | None, max_new_
     return [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(prompts, answers)]
 
 
+def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Indices of `lengths` in batches of similar length (shortest first) whose padded size, rows × longest
+    row, stays within `batch_tokens` (a row longer than that goes alone). The padded size is what a forward
+    pass allocates: logits alone take 4 · V bytes per position (~200 KB for a 49 k vocabulary)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, batch = [], []
+    for i in order:  # ascending: the row being added is the batch's longest
+        if batch and (len(batch) + 1) * lengths[i] > batch_tokens:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return batches + [batch] if batch else batches
+
+
 @torch.no_grad()
 def label(model, records: list[dict], layers=(-1,), batch_tokens: int = 4096, progress: bool = True) -> list[dict]:
     """Add the target's features [T, n·d] (bf16: hidden_states at `layers`, concatenated; default the last) and
@@ -29,13 +43,10 @@ def label(model, records: list[dict], layers=(-1,), batch_tokens: int = 4096, pr
     from ..engine.heads import Float32Head
 
     head = Float32Head(model, model.config.vocab_size)
-    order = sorted(range(len(records)), key=lambda i: len(records[i]["ids"]))
     bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress,
                leave=False)
-    i = 0
-    while i < len(order):
-        n = max(1, min(len(order) - i, batch_tokens // max(1, len(records[order[i]]["ids"]))))
-        group = [records[j] for j in order[i : i + n]]
+    for batch in length_batches([len(r["ids"]) for r in records], batch_tokens):
+        group = [records[j] for j in batch]
         width = max(len(r["ids"]) for r in group)
         ids = torch.stack([torch.nn.functional.pad(r["ids"], (0, width - len(r["ids"])), value=0) for r in group])
         logits, feats = head(ids.to(model.device), None, layers=layers)  # right padding: no effect on real rows
@@ -46,7 +57,6 @@ def label(model, records: list[dict], layers=(-1,), batch_tokens: int = 4096, pr
             r["top_p"] = top.values[row, :T].to(torch.float16).cpu()
             r["top_ids"] = top.indices[row, :T].to(torch.int32).cpu()
             bar.update(T)
-        i += n
     bar.close()
     return records
 

@@ -28,6 +28,21 @@ def keep_freed_memory() -> None:
     os.execv(sys.executable, argv)
 
 
+def release_freed_memory() -> None:
+    """Hand the memory the allocator keeps (see `keep_freed_memory`) back to the kernel: glibc's malloc_trim(0).
+    Call it between large units of work (a data shard): with the tunables on, a teacher pass grew by ~0.8 GB per
+    shard (6 → 15 GB over 11 shards) without it. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+        pass
+
+
 def _module_name() -> str | None:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)

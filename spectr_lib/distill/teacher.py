@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..paths import cache_dir
+from ..runtime import release_freed_memory
 from . import corpus
 from .answers import ANSWERS_DIR, SHARDS, shard_number
 from .data import label, save_shard
@@ -90,6 +91,7 @@ def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR,
         path = out / (shard.stem + ".pt")
         if not path.exists():
             save_shard(label(target, answer_records(shard, tokenizer, prompts), layers, batch_tokens), path)
+            release_freed_memory()  # the allocator keeps freed blocks (runtime.keep_freed_memory): give them back
         done.append(path)
     return done
 

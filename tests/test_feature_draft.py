@@ -1,5 +1,7 @@
 """The feature draft: incremental drafting matches one-pass scoring, decoding with it is exact, distill runs."""
 
+import json
+
 import pytest
 import torch
 
@@ -83,13 +85,16 @@ def test_distill_script_end_to_end(tmp_path):
     out = tmp_path / "draft"
     distill_main(["all", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--max-new-tokens", "12", "--steps", "4",
                   "--checkpoint-every", "2", "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--out", str(out),
-                  "--head-tokens", "48"])
+                  "--head-tokens", "48", "--precision", "float32"])
     assert (out / "draft.safetensors").exists() and (out / "training.json").exists()
+    assert json.loads((out / "training.json").read_text())["recipe"]["bf16_autocast"] is False  # as asked
     target = tiny_pair(vocab_size=64, seed=0, hidden=32).target
     draft = FeatureDraft.load(out, target)
     assert draft.config.head_tokens == 48
     # resume continues from the checkpoint rather than starting over
     distill_main(["train", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--steps", "6", "--resume",
-                  "--checkpoint-every", "2", "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--head-tokens", "48"])
+                  "--checkpoint-every", "2", "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--head-tokens", "48",
+                  "--precision", "bf16"])
     ck = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 6 and [c["step"] for c in ck["curve"]] == [0, 2, 4, 6]  # 0: before training
+    assert ck["recipe"]["bf16_autocast"] is True

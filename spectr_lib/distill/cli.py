@@ -92,6 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny random pair and a few steps: a smoke test")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
+                    help="training arithmetic on a CPU: bf16 autocast (auto: where the CPU computes bf16 natively) "
+                         "or float32")
     args = ap.parse_args(argv)
     if args.kind == "standalone":
         if args.source != "answers" or args.tiny:

@@ -212,12 +212,13 @@ def run_train(args, target, work: Path) -> None:
     val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
     fw = getattr(args, "feature_weight", FEATURE_WEIGHT)
     # bf16 autocast only where the CPU computes bf16 natively: emulated (AVX2) it was 14× slower than float32
-    bf16 = model.head.device.type == "cpu" and cpu_has_native_bf16()
+    precision = getattr(args, "precision", "auto")
+    bf16 = model.head.device.type == "cpu" and (precision == "bf16" or precision == "auto" and cpu_has_native_bf16())
     recipe = {"source": getattr(args, "source", "templates"), "feature_layers": list(model.config.feature_layers),
               "depth": depth, "feature_weight": fw, "max_prompt": max_prompt, "train_sequences": len(train),
               "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
-              "init": Path(args.init).name if args.init else None}
+              "init": Path(args.init).name if args.init else None, "bf16_autocast": bf16}
     t0 = time.perf_counter() - elapsed
 
     def evaluate() -> dict:

@@ -93,8 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true", help="tiny random pair and a few steps: a smoke test")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
-                    help="training arithmetic on a CPU: bf16 autocast (auto: where the CPU computes bf16 natively) "
-                         "or float32")
+                    help="a feature draft's training arithmetic on a CPU: bf16 autocast (auto: where the CPU computes "
+                         "bf16 natively) or float32; the standalone draft always trains in float32")
     args = ap.parse_args(argv)
     if args.kind == "standalone":
         if args.source != "answers" or args.tiny:

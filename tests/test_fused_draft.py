@@ -19,13 +19,13 @@ from spectr_lib.theory.dists import warp
 from test_decoder import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 
 
-@pytest.fixture(scope="module")
-def fused():
-    """A tiny 2-layer target with a random draft reading hidden_states (1, -1)."""
+@pytest.fixture(scope="module", params=[1, 2], ids=["1-layer", "2-layer"])
+def fused(request):
+    """A tiny 2-layer target with a random draft reading hidden_states (1, -1), of one or two decoder layers."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     base = tiny_pair(vocab_size=V, seed=2, target_layers=2, draft_layers=1, hidden=32)
-    cfg = FeatureDraftConfig.from_target(base.target.config, 0, feature_layers=(1, -1))
+    cfg = FeatureDraftConfig.from_target(base.target.config, 0, feature_layers=(1, -1), num_layers=request.param)
     torch.manual_seed(0)
     draft = init_from_target(cfg, base.target, torch.arange(V)).eval()
     with torch.no_grad():

@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "those of the checkpoint continued by --resume or of the --init draft)")
     ap.add_argument("--feature-layers", type=_layers, default=(-1,),
                     help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three)")
+    ap.add_argument("--num-layers", type=int, default=None,
+                    help="feature draft: its decoder layers (default: those of the --init draft or the resumed "
+                         "checkpoint, else 1); more than --init's adds layers that start as pass-throughs")
     ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
     ap.add_argument("--feature-weight", type=float, default=0.1, help="weight of the feature regression loss")
     ap.add_argument("--max-prompt", type=int, default=384, help="keep each prompt's last N tokens in training")
@@ -102,6 +105,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         pass  # --init-layers: None means "from the checkpoint or --init, else 0,1,2" (standalone.DEFAULT_INIT_LAYERS)
     elif args.init_layers is not None:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
+    if args.num_layers is not None and (args.kind == "standalone" or args.num_layers < 1):
+        ap.error("--num-layers is a feature draft's layer count, a whole number ≥ 1 (a standalone draft's depth "
+                 "is its --init-layers)" if args.kind == "standalone" else f"--num-layers must be ≥ 1, got {args.num_layers}")
+    if args.num_layers is not None and args.init is not None:
+        from ..models.draft_files import read_draft_config
+
+        try:
+            meta = read_draft_config(args.init) or {}
+        except (ValueError, FileNotFoundError) as err:
+            ap.error(str(err))
+        if args.num_layers < meta.get("num_layers", 1):
+            ap.error(f"--num-layers {args.num_layers} is fewer than the {meta.get('num_layers', 1)} layers of the "
+                     f"--init draft {args.init}: give --num-layers {meta.get('num_layers', 1)} or more")
     if args.answer_shards is not None:
         if args.source != "answers" or args.tiny:
             ap.error("--answer-shards selects stored answer shards (--source answers, not --tiny)")

@@ -152,7 +152,11 @@ def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None):
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     if ck is None:
         return opt, 0, [], 0, 0.0
-    model.load_state_dict(ck["model"], strict=False)
+    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    if unexpected or any(not n.startswith("embed.") for n in missing):
+        raise SystemExit(f"the checkpoint's weights do not fit this draft (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}): --resume with the checkpoint's own --feature-layers and --num-layers, "
+                         f"or start over in another --work-dir")
     opt.load_state_dict(ck["opt"])
     print(f"resumed at step {ck['step']} ({ck['seen']} tokens seen)")
     return opt, ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
@@ -188,15 +192,20 @@ def run_train(args, target, work: Path) -> None:
           f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
     ckpt_path = work / "checkpoint.pt"
     ck = load_checkpoint(ckpt_path, "feature_draft") if args.resume and ckpt_path.exists() else None
-    if args.init is not None:  # continue from a saved draft; a new fusion starts as that draft's pass-through
+    num_layers = getattr(args, "num_layers", None) or (ck or {}).get("num_layers")
+    if args.init is not None:  # continue from a saved draft; a new fusion or new layers start as pass-throughs
         model = FeatureDraft.load(args.init, target, dtype=torch.float32)
-        if tuple(model.config.feature_layers) != layers:
-            cfg = dataclasses.replace(model.config, feature_layers=layers)
+        num_layers = num_layers or model.config.num_layers
+        if num_layers < model.config.num_layers:
+            raise SystemExit(f"--num-layers {num_layers} is fewer than the {model.config.num_layers} layers of the "
+                             f"--init draft {args.init}: give --num-layers {model.config.num_layers} or more")
+        if (tuple(model.config.feature_layers), model.config.num_layers) != (layers, num_layers):
+            cfg = dataclasses.replace(model.config, feature_layers=layers, num_layers=num_layers)
             old = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
             model = init_from_target(cfg, target, model.head_ids.cpu())
             model.load_state_dict(old, strict=False)
     else:
-        cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, layers)
+        cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, layers, num_layers or 1)
         head_ids = ck["head_ids"] if ck else head_token_ids(train, cfg.vocab_size, args.head_tokens, special_token_ids(target.config))
         cfg.head_tokens = len(head_ids)
         model = init_from_target(cfg, target, head_ids)
@@ -215,6 +224,7 @@ def run_train(args, target, work: Path) -> None:
     precision = getattr(args, "precision", "auto")
     bf16 = model.head.device.type == "cpu" and (precision == "bf16" or precision == "auto" and cpu_has_native_bf16())
     recipe = {"source": getattr(args, "source", "templates"), "feature_layers": list(model.config.feature_layers),
+              "num_layers": model.config.num_layers,
               "depth": depth, "feature_weight": fw, "max_prompt": max_prompt, "train_sequences": len(train),
               "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
@@ -256,7 +266,7 @@ def run_train(args, target, work: Path) -> None:
             print(json.dumps(curve[-1]), flush=True)
             own = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
             save_checkpoint({"model": own, "head_ids": model.head_ids.cpu(), "feature_layers": list(model.config.feature_layers),
-                             "recipe": recipe, "opt": opt.state_dict(), "step": step, "curve": curve,
+                             "num_layers": model.config.num_layers, "recipe": recipe, "opt": opt.state_dict(), "step": step, "curve": curve,
                              "seen": seen, "elapsed": time.perf_counter() - t0}, ckpt_path)
     bar.close()
 
@@ -268,7 +278,8 @@ def run_save(args, target, tokenizer, work: Path) -> None:
         raise SystemExit(f"no checkpoint in {work}: run the 'train' stage first")
     ck = load_checkpoint(ckpt_path, "feature_draft")
     head_ids = ck["head_ids"]
-    cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, tuple(ck.get("feature_layers", (-1,))))
+    cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, tuple(ck.get("feature_layers", (-1,))),
+                                         ck.get("num_layers", 1))
     cfg.head_tokens = len(head_ids)
     model = FeatureDraft(cfg, target.get_input_embeddings(), target.get_output_embeddings().weight, head_ids)
     model.load_state_dict(ck["model"], strict=False)

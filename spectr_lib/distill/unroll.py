@@ -11,7 +11,7 @@ attention pattern. Here all depths run over the whole sequence at once:
     depth j:  queries at s see K1[u] for u ≤ s − j + 1, and K_i[s − j + i] for i = 2..j
 
 so depth j's output at s is what the j-th drafting step would produce for the token after x_s, given the
-context up to s − j + 1.
+context up to s − j + 1. A draft of several layers applies the same pattern in each layer, to that layer's keys.
 """
 from __future__ import annotations
 
@@ -40,16 +40,18 @@ def unrolled_outputs(model: FeatureDraft, feats_in: torch.Tensor, ids: torch.Ten
         raise ValueError(f"depth must be ≥ 1, got {depth}")
     T = ids.shape[1]
     pos = torch.arange(T, device=ids.device)
-    layer, emb = model.layer, model.embed(ids)
-    keys, values, outs = [], [], []
+    layers, emb = model.layers, model.embed(ids)
+    keys, values, outs = [[] for _ in layers], [[] for _ in layers], []  # per layer, one entry per depth
     inp = feats_in
     for j in range(1, depth + 1):
         x = model.fc(torch.cat([model.fused(inp), emb.to(model.fc.weight.dtype)], -1))
-        q, k, v = layer.qkv(x, pos)
-        keys.append(k)
-        values.append(v)
         mask = unroll_mask(T, j, ids.device)
-        f = model.norm(layer.attend(x, q, torch.cat(keys, 2), torch.cat(values, 2), mask))
+        for i, layer in enumerate(layers):
+            q, k, v = layer.qkv(x, pos)
+            keys[i].append(k)
+            values[i].append(v)
+            x = layer.attend(x, q, torch.cat(keys[i], 2), torch.cat(values[i], 2), mask)
+        f = model.norm(x)
         outs.append(f)
         inp = previous_features(f)
     return outs

@@ -90,7 +90,7 @@ def cache_state(cache) -> CacheState:
         layers = getattr(cache, "layers", None)
         keys = getattr(layers[0], "keys", None) if layers else (cache.key_cache[0] if getattr(cache, "key_cache", None) else None)
         return CacheState(0 if keys is None else int(keys.shape[0]), int(cache.get_seq_length()))
-    return CacheState(0 if cache.k is None else int(cache.k.shape[0]), len(cache))
+    return CacheState(cache.rows, len(cache))
 
 
 def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L: int = 4, temperature: float = 1.0,

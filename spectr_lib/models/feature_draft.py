@@ -1,5 +1,6 @@
-"""A feature draft (EAGLE-style): one transformer layer that reads the target's last hidden state h_{t-1} and
-the embedding of token x_t, predicts h_t, and reads q(x_{t+1}) out through the target's own head.
+"""A feature draft (EAGLE-style): one transformer layer (or a few, `num_layers`) that reads the target's last
+hidden state h_{t-1} and the embedding of token x_t, predicts h_t, and reads q(x_{t+1}) out through the
+target's own head.
 
 It learns from little data because the target's features already carry the context. The embedding and the
 head are the target's (shared at load time, never stored twice); the head may keep only the most frequent
@@ -37,13 +38,18 @@ class FeatureDraftConfig:
     # indices into the target's hidden_states (0 = embeddings, -1 = the last, normed state the head reads) that
     # the draft reads, concatenated; (-1,) is the original design, several layers are fused (EAGLE-3 style)
     feature_layers: tuple[int, ...] = (-1,)
+    # decoder layers of the draft (1: the EAGLE design; configs saved before this field existed have one)
+    num_layers: int = 1
 
     def __post_init__(self):
         self.feature_layers = tuple(int(i) for i in self.feature_layers)
+        if not isinstance(self.num_layers, int) or isinstance(self.num_layers, bool) or self.num_layers < 1:
+            raise ValueError(f"num_layers must be a whole number ≥ 1, got {self.num_layers!r}")
 
     @classmethod
-    def from_target(cls, target_config, head_tokens: int, feature_layers=(-1,)) -> "FeatureDraftConfig":
-        """The draft layer shaped like one layer of the target, reading the given hidden_states indices."""
+    def from_target(cls, target_config, head_tokens: int, feature_layers=(-1,), num_layers: int = 1) -> "FeatureDraftConfig":
+        """Draft layers shaped like one layer of the target, reading the given hidden_states indices.
+        Raises ValueError for indices the target lacks or num_layers < 1."""
         c = target_config
         rope = getattr(c, "rope_theta", None) or (getattr(c, "rope_parameters", None) or {}).get("rope_theta", 10000.0)
         n = c.num_hidden_layers
@@ -52,32 +58,43 @@ class FeatureDraftConfig:
                              f"(0 = embeddings, {n} or -1 = the last state), e.g. (4, 16, -1)")
         return cls(c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size, float(rope),
                    float(c.rms_norm_eps), c.vocab_size, head_tokens or c.vocab_size,
-                   feature_layers=tuple(int(i) for i in feature_layers))
+                   feature_layers=tuple(int(i) for i in feature_layers), num_layers=num_layers)
 
 
 class KVCache:
-    """Keys and values [B, H, T, D] of the draft layer; crop and row selection make roll-back free."""
+    """Keys and values [B, H, T, D] of each draft layer; crop and row selection make roll-back free."""
 
     def __init__(self):
-        self.k = self.v = None
+        self.keys: list[torch.Tensor] = []  # one entry per layer, in layer order
+        self.values: list[torch.Tensor] = []
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[2]
+        return 0 if not self.keys else self.keys[0].shape[2]
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], 2)
-        self.v = v if self.v is None else torch.cat([self.v, v], 2)
-        return self.k, self.v
+    @property
+    def rows(self) -> int:
+        """Batch rows held (0 when empty)."""
+        return 0 if not self.keys else self.keys[0].shape[0]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add keys and values [B, H, T, D] of layer `layer` (0-based); returns all of that layer's."""
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat([self.keys[layer], k], 2)
+            self.values[layer] = torch.cat([self.values[layer], v], 2)
+        return self.keys[layer], self.values[layer]
 
     def crop(self, n: int) -> None:
         """Keep the first n positions."""
-        if self.k is not None:
-            self.k, self.v = self.k[:, :, :n], self.v[:, :, :n]
+        self.keys = [k[:, :, :n] for k in self.keys]
+        self.values = [v[:, :, :n] for v in self.values]
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep (or repeat) the given batch rows."""
-        if self.k is not None:
-            self.k, self.v = self.k[rows], self.v[rows]
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
 
 
 def rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
@@ -126,12 +143,14 @@ class DraftLayer(nn.Module):
         h = self.post_attention_layernorm(x)
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, cache: KVCache | None, index: int = 0) -> torch.Tensor:
+        """Outputs [B, T, d] for inputs x [B, T, d] at positions pos [T]; this layer's keys go to cache entry
+        `index` (its position in the draft's stack)."""
         T = x.shape[1]
         q, k, v = self.qkv(x, pos)
-        past = 0 if cache is None else len(cache)
         if cache is not None:
-            k, v = cache.append(k, v)
+            k, v = cache.append(index, k, v)
+        past = k.shape[2] - T
         if T == 1:
             mask = None  # one new query sees every cached position
         else:  # causal with a cached prefix: query i sees keys ≤ past + i
@@ -140,12 +159,13 @@ class DraftLayer(nn.Module):
 
 
 class FeatureDraft(nn.Module):
-    """fc([g_{t-1}; e(x_t)]) → layer → norm = f_t; logits = target head (kept rows) · f_t.
+    """fc([g_{t-1}; e(x_t)]) → layer(s) → norm = f_t; logits = target head (kept rows) · f_t.
 
     g is the target's last hidden state h (`feature_layers == (-1,)`) or, with several layers, the fusion
     `fuse([norm(h^(l)) for l in feature_layers])` of low, middle and high layers (EAGLE-3, Li et al. 2025, §3;
     the last state is normed already and enters as is).
-    Deeper draft steps feed the draft's own output f [.., d] in place of g.
+    Deeper draft steps feed the draft's own output f [.., d] in place of g. With `num_layers` > 1 the first
+    layer is `layer` (so one-layer drafts' weights keep their names) and the others are `extra_layers`.
     """
 
     def __init__(self, c: FeatureDraftConfig, embed: nn.Embedding, head_weight: torch.Tensor, head_ids: torch.Tensor):
@@ -159,6 +179,7 @@ class FeatureDraft(nn.Module):
             self.fuse = nn.Linear(n * d, d, bias=False)
         self.fc = nn.Linear(2 * d, d, bias=False)
         self.layer = DraftLayer(c)
+        self.extra_layers = nn.ModuleList(DraftLayer(c) for _ in range(c.num_layers - 1))
         self.norm = nn.RMSNorm(d, eps=c.rms_norm_eps)
         self.embed = embed  # the target's, shared and frozen
         self.register_buffer("head_ids", head_ids.long(), persistent=False)
@@ -167,6 +188,11 @@ class FeatureDraft(nn.Module):
     def own_parameters(self):
         """The weights the draft owns (not the target's embedding)."""
         return [p for n, p in self.named_parameters() if not n.startswith("embed.")]
+
+    @property
+    def layers(self) -> list[DraftLayer]:
+        """The decoder layers in order (the first is `layer`)."""
+        return [self.layer, *self.extra_layers]
 
     @property
     def feature_size(self) -> int:
@@ -186,7 +212,9 @@ class FeatureDraft(nn.Module):
         """Draft outputs f [B, T, d] for inputs g_{t-1} (target features [B, T, n·d] or the draft's own outputs
         [B, T, d]) and x_t [B, T] at positions pos [T]."""
         x = self.fc(torch.cat([self.fused(feats), self.embed(ids).to(self.fc.weight.dtype)], -1))
-        return self.norm(self.layer(x, pos, cache))
+        for i, layer in enumerate(self.layers):
+            x = layer(x, pos, cache, i)
+        return self.norm(x)
 
     def head_logits(self, f: torch.Tensor) -> torch.Tensor:
         """Float32 logits over the kept head rows [..., head_tokens] (computed in float32: bf16 rounding of the
@@ -238,17 +266,24 @@ def previous_features(features: torch.Tensor) -> torch.Tensor:
 
 
 def init_from_target(c: FeatureDraftConfig, target: nn.Module, head_ids: torch.Tensor) -> FeatureDraft:
-    """A fresh draft whose layer starts as a copy of the target's last layer and whose fc passes h through."""
+    """A fresh draft whose layer starts as a copy of the target's last layer and whose fc passes h through.
+    Extra layers (num_layers > 1) start as that copy too, with their output projections (o_proj, down_proj) at
+    zero: each passes its input through unchanged, so a draft with fewer layers loaded on top
+    (`load_state_dict`, strict=False) acts unchanged, and training grows the new layers from there."""
     embed = nn.Embedding.from_pretrained(target.get_input_embeddings().weight.detach().float().clone(), freeze=True)
     model = FeatureDraft(c, embed, target.get_output_embeddings().weight.float(), head_ids).float()
     last = target.model.layers[-1] if hasattr(target, "model") and hasattr(target.model, "layers") else None
     with torch.no_grad():
         if last is not None:
             src = dict(last.named_parameters())
-            for name, p in model.layer.named_parameters():
-                key = name if name in src else f"self_attn.{name}" if f"self_attn.{name}" in src else f"mlp.{name}"
-                if key in src and src[key].shape == p.shape:
-                    p.copy_(src[key].float())
+            for layer in model.layers:
+                for name, p in layer.named_parameters():
+                    key = name if name in src else f"self_attn.{name}" if f"self_attn.{name}" in src else f"mlp.{name}"
+                    if key in src and src[key].shape == p.shape:
+                        p.copy_(src[key].float())
+        for layer in model.extra_layers:
+            layer.o_proj.weight.zero_()
+            layer.down_proj.weight.zero_()
         d = c.hidden_size
         if len(c.feature_layers) > 1:  # start from the last state alone (the original design), fusion learned;
             # a draft of the original design loaded on top (`load_state_dict`, strict=False) then acts unchanged

@@ -127,3 +127,24 @@ def test_auto_k_with_a_fixed_L_drafts_to_the_end(pair):
     very last token can be a plain step."""
     s = generate(pair, PROMPT, method="kseq", k="auto", L=4, max_new_tokens=23, seed=1, costs=CHEAP).stats
     assert s.plain_steps <= 1 and all(r.L <= 4 for r in s.rounds) and s.new_tokens == 23
+
+
+def test_draft_eval_predicts_with_the_decoders_cost_model():
+    """draft_eval's prediction is §8's formula with Costs.round_ms (selection and bookkeeping included), and a
+    compared draft's measured step costs replace the calibrated ones."""
+    from spectr_lib.tools.draft_eval import predicted_speedups
+
+    c = synthetic_costs(1.0)
+    acc = {"k1": 0.5, "k4": 0.7}
+    got = predicted_speedups(c, acc, tree=False)
+    e1 = 1 + 0.5 + 0.25 + 0.125 + 0.0625
+    round1 = c.draft(1) + 3 * c.draft(1) + c.target(1, 4, False) + c.select_ms * e1 + c.overhead_ms
+    assert got["k1_L4"]["tokens_per_round"] == pytest.approx(e1)
+    assert got["k1_L4"]["speedup_over_ar"] == pytest.approx(e1 * c.ar_ms / round1)
+    e4 = expected_tokens([0.7] * 4, 4)
+    round4 = c.draft(1) + 3 * c.draft(4) + c.target(4, 4, False) + c.select_ms * e4 + c.overhead_ms
+    assert got["k4_L4"]["speedup_over_ar"] == pytest.approx(e4 * c.ar_ms / round4)
+    dearer = predicted_speedups(c, acc, {"batch1": {"draft_step_s": 0.004}, "batch8": {"draft_step_s": 0.008}},
+                                tree=False)
+    round1 = 4 * 4.0 + c.target(1, 4, False) + c.select_ms * e1 + c.overhead_ms
+    assert dearer["k1_L4"]["speedup_over_ar"] == pytest.approx(e1 * c.ar_ms / round1)

@@ -180,3 +180,5 @@ def test_draft_eval_compares_drafts_and_their_costs(tmp_path):
     other = report["compare"][str(STANDALONE_DIR)]
     assert 0 < other["1.0"]["overall"]["k1"] <= other["1.0"]["overall"]["k4"] <= 1
     assert set(other["cost"]) == {"batch1", "batch4", "batch8"} and all(v["ratio"] > 0 for v in other["cost"].values())
+    for pred in (report["predicted"], other["predicted"]):  # the decoder's cost model, per draft
+        assert set(pred) == {"k1_L4", "k4_L4"} and all(v["speedup_over_ar"] > 0 for v in pred.values())

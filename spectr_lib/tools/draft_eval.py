@@ -3,7 +3,9 @@ the speed-up the two predict. `python -m spectr_lib.tools.draft_eval --help`.
 
 Acceptance is Σ_x min(p(x), q(x)) at every position of target-sampled continuations (first turn of each
 prompt, chat template), per category. Cost is wall-clock of one draft step vs one target step on a warm
-cache, batch 1 and batch 8, measured side by side.
+cache, batch 1 and batch 8, measured side by side. The predicted speed-up is the decoder's own cost model
+(`pair_costs`: verification calls, selection, per-round bookkeeping; calibrated once per machine and pair,
+then cached) with each draft's measured step costs and acceptance.
 """
 from __future__ import annotations
 
@@ -60,6 +62,28 @@ def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_toke
             hf_cache.crop(cache, context)
 
         out[f"target_call_{n}_tokens_s"] = median_seconds(call)
+    return out
+
+
+def predicted_speedups(costs, acceptance: dict, draft_s: dict | None = None, tree: bool = True, L: int = 4) -> dict:
+    """Predicted speed-up over autoregressive decoding of rounds of k = 1 and k = 4 drafts of length L, from the
+    decoder's cost model (`engine.costs.Costs`, ms) with one acceptance per depth: acceptance["k1"] / ["k4"]
+    (Σ min(p, q) and K-SEQ's, taken as independent per position). draft_s: {"batch1": {"draft_step_s": s}, ..}
+    replaces the calibrated draft step costs (another draft measured against the same target); None keeps
+    them. Returns {"k1_L4": {"tokens_per_round", "speedup_over_ar"}, "k4_L4": {...}}. Source: the expected
+    tokens per round of Leviathan et al. 2023, §3.4, with the round cost of `Costs.round_ms`."""
+    from dataclasses import replace
+
+    from ..engine.auto import expected_tokens, predict_tokens_per_second
+
+    if draft_s is not None:
+        costs = replace(costs, draft_ms=sorted([int(b[5:]), v["draft_step_s"] * 1e3] for b, v in draft_s.items()
+                                               if b.startswith("batch")))
+    out = {}
+    for k in (1, 4):
+        alpha = [acceptance[f"k{k}"]] * L
+        tps = predict_tokens_per_second(costs, k, L, tree, alpha=alpha, nodes=None if k > 1 else [1] * L)
+        out[f"k{k}_L{L}"] = {"tokens_per_round": expected_tokens(alpha, L), "speedup_over_ar": tps * costs.ar_ms / 1e3}
     return out
 
 
@@ -142,14 +166,20 @@ def main(argv: list[str] | None = None) -> None:
             v["ratio"] = v["draft_step_s"] / cost[b]["target_step_s"]
         report["compare"][name]["cost"] = c
         print(f"{name}: draft step / target step " + ", ".join(f"{b} {v['ratio']:.3f}" for b, v in c.items()))
-    acc = report["acceptance"][str(args.temperature[0])]["overall"]
-    L, t_ar = 4, cost["batch1"]["target_step_s"]
-    for k in (1, 4):
-        round_s = L * cost[f"batch{k}"]["draft_step_s"] + cost[f"target_call_{k * (L + 1)}_tokens_s"]
-        tokens = sum(acc[f"k{k}"] ** i for i in range(L + 1))  # acceptance taken as independent per position
-        report[f"predicted_k{k}_L{L}"] = {"tokens_per_round": tokens, "speedup_over_ar": tokens * t_ar / round_s}
-        print(f"k={k}, L={L}: {tokens:.2f} tokens per round predicted; round costs {round_s / t_ar:.2f} target steps; "
-              f"predicted speed-up over AR {tokens * t_ar / round_s:.2f}×")
+    from ..engine.decoder import pair_costs
+
+    costs = pair_costs(pair)  # the decoder's cost model on this machine (calibrated once, then cached)
+    T0 = str(args.temperature[0])
+    tree = pair.device.type == "cpu"  # the decoder's default verification form
+    report["predicted"] = predicted_speedups(costs, report["acceptance"][T0]["overall"], cost, tree)
+    for name in others:
+        report["compare"][name]["predicted"] = predicted_speedups(costs, report["compare"][name][T0]["overall"],
+                                                                  report["compare"][name]["cost"], tree)
+    print(f"\npredicted speed-up over AR (the decoder's cost model, one AR token {costs.ar_ms:.1f} ms, T = {T0}):")
+    for name, pred in {args.draft or "default": report["predicted"],
+                       **{n: report["compare"][n]["predicted"] for n in others}}.items():
+        print(f"  {name}: " + "; ".join(f"{key.replace('_', ', ')}: {v['tokens_per_round']:.2f} tokens per round, "
+                                       f"{v['speedup_over_ar']:.2f}×" for key, v in pred.items()))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
 

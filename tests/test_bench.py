@@ -95,3 +95,15 @@ def test_lookup_rows_are_their_own_rows_and_survive_a_round_trip():
     again = from_json(to_json(results))
     assert [r.config for r in again] == configs and table(again) == table(results)
     assert "| kseq+lookup | 2 | 3 |" in table(results)
+
+
+def test_tokens_per_round_and_its_standard_error():
+    from spectr_lib.tools.bench_results import tokens_per_round
+
+    hist = [3, 1, 0, 2]  # rounds accepting 0, 1, 2, 3 drafts: tokens 1,1,1,2,4,4
+    mean, se = tokens_per_round(hist)
+    tokens = torch.tensor([1, 1, 1, 2, 4, 4], dtype=torch.float64)
+    assert mean == pytest.approx(tokens.mean().item())
+    assert se == pytest.approx(tokens.std().item() / 6 ** 0.5)  # sample standard deviation / sqrt(rounds)
+    with pytest.raises(ValueError, match="two rounds"):
+        tokens_per_round([1, 0])

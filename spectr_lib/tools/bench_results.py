@@ -86,6 +86,19 @@ class Result:
         return self.tokens / max(1e-9, self.seconds)
 
 
+def tokens_per_round(accepted_hist: list[int]) -> tuple[float, float]:
+    """Mean tokens per round (accepted drafts + 1) and its standard error, from a row's `accepted_hist`
+    (rounds that accepted 0, 1, .., L drafts). The mean is the block efficiency of the drafted rounds; the
+    standard error (sample standard deviation / √rounds) says how far two rows may differ by chance.
+    Raises ValueError for fewer than two rounds."""
+    n = sum(accepted_hist)
+    if n < 2:
+        raise ValueError(f"a standard error needs at least two rounds, got {n}")
+    mean = sum((i + 1) * c for i, c in enumerate(accepted_hist)) / n
+    var = sum(c * (i + 1 - mean) ** 2 for i, c in enumerate(accepted_hist)) / (n - 1)
+    return mean, (var / n) ** 0.5
+
+
 def table(results: list[Result], baseline: str = "hf_ar") -> str:
     """Markdown table: block efficiency, tokens/s, speed-ups over the baseline and over our AR, accepted lengths."""
     base = next((r for r in results if r.config.name == baseline and r.tokens), None)

@@ -2,7 +2,7 @@
 
 Stages (each resumable): `data` runs the teacher pass over the stored on-policy answers (data/distill/answers,
 written by `python -m spectr_lib.distill.answers`): the target's hidden states at `teacher.LAYERS` and its
-top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one layer reading the
+top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one decoder layer, or `--num-layers`, reading the
 target's features, last or fused low/middle/last, and the next token) to them, unrolling `--depth` drafting
 steps as they run while decoding (training-time test), with checkpoints; `save` writes it to
 data/models/<name>/. `all` runs the three. `--kind standalone` trains a standalone draft instead: a few of the
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "them); templates: sample new answers to --prompts (the first draft's recipe)")
     ap.add_argument("--teacher-dir", type=Path, default=None, help="teacher shards (default: cache folder)")
     ap.add_argument("--kind", default="feature", choices=["feature", "standalone"],
-                    help="feature: one layer reading the target's hidden states (the default draft); standalone: a "
+                    help="feature: decoder layer(s) reading the target's hidden states (the default draft); standalone: a "
                          "small causal LM of the target's own layers (Hugging Face assisted generation can drive it; "
                          "--feature-layers and --depth do not apply). Give the same --kind to train, --resume and save")
     ap.add_argument("--init-layers", type=_layers, default=None,

@@ -149,11 +149,13 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:
 def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None):
     """AdamW over params and the run's (step, curve, answer tokens seen, seconds), restored from checkpoint ck
     (model weights included) when one is given: (opt, step, curve, seen, elapsed)."""
+    params = list(params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     if ck is None:
         return opt, 0, [], 0, 0.0
+    trained = {n for n, p in model.named_parameters() if any(p is q for q in params)}  # what the checkpoint holds
     missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-    if unexpected or any(not n.startswith("embed.") for n in missing):
+    if unexpected or trained & set(missing):
         raise SystemExit(f"the checkpoint's weights do not fit this draft (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]}): --resume with the checkpoint's own --feature-layers and --num-layers, "
                          f"or start over in another --work-dir")
@@ -197,8 +199,9 @@ def run_train(args, target, work: Path) -> None:
         model = FeatureDraft.load(args.init, target, dtype=torch.float32)
         num_layers = num_layers or model.config.num_layers
         if num_layers < model.config.num_layers:
-            raise SystemExit(f"--num-layers {num_layers} is fewer than the {model.config.num_layers} layers of the "
-                             f"--init draft {args.init}: give --num-layers {model.config.num_layers} or more")
+            raise SystemExit(f"{num_layers} layer(s) (--num-layers, or the checkpoint --resume continues) is fewer than "
+                             f"the {model.config.num_layers} of the --init draft {args.init}: give --num-layers "
+                             f"{model.config.num_layers} or more, or another --work-dir")
         if (tuple(model.config.feature_layers), model.config.num_layers) != (layers, num_layers):
             cfg = dataclasses.replace(model.config, feature_layers=layers, num_layers=num_layers)
             old = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}

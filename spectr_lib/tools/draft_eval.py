@@ -167,10 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         report["compare"][name]["cost"] = c
         print(f"{name}: draft step / target step " + ", ".join(f"{b} {v['ratio']:.3f}" for b, v in c.items()))
     from ..engine.decoder import pair_costs
+    from ..engine.verifiers import TREE_BY_DEFAULT
 
     costs = pair_costs(pair)  # the decoder's cost model on this machine (calibrated once, then cached)
     T0 = str(args.temperature[0])
-    tree = pair.device.type == "cpu"  # the decoder's default verification form
+    tree = TREE_BY_DEFAULT.get(pair.device.type, False)  # the decoder's default verification form
     report["predicted"] = predicted_speedups(costs, report["acceptance"][T0]["overall"], cost, tree)
     for name in others:
         report["compare"][name]["predicted"] = predicted_speedups(costs, report["compare"][name][T0]["overall"],

@@ -102,3 +102,17 @@ def test_distill_adds_a_layer_to_a_saved_draft(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a standalone draft's depth is its --init-layers
         distill_main(["train", "--kind", "standalone", "--num-layers", "2"])
     assert "--num-layers is a feature draft's layer count" in capsys.readouterr().err
+
+
+def test_distill_keeps_the_init_drafts_feature_layers(tmp_path):
+    """No --feature-layers with --init: the draft keeps the fusion it has (it used to fall back to the last state
+    and drop the fusion's weights). The tiny data stores the last state only, so the fused draft is refused."""
+    common = ["--tiny", "--max-prompts", "6", "--shard-size", "3", "--max-new-tokens", "10", "--batch-seqs", "3",
+              "--head-tokens", "40", "--depth", "2", "--checkpoint-every", "2", "--steps", "2"]
+    distill_main(["data", *common, "--work-dir", str(tmp_path / "w")])
+    tiny_target = tiny_pair(vocab_size=64, seed=0, hidden=32).target  # the target of --tiny (seed 0)
+    fused = init_from_target(FeatureDraftConfig.from_target(tiny_target.config, 0, feature_layers=(1, -1)),
+                             tiny_target, torch.arange(40))
+    fused.save(tmp_path / "fused")
+    with pytest.raises(ValueError, match=r"holds hidden_states \(-1,\), not \[1\]"):
+        distill_main(["train", *common, "--work-dir", str(tmp_path / "w"), "--init", str(tmp_path / "fused")])

@@ -62,8 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--init-layers", type=_layers, default=None,
                     help="standalone: the target layers it starts from, comma-separated (its depth; default 0,1,2, or "
                          "those of the checkpoint continued by --resume or of the --init draft)")
-    ap.add_argument("--feature-layers", type=_layers, default=(-1,),
-                    help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three)")
+    ap.add_argument("--feature-layers", type=_layers, default=None,
+                    help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three; default: those of the --init draft or the resumed checkpoint, else -1)")
     ap.add_argument("--num-layers", type=int, default=None,
                     help="feature draft: its decoder layers (default: those of the --init draft or the resumed "
                          "checkpoint, else 1); more than --init's adds layers that start as pass-throughs")

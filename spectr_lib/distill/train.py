@@ -187,16 +187,18 @@ def run_train(args, target, work: Path) -> None:
     train, val = _split(records, args.seed)
     train = first_answer_tokens(train, getattr(args, "train_tokens", None))
     n_answer = sum(len(r["ids"]) - r["start"] for r in train)
-    layers = tuple(getattr(args, "feature_layers", None) or (-1,))
     depth = getattr(args, "depth", 2)
     max_prompt = getattr(args, "max_prompt", None)
-    print(f"{len(train)} training sequences ({n_answer} answer tokens), "
-          f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
     ckpt_path = work / "checkpoint.pt"
     ck = load_checkpoint(ckpt_path, "feature_draft") if args.resume and ckpt_path.exists() else None
+    # unset --feature-layers / --num-layers: the resumed checkpoint's, else the --init draft's, else (-1,) and 1
+    layers = getattr(args, "feature_layers", None) or (ck or {}).get("feature_layers")
     num_layers = getattr(args, "num_layers", None) or (ck or {}).get("num_layers")
-    if args.init is not None:  # continue from a saved draft; a new fusion or new layers start as pass-throughs
-        model = FeatureDraft.load(args.init, target, dtype=torch.float32)
+    model = FeatureDraft.load(args.init, target, dtype=torch.float32) if args.init is not None else None
+    layers = tuple(layers or (model.config.feature_layers if model is not None else (-1,)))
+    print(f"{len(train)} training sequences ({n_answer} answer tokens), "
+          f"{len(val)} held out; features {layers}, depth {depth}", flush=True)
+    if model is not None:  # continue from a saved draft; a new fusion or new layers start as pass-throughs
         num_layers = num_layers or model.config.num_layers
         if num_layers < model.config.num_layers:
             raise SystemExit(f"{num_layers} layer(s) (--num-layers, or the checkpoint --resume continues) is fewer than "

@@ -2,8 +2,9 @@
 
 Stages (each resumable): `data` runs the teacher pass over the stored on-policy answers (data/distill/answers,
 written by `python -m spectr_lib.distill.answers`): the target's hidden states at `teacher.LAYERS` and its
-top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one decoder layer, or `--num-layers`, reading the
-target's features, last or fused low/middle/last, and the next token) to them, unrolling `--depth` drafting
+top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one decoder layer, or
+`--num-layers`, reading the target's features, last or fused low/middle/last, and the next token) to them,
+unrolling `--depth` drafting
 steps as they run while decoding (training-time test), with checkpoints; `save` writes it to
 data/models/<name>/. `all` runs the three. `--kind standalone` trains a standalone draft instead: a few of the
 target's own layers (`--init-layers`), distilled from the same teacher pass, that Hugging Face's assisted
@@ -56,14 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "them); templates: sample new answers to --prompts (the first draft's recipe)")
     ap.add_argument("--teacher-dir", type=Path, default=None, help="teacher shards (default: cache folder)")
     ap.add_argument("--kind", default="feature", choices=["feature", "standalone"],
-                    help="feature: decoder layer(s) reading the target's hidden states (the default draft); standalone: a "
+                    help="feature: decoder layer(s) reading the target's hidden states (the default draft); "
+                         "standalone: a "
                          "small causal LM of the target's own layers (Hugging Face assisted generation can drive it; "
                          "--feature-layers and --depth do not apply). Give the same --kind to train, --resume and save")
     ap.add_argument("--init-layers", type=_layers, default=None,
                     help="standalone: the target layers it starts from, comma-separated (its depth; default 0,1,2, or "
                          "those of the checkpoint continued by --resume or of the --init draft)")
     ap.add_argument("--feature-layers", type=_layers, default=None,
-                    help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses three; default: those of the --init draft or the resumed checkpoint, else -1)")
+                    help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses "
+                         "three; default: those of the --init draft or the resumed checkpoint, else -1)")
     ap.add_argument("--num-layers", type=int, default=None,
                     help="feature draft: its decoder layers (default: those of the --init draft or the resumed "
                          "checkpoint, else 1); more than --init's adds layers that start as pass-throughs")

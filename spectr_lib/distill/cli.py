@@ -4,9 +4,8 @@ Stages (each resumable): `data` runs the teacher pass over the stored on-policy 
 written by `python -m spectr_lib.distill.answers`): the target's hidden states at `teacher.LAYERS` and its
 top-k next-token probabilities, cached per answer shard; `train` fits a feature draft (one decoder layer, or
 `--num-layers`, reading the target's features, last or fused low/middle/last, and the next token) to them,
-unrolling `--depth` drafting
-steps as they run while decoding (training-time test), with checkpoints; `save` writes it to
-data/models/<name>/. `all` runs the three. `--kind standalone` trains a standalone draft instead: a few of the
+unrolling `--depth` drafting steps as they run while decoding (training-time test), with checkpoints; `save`
+writes it to data/models/<name>/. `all` runs the three. `--kind standalone` trains a standalone draft instead: a few of the
 target's own layers (`--init-layers`), distilled from the same teacher pass, that Hugging Face's assisted
 generation can drive. `--source templates` is the first draft's recipe: sample fresh answers to
 data/prompts/train.jsonl and label them in one go.

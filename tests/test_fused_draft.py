@@ -123,3 +123,51 @@ def test_a_new_fusion_starts_as_the_single_layer_draft_it_extends(fused):
     feats = torch.randn(1, 4, 2 * d)
     with torch.no_grad():
         torch.testing.assert_close(both(feats, ids, torch.arange(4)), single(feats[..., d:], ids, torch.arange(4)))
+
+
+def _tv_batch(draft, B=2, T=7, K=4):
+    """Random inputs of draft_loss: features, ids, regression targets, top-K soft labels and a loss mask."""
+    torch.manual_seed(3)
+    top_p = torch.rand(B, T, K).softmax(-1) * 0.9  # the teacher's top-K hold 90 % of its mass
+    top_i = torch.stack([torch.randperm(V)[:K] for _ in range(B * T)]).view(B, T, K)
+    mask = torch.zeros(B, T)
+    mask[:, 2:] = 1
+    return (previous_features(torch.randn(B, T, draft.feature_size)), torch.randint(0, V, (B, T)),
+            torch.randn(B, T, draft.config.hidden_size), top_p, top_i, mask)
+
+
+def test_tv_weight_adds_one_minus_the_overlap_and_its_gradient_raises_it(fused):
+    from spectr_lib.distill.train import DEPTH_WEIGHTS, draft_loss
+
+    draft, batch = fused.draft, _tv_batch(fused.draft)
+    with torch.no_grad():
+        ce, st = draft_loss(draft, *batch, depth=3)
+        both, st2 = draft_loss(draft, *batch, depth=3, tv_weight=2.0)
+    assert st == st2 and 0 < st["acc1"] < 0.9
+    want = ce + 2.0 * sum(DEPTH_WEIGHTS[j - 1] * (1 - st[f"acc{j}"]) for j in (1, 2, 3))
+    torch.testing.assert_close(both, want)
+    # a step down the TV term's gradient alone raises Σ min(p, q) at drafting step 1
+    params = list(draft.own_parameters())
+    saved = [p.detach().clone() for p in params]
+    tv = draft_loss(draft, *batch, depth=1, tv_weight=1.0)[0] - draft_loss(draft, *batch, depth=1)[0]
+    grads = torch.autograd.grad(tv, params, allow_unused=True)
+    try:
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                if g is not None:
+                    p.sub_(0.5 * g)
+            assert draft_loss(draft, *batch, depth=1)[1]["acc1"] > st["acc1"] + 1e-3
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+
+
+def test_tv_weight_arguments_are_checked():
+    from spectr_lib.distill.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--tiny", "--tv-weight", "-1"])
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--kind", "standalone", "--source", "answers", "--tv-weight", "1"])
+    assert parse_args(["train", "--tiny", "--tv-weight", "0.5"]).tv_weight == 0.5

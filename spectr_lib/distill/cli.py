@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "checkpoint, else 1); more than --init's adds layers that start as pass-throughs")
     ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
     ap.add_argument("--feature-weight", type=float, default=0.1, help="weight of the feature regression loss")
+    ap.add_argument("--tv-weight", type=float, default=0.0,
+                    help="weight of a total-variation term, 1 − Σ min(p, q) over the teacher's top-k, added to the "
+                         "soft cross-entropy (a feature draft; 0: cross-entropy only)")
     ap.add_argument("--max-prompt", type=int, default=384, help="keep each prompt's last N tokens in training")
     ap.add_argument("--answer-shards", type=_shard_range, default=None, metavar="FIRST-LAST",
                     help="only these answer shards (e.g. 15-29): the data stage labels them, train reads them; to "
@@ -105,8 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.source != "answers" or args.tiny:
             ap.error("a standalone draft trains on the stored answers' teacher pass (--source answers, not --tiny)")
         pass  # --init-layers: None means "from the checkpoint or --init, else 0,1,2" (standalone.DEFAULT_INIT_LAYERS)
+        if args.tv_weight:
+            ap.error("--tv-weight is a feature draft's loss term (the standalone draft trains on cross-entropy only)")
     elif args.init_layers is not None:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
+    if args.tv_weight < 0:
+        ap.error(f"--tv-weight must be ≥ 0, got {args.tv_weight}")
     if args.num_layers is not None and (args.kind == "standalone" or args.num_layers < 1):
         ap.error("--num-layers is a feature draft's layer count, a whole number ≥ 1 (a standalone draft's depth "
                  "is its --init-layers)" if args.kind == "standalone" else f"--num-layers must be ≥ 1, got {args.num_layers}")

@@ -79,9 +79,14 @@ def batch_tensors(group: list[dict], to_head: torch.Tensor, in_cols: torch.Tenso
 
 
 def draft_loss(model: FeatureDraft, feats_in, ids, feats, top_p, top_i, mask, depth: int = 2,
-               feature_weight: float = FEATURE_WEIGHT):
+               feature_weight: float = FEATURE_WEIGHT, tv_weight: float = 0.0):
     """Soft cross-entropy on the kept head + feature regression, for drafting steps 1..depth unrolled with the
-    attention they have while decoding (`unroll.unrolled_outputs`, training-time test)."""
+    attention they have while decoding (`unroll.unrolled_outputs`, training-time test).
+
+    tv_weight > 0 adds tv_weight · (1 − Σ_top-k min(p, q)) per position: the total-variation distance
+    1 − Σ min(p, q), the rejection rate a draft step is judged by, with the overlap counted over the teacher's
+    stored top-k only (DistillSpec, Zhou et al., ICLR 2024, trains drafts on TVD for this reason). Returns (loss, stats) with
+    stats["acc{j}"] = Σ_top-k min(p, q) at drafting step j (a lower bound of the acceptance)."""
     keep = mask > 0  # the head runs only where there is a label (answer positions): most of the cost
     top_p, top_i, feats = top_p[keep], top_i[keep], feats[keep]
     total, n = 0.0, max(1, int(keep.sum()))
@@ -91,9 +96,10 @@ def draft_loss(model: FeatureDraft, feats_in, ids, feats, top_p, top_i, mask, de
         logq = model.head_logits(f).float().log_softmax(-1)
         ce = -(top_p * logq.gather(-1, top_i)).sum(-1)
         reg = F.smooth_l1_loss(f.float(), feats, reduction="none").mean(-1)
-        total = total + DEPTH_WEIGHTS[min(j, len(DEPTH_WEIGHTS)) - 1] * (ce + feature_weight * reg).sum() / n
-        with torch.no_grad():  # Σ min(p, q) over the teacher's top-k: a lower bound of the acceptance
-            stats[f"acc{j}"] = float(torch.minimum(top_p, logq.exp().gather(-1, top_i)).sum(-1).sum() / n)
+        overlap = torch.minimum(top_p, logq.exp().gather(-1, top_i)).sum(-1)  # Σ min(p, q) over the teacher's top-k
+        tv = tv_weight * (1 - overlap) if tv_weight else 0.0
+        total = total + DEPTH_WEIGHTS[min(j, len(DEPTH_WEIGHTS)) - 1] * (ce + feature_weight * reg + tv).sum() / n
+        stats[f"acc{j}"] = float(overlap.detach().sum() / n)
     return total, stats
 
 
@@ -225,12 +231,13 @@ def run_train(args, target, work: Path) -> None:
     rng = random.Random(args.seed + step)
     val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
     fw = getattr(args, "feature_weight", FEATURE_WEIGHT)
+    tvw = getattr(args, "tv_weight", 0.0)
     # bf16 autocast only where the CPU computes bf16 natively: emulated (AVX2) it was 14× slower than float32
     precision = getattr(args, "precision", "auto")
     bf16 = model.head.device.type == "cpu" and (precision == "bf16" or precision == "auto" and cpu_has_native_bf16())
     recipe = {"source": getattr(args, "source", "templates"), "feature_layers": list(model.config.feature_layers),
               "num_layers": model.config.num_layers,
-              "depth": depth, "feature_weight": fw, "max_prompt": max_prompt, "train_sequences": len(train),
+              "depth": depth, "feature_weight": fw, "tv_weight": tvw, "max_prompt": max_prompt, "train_sequences": len(train),
               "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
               "init": Path(args.init).name if args.init else None, "bf16_autocast": bf16}
@@ -239,7 +246,7 @@ def run_train(args, target, work: Path) -> None:
     def evaluate() -> dict:
         model.eval()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            _, st = draft_loss(model, *val_batch, depth=max(depth, 3), feature_weight=fw)
+            _, st = draft_loss(model, *val_batch, depth=max(depth, 3), feature_weight=fw, tv_weight=tvw)
         model.train()
         return st
 
@@ -256,7 +263,7 @@ def run_train(args, target, work: Path) -> None:
             g["lr"] = cosine_lr(step, args.steps, args.lr)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss, st = draft_loss(model, *batch_tensors(group, to_head, in_cols, last_cols, max_prompt), depth=depth,
-                                  feature_weight=fw)
+                                  feature_weight=fw, tv_weight=tvw)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.own_parameters(), 1.0)

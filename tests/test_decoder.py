@@ -195,3 +195,23 @@ def test_field_metrics_follow_the_vllm_definitions():
     assert mean_acceptance_length(hist) == 1 + 4 / 4
     assert acceptance_rate_per_position(hist) == [2 / 4, 1 / 4, 1 / 4]
     assert mean_acceptance_length([]) == 0.0 and acceptance_rate_per_position([]) == []
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_lazy_verification_logits_equal_the_dense_ones_and_run_the_head_on_what_is_read(pair, tree):
+    from spectr_lib.engine.verifiers import make_verifier
+
+    tokens = torch.tensor([[3, 1, 2], [3, 1, 4], [5, 0, 0], [3, 2, 2]])
+    got = {}
+    for lazy in (False, True):
+        ver = make_verifier(pair.target, V, tree=tree)
+        ver.prefill(torch.tensor(PROMPT))
+        got[lazy] = ver.verify(tokens, lazy=lazy)[0]
+    dense, lazy = got[False], got[True]
+    head, reads = lazy.head, []
+    lazy.head = lambda h: reads.append(h.shape) or head(h)
+    torch.testing.assert_close(lazy[1, 2], dense[1, 2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lazy[0, 2], dense[0, 2], atol=1e-5, rtol=1e-5)  # the same tree node as [1, 2]
+    assert reads == [torch.Size([pair.target.config.hidden_size])] * (1 if tree else 2)
+    torch.testing.assert_close(lazy[2], dense[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lazy.dense(), dense, atol=1e-5, rtol=1e-5)

@@ -32,7 +32,7 @@ def verify_ms(pair: ModelPair, context: torch.Tensor, k: int, L: int, tree: bool
             target.step()
             target.push(context[-1:])
         else:
-            target.verify(tokens)
+            target.verify(tokens, lazy=True)  # as the decoder calls it: the head's rows are booked to selection
             target.commit(tokens, 0, 0, context[-1:])
 
     return timed(call)

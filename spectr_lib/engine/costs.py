@@ -5,8 +5,9 @@ A round of k drafts of length L costs (`Costs.round_ms`, docs/cheatsheet.md, "Ro
     draft(1) + (L − 1)·draft(k) + target(positions) + select·(positions visited) + overhead
 
 where draft(b) is one draft step at batch b, target(n) one verification call scoring n positions (the tree
-form scores the drafts' distinct prefixes, the batch form k rows of L + 1), select the selection work per
-position on the accepted path (warping p included) and overhead the rest of a round (roll-backs, book-keeping).
+form scores the drafts' distinct prefixes, the batch form k rows of L + 1; the model's body: its float32 output
+head runs lazily, on the positions selection reads), select the selection work per position on the accepted
+path (the head's logits and warping p included) and overhead the rest of a round (roll-backs, book-keeping).
 Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
 autoregressive steps. `calibration.calibrate` measures it all on the pair, with priors for the acceptance per depth;
 `calibration.load_costs` keeps the result under the user cache folder (`cache_path`), keyed by device, dtype,
@@ -85,7 +86,8 @@ def _interp(x: float, table: list[list[float]]) -> float:
     return float(np.interp(x, xs, ys))
 
 
-ENGINE_VERSION = 2  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU)
+ENGINE_VERSION = 3  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
+# 3: the verification head runs lazily, a bf16 feature draft's head in bf16)
 
 
 def costs_key(pair: ModelPair) -> dict:

@@ -68,7 +68,7 @@ class Stats:
     seconds_prefill: float = 0.0
     seconds_draft: float = 0.0
     seconds_verify: float = 0.0
-    seconds_select: float = 0.0
+    seconds_select: float = 0.0  # selection, with the target head's float32 logits of the positions it reads
     seconds_total: float = 0.0
 
     @property
@@ -253,7 +253,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
         tokens, q = drafter.draft(k_now, L_now, w, gen, method == "rrs_wor", mix)
         sync(pair.device)
         t1 = time.perf_counter()
-        logits, feats = target.verify(tokens)
+        logits, feats = target.verify(tokens, lazy=True)  # the float32 head runs on the positions read below
         sync(pair.device)
         t2 = time.perf_counter()
         if method == "block":

@@ -9,7 +9,7 @@ import torch
 
 from . import hf_cache
 from ..theory.trees import ancestors, token_tree
-from .heads import Float32Head
+from .heads import Float32Head, LazyLogits
 
 # Verification form per device type: the faster one measured by `python -m spectr_lib.tools.bench_verify` on a
 # CPU. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
@@ -32,9 +32,10 @@ class Verifier:
         self.calls = 0
         self.positions = 0  # positions the last verification call scored
 
-    def _run(self, ids: torch.Tensor, **kw):
-        """Float32 logits [B, T, V] and, when a feature draft needs them, its features [B, T, n·d]."""
-        logits, h = self.head(ids, self.cache, layers=self.layers, **kw)
+    def _run(self, ids: torch.Tensor, lazy: bool = False, **kw):
+        """Float32 logits [B, T, V] (a `LazyLogits` when lazy) and, when a feature draft needs them, its
+        features [B, T, n·d]."""
+        logits, h = self.head(ids, self.cache, layers=self.layers, lazy=lazy, **kw)
         return logits, (h if self.layers is not None else None)
 
     @torch.no_grad()
@@ -50,8 +51,10 @@ class Verifier:
         return feats[0] if feats is not None else None
 
     @torch.no_grad()
-    def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [k, L+1, V] of every draft position of tokens [k, L] (and the features there), in one call."""
+    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [k, L+1, V] of every draft position of tokens [k, L] (and the features there), in one call.
+        lazy=True returns the logits as a `heads.LazyLogits`: the model call is made, the float32 output head
+        runs only on the positions selection reads (the decoder's form)."""
         raise NotImplementedError
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
@@ -75,12 +78,12 @@ class BatchVerifier(Verifier):
     """K rows of L + 1 tokens, one per draft, on K copies of the context cache (the GPU default)."""
 
     @torch.no_grad()
-    def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.calls += 1
         k = tokens.shape[0]
         self.positions = k * (tokens.shape[1] + 1)
         hf_cache.repeat_rows(self.cache, k)
-        return self._run(torch.cat([self.pending.expand(k, 1), tokens], 1))
+        return self._run(torch.cat([self.pending.expand(k, 1), tokens], 1), lazy=lazy)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
         hf_cache.crop(self.cache, self.length + 1 + n_accepted)
@@ -94,7 +97,7 @@ class TreeVerifier(Verifier):
     mask (fewer positions, no copy of the context cache per draft: the CPU default)."""
 
     @torch.no_grad()
-    def verify(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor | LazyLogits, torch.Tensor | None]:
         self.calls += 1
         dev = tokens.device
         node_tok, parent, depth, self.node_of = token_tree(tokens)
@@ -105,9 +108,10 @@ class TreeVerifier(Verifier):
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
         pos = (self.length + torch.tensor(depth, device=dev))[None]
-        logits, feats = self._run(ids[None], attention_mask=mask[None, None], position_ids=pos)
+        logits, feats = self._run(ids[None], lazy=lazy, attention_mask=mask[None, None], position_ids=pos)
         node_of = self.node_of.to(dev)
-        return logits[0][node_of], (feats[0][node_of] if feats is not None else None)
+        feats = feats[0][node_of] if feats is not None else None
+        return (logits.take(self.node_of) if lazy else logits[0][node_of]), feats
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
         path = self.length + self.node_of[row, : n_accepted + 1].to(tokens.device)  # the accepted path's nodes

@@ -213,5 +213,7 @@ def test_lazy_verification_logits_equal_the_dense_ones_and_run_the_head_on_what_
     torch.testing.assert_close(lazy[1, 2], dense[1, 2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lazy[0, 2], dense[0, 2], atol=1e-5, rtol=1e-5)  # the same tree node as [1, 2]
     assert reads == [torch.Size([pair.target.config.hidden_size])] * (1 if tree else 2)
+    torch.testing.assert_close(lazy[torch.tensor(1), torch.tensor(2)], dense[1, 2], atol=1e-5, rtol=1e-5)
+    assert len(reads) == (1 if tree else 2)  # 0-d tensor keys read the cache too
     torch.testing.assert_close(lazy[2], dense[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lazy.dense(), dense, atol=1e-5, rtol=1e-5)

@@ -163,11 +163,14 @@ def test_tv_weight_adds_one_minus_the_overlap_and_its_gradient_raises_it(fused):
                 p.copy_(s)
 
 
-def test_tv_weight_arguments_are_checked():
+def test_tv_weight_arguments_are_checked(capsys):
     from spectr_lib.distill.cli import parse_args
 
-    with pytest.raises(SystemExit):
-        parse_args(["train", "--tiny", "--tv-weight", "-1"])
+    for bad in ("-1", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            parse_args(["train", "--tiny", "--tv-weight", bad])
+        assert "--tv-weight must be a finite number" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["train", "--kind", "standalone", "--source", "answers", "--tv-weight", "1"])
+    assert "--tv-weight is a feature draft's loss term" in capsys.readouterr().err
     assert parse_args(["train", "--tiny", "--tv-weight", "0.5"]).tv_weight == 0.5

@@ -7,6 +7,7 @@ remains are genuine near-ties of the hidden state itself (see `generate`'s docst
 """
 from __future__ import annotations
 
+import operator
 import weakref
 
 import torch
@@ -87,11 +88,22 @@ class LazyLogits:
         return LazyLogits(self.h, self.head, index)
 
     def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, tuple) and len(key) == 2 and all(isinstance(x, int) for x in key):
-            row = int(self.index[key])
-            if row not in self._rows:
-                self._rows[row] = self.head(self.h[row])
-            return self._rows[row]
+        """logits[r, i] -> [V] (integers of any kind: computed once, then cached); any other index of
+        [k, L + 1] (logits[r] -> [L + 1, V], slices, tensors) computes those rows. IndexError out of range."""
+        if isinstance(key, tuple) and len(key) == 2:
+            try:
+                r, i = operator.index(key[0]), operator.index(key[1])
+            except TypeError:
+                pass  # slices or index tensors: the general path below
+            else:
+                row = int(self.index[r, i])
+                if row not in self._rows:
+                    self._rows[row] = self.head(self.h[row])
+                return self._rows[row]
+        if isinstance(key, torch.Tensor):
+            key = key.cpu()
+        elif isinstance(key, tuple):
+            key = tuple(k.cpu() if isinstance(k, torch.Tensor) else k for k in key)
         return self.head(self.h[self.index[key].to(self.h.device)])
 
     def dense(self) -> torch.Tensor:

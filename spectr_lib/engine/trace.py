@@ -127,7 +127,7 @@ def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L:
     drafter.prefill(ids, target.prefill(ids))
     tokens, q = drafter.draft(k, L, w, gen, **({"distinct_first": True} if method == "rrs_wor" else {}))
     draft_after_draft = cache_state(drafter.cache)
-    logits, feats = target.verify(tokens)
+    logits, feats = target.verify(tokens, lazy=True)  # as generate reads them: the head row by row
     target_after_verify = cache_state(target.cache)
     new, row, n_acc = select_path(method, lambda r, i: w(logits[r, i]), q, tokens, gen)
     target.commit(tokens, row, n_acc, new[-1])
@@ -139,5 +139,5 @@ def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L:
         survivors = [r for r in alive if rows[r][i] == out[i]]
         steps.append(PositionTrace(i + 1, alive, [rows[r][i] for r in alive], out[i], bool(survivors), survivors))
     return RoundTrace(method, k, L, type(target).__name__ == "TreeVerifier", ids.cpu(), tokens.cpu(), q.cpu(),
-                      logits.cpu(), steps, new.cpu(), n_acc, row, len(token_tree(tokens)[0]), target.positions,
+                      logits.dense().cpu(), steps, new.cpu(), n_acc, row, len(token_tree(tokens)[0]), target.positions,
                       target_after_verify, cache_state(target.cache), draft_after_draft, cache_state(drafter.cache))

@@ -51,7 +51,7 @@ class Verifier:
         return feats[0] if feats is not None else None
 
     @torch.no_grad()
-    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor | LazyLogits, torch.Tensor | None]:
         """Logits [k, L+1, V] of every draft position of tokens [k, L] (and the features there), in one call.
         lazy=True returns the logits as a `heads.LazyLogits`: the model call is made, the float32 output head
         runs only on the positions selection reads (the decoder's form)."""
@@ -78,7 +78,7 @@ class BatchVerifier(Verifier):
     """K rows of L + 1 tokens, one per draft, on K copies of the context cache (the GPU default)."""
 
     @torch.no_grad()
-    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor | LazyLogits, torch.Tensor | None]:
         self.calls += 1
         k = tokens.shape[0]
         self.positions = k * (tokens.shape[1] + 1)

@@ -16,7 +16,7 @@ from .lookup import mix_along
 @torch.no_grad()
 def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: float = 1.0, lookup: bool = False):
     """p and q [T, V] (float64) of the token after each prefix of token_ids [T] (teacher forcing, both models,
-    output heads in float32 as in decoding); lookup=True: q mixed with prompt lookup as `generate(lookup=True)`
+    output heads as in decoding: the target's in float32, the draft's in its dtype); lookup=True: q mixed with prompt lookup as `generate(lookup=True)`
     drafts (engine/lookup.py)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
     drafter = make_drafter(pair.draft, pair.vocab_size)

@@ -169,8 +169,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     occurrence of the sequence's last n ≥ 2 tokens (prompt lookup; engine/lookup.py): drafts copy from the
     context more often, and the output law is unchanged (drafts are verified against the mixed q).
 
-    Greedy (temperature 0): both models' output heads run in float32, so bf16 rounding of the logits cannot
-    tie two tokens. In float32 the output equals the target's greedy output token for token; in bfloat16 it
+    Greedy (temperature 0): the target's output head runs in float32, so bf16 rounding of its logits cannot
+    tie two tokens (a bf16 draft's head runs in bf16: a tie there only decides which token is drafted). In float32 the output equals the target's greedy output token for token; in bfloat16 it
     does too except where the top two logits lie within the hidden state's own bf16 noise (a genuine near-tie,
     where the batch shape of the call may decide).
 

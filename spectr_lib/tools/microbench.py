@@ -32,7 +32,8 @@ def kseq_round_seconds(p: torch.Tensor, q: torch.Tensor, k: int, repeat: int = 5
 
 
 def decoding_select_seconds(pair, k: int, L: int, max_new_tokens: int = 64) -> tuple[float, int]:
-    """Seconds of selection per round (warping p included) in real K-SEQ decoding at T = 1, and rounds seen."""
+    """Seconds of selection per round (warping p included, and since the lazy verification head the target
+    head's float32 rows selection reads) in real K-SEQ decoding at T = 1, and rounds seen."""
     from ..engine.decoder import generate
 
     seconds = rounds = 0

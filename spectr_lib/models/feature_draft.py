@@ -224,9 +224,7 @@ class FeatureDraft(nn.Module):
         only to be the distribution the drafts were drawn from, and it is) and a bf16 tie among draft logits only
         decides which token is drafted. Rounding the logits to bf16 moved the stage-2 draft's held-out Σ min(p, q)
         by −0.0001. A float32 draft (training, CPUs without native bf16) computes in float32."""
-        if self.head.dtype != torch.float32:
-            return head_matmul(f.to(self.head.dtype), self.head).float()
-        return head_matmul(f.float(), self.head)
+        return head_matmul(f.to(self.head.dtype), self.head).float()
 
     def full_logits(self, f: torch.Tensor) -> torch.Tensor:
         """Logits over the whole vocabulary [..., V], −inf outside the kept rows."""

@@ -7,7 +7,7 @@ kernel) against 0.7 s with the tunables below, which keep freed memory in the pr
 
 `sync` waits for a GPU's queued work, so that timings split into phases are honest on CUDA too;
 `attention_backends` keeps our model calls off cuDNN attention on CUDA (a new plan per shape).
-`head_matmul` is the output head's product, in the faster order for a few rows on a CPU.
+`head_matmul` is the output head's product, in the faster order for a few rows on a CPU (`transposed_rows`).
 """
 from __future__ import annotations
 
@@ -75,21 +75,57 @@ def attention_backends(device):
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-FEW_ROWS = (2, 16)  # row counts for which `head_matmul` multiplies the transposed way on a CPU
+FEW_ROWS: tuple[int, int] | None = None  # None: `transposed_rows`' measured rule; (lo, hi): that range, any dtype
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none), read once."""
+    global _FLAGS
+    if _FLAGS is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                _FLAGS = frozenset(f.read().split())
+        except OSError:
+            _FLAGS = frozenset()
+    return _FLAGS
+
+
+_FLAGS: frozenset[str] | None = None
+
+
+def transposed_rows(dtype) -> tuple[int, int]:
+    """(lo, hi): the row counts for which `head_matmul` multiplies the transposed way on a CPU, by dtype.
+
+    Measured (2 threads, d = 576, median of 30 products, both orders in one process):
+    - float32 on a CPU with AMX (Intel Xeon, AVX-512 + AMX): a 49,152-row head took 3.8–12.4 ms for 2–7 rows the
+      usual way against 10.3–12.8 ms transposed, and 13.8–23.2 against 9.9–11.0 ms for 8–15 rows (16: 10.2 both
+      ways; 17: 10.8 against 13–15) -> (8, 15);
+    - bfloat16 there: transposed 1.6–2.2 ms against 3.0–3.4 for 2–16 rows (49,152-row head), 0.55–0.72 against
+      0.71–0.76 ms (the draft's 16,384 rows) -> (2, 16);
+    - float32 on a 2-core AVX2 CPU (AMD EPYC): 7.6–14 ms transposed against 22.6–25.7 ms for 2–9 rows, 21.9
+      against 24.9 at 17 -> (2, 16).
+    `FEW_ROWS`, when set, overrides the rule for every dtype (tools/head_order.py compares orders that way)."""
+    import torch
+
+    if FEW_ROWS is not None:
+        return FEW_ROWS
+    if dtype == torch.float32 and "amx_bf16" in cpu_flags():
+        return (8, 15)
+    return (2, 16)
 
 
 def head_matmul(h, weight):
     """h [..., d] @ weight.T → logits [..., V], the output head's product, shaped and valued as `h @ weight.T`.
 
-    On a CPU, with 2–16 rows of h (a verification call, a batch of drafts), it runs as (weight @ h.T).T: the
-    BLAS matrix product with a few rows on the left is 2–3× slower than the same work with the few rows on the
-    right. Measured on a 2-core AVX2 CPU, float32, d = 576: a 49,152-row head took 22.6–25.7 ms for 2–9 rows
-    the usual way and 7.6–14 ms this way (17 rows: 24.9 against 21.9; 1 row: ~10 ms either way; 81 rows: the
-    usual way wins, 56 against 101). Only the summation order differs (float rounding). Elsewhere (GPU, one
-    row, many rows) it is `h @ weight.T`.
+    On a CPU, with a few rows of h (a verification call, a batch of drafts; which counts: `transposed_rows`),
+    it runs as (weight @ h.T).T: for some row counts the BLAS product with a few rows on the left is 2–3× slower
+    than the same work with the few rows on the right, and which counts depends on the CPU and the dtype. Only
+    the summation order differs (float rounding). Elsewhere (GPU, one row, many rows) it is `h @ weight.T`.
     """
     rows = h.numel() // h.shape[-1] if h.shape[-1] else 0
-    if h.device.type == "cpu" and FEW_ROWS[0] <= rows <= FEW_ROWS[1]:
-        flat = h.reshape(rows, h.shape[-1])
-        return (weight @ flat.T).T.contiguous().reshape(*h.shape[:-1], weight.shape[0])
+    if h.device.type == "cpu" and rows >= 2:
+        lo, hi = transposed_rows(h.dtype)
+        if lo <= rows <= hi:
+            flat = h.reshape(rows, h.shape[-1])
+            return (weight @ flat.T).T.contiguous().reshape(*h.shape[:-1], weight.shape[0])
     return h @ weight.T

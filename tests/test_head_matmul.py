@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from spectr_lib.runtime import FEW_ROWS, head_matmul
+from spectr_lib import runtime
+from spectr_lib.runtime import head_matmul, transposed_rows
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 2), (4, 1), (2, 5), (1, 16), (1, 17), (3, 9), (64,), (2, 3, 4)])
@@ -15,7 +16,7 @@ def test_head_matmul_equals_the_plain_product(shape):
 
 
 def test_head_matmul_takes_the_transposed_order_for_a_few_rows_and_keeps_gradients():
-    h = torch.randn(1, FEW_ROWS[0] + 1, 8, requires_grad=True)
+    h = torch.randn(1, transposed_rows(torch.float32)[0] + 1, 8, requires_grad=True)
     w = torch.randn(30, 8, requires_grad=True)
     out = head_matmul(h, w)
     assert torch.equal(out, (w @ h[0].T).T[None])  # bit for bit the transposed order
@@ -27,14 +28,29 @@ def test_head_matmul_takes_the_transposed_order_for_a_few_rows_and_keeps_gradien
     torch.testing.assert_close(gw, w.grad, rtol=1e-5, atol=1e-5)
 
 
-def test_head_order_tool_runs_both_orders_and_restores_the_setting(capsys):
-    from spectr_lib import runtime
+@pytest.mark.parametrize("flags, dtype, want", [
+    ({"avx2", "amx_bf16", "avx512_bf16"}, torch.float32, (8, 15)),  # measured on an AMX Xeon
+    ({"avx2", "amx_bf16", "avx512_bf16"}, torch.bfloat16, (2, 16)),
+    ({"avx2"}, torch.float32, (2, 16)),  # measured on an AVX2 EPYC
+    (set(), torch.bfloat16, (2, 16)),
+])
+def test_transposed_rows_follows_the_cpu_and_dtype_and_the_override(monkeypatch, flags, dtype, want):
+    monkeypatch.setattr(runtime, "_FLAGS", frozenset(flags))
+    assert transposed_rows(dtype) == want
+    h, w = torch.randn(want[0], 8, dtype=dtype), torch.randn(30, 8, dtype=dtype)
+    assert torch.equal(head_matmul(h, w), (w @ h.T).T)
+    monkeypatch.setattr(runtime, "FEW_ROWS", (3, 4))
+    assert transposed_rows(dtype) == (3, 4)
+
+
+def test_head_order_tool_runs_every_setting_and_restores_it(capsys):
     from spectr_lib.tools.head_order import main
 
     before = runtime.FEW_ROWS
     main(["--tiny", "--max-new-tokens", "4", "--repeats", "1"])
     out = capsys.readouterr().out
     assert runtime.FEW_ROWS == before
-    assert "| kseq | 4 | 4 |" in out and "| ar | 1 | – |" in out and "transposed / plain" in out
+    assert "| kseq | 4 | 4 |" in out and "| block | 1 | 2 |" in out and "| ar | 1 | – |" in out
+    assert "transposed / plain" in out and "rule / plain" in out and "this CPU's rule" in out
     with pytest.raises(SystemExit):
         main(["--tiny", "--repeats", "0"])

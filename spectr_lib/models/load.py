@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..paths import DEFAULT_DRAFT_DIR, cache_dir
+from ..runtime import cpu_flags
 from ..theory.dists import is_int
 from . import standalone_draft
 from .draft_files import check_fits_target, holds_model, read_draft_config
@@ -62,11 +63,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU has bfloat16 arithmetic instructions (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def default_dtype(device: torch.device) -> torch.dtype:

@@ -1,7 +1,8 @@
-"""Side by side: decoding with the output head's product in the plain order (h @ W.T) and in the order
-`runtime.head_matmul` takes for 2-16 rows on a CPU ((W @ h.T).T), interleaved prompt by prompt in one process.
+"""Side by side: decoding with the output head's product in the plain order (h @ W.T), in the transposed order
+((W @ h.T).T) for every 2-16 rows, and by this CPU's rule (`runtime.transposed_rows`: by dtype and CPU), interleaved
+prompt by prompt in one process.
 
-Prints tokens/s of each method in both orders and the ratio transposed / plain. The two orders differ only in
+Prints tokens/s of each method in the three settings and each against plain. The two orders differ only in
 float rounding, so sampled texts can part ways after a near-tie; both follow the target's law.
 """
 from __future__ import annotations
@@ -16,8 +17,8 @@ from .timing import machine_note
 
 PROMPTS = ("Explain how the gears of a bicycle work.", "Summarize the plot of a heist film in three sentences.",
            "Write a haiku about rain.")
-CONFIGS = (("ar", None, 1), ("sps", 1, 4), ("kseq", 4, 2), ("kseq", 4, 4))
-ORDERS = {"plain": (2**62, 2**62), "transposed": runtime.FEW_ROWS}
+CONFIGS = (("ar", None, 1), ("sps", 1, 4), ("block", 1, 2), ("block", 1, 4), ("kseq", 4, 2), ("kseq", 4, 4))
+ORDERS = {"plain": (2**62, 2**62), "transposed": (2, 16), "rule": None}  # values for `runtime.FEW_ROWS`
 
 
 def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, repeats: int = 2,
@@ -45,19 +46,20 @@ def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, re
 
 
 def report(totals: dict, configs=CONFIGS) -> str:
-    """A markdown table: tokens/s per order, transposed / plain, and each row against AR in the same order."""
+    """A markdown table: tokens/s per setting, each against plain, and each row against AR by the rule."""
     speed = {key: n / s for key, (s, n) in totals.items()}
-    lines = ["| method | k | L | plain tokens/s | transposed tokens/s | transposed / plain | vs AR (transposed) |",
-             "|---|---|---|---|---|---|---|"]
-    ar = speed[("transposed", *configs[0])]
+    lines = ["| method | k | L | plain tokens/s | transposed tokens/s | rule tokens/s | transposed / plain | rule / plain "
+             "| vs AR (rule) |", "|---|---|---|---|---|---|---|---|---|"]
+    ar = speed[("rule", *configs[0])]
     for m, k, L in configs:
-        a, b = speed[("plain", m, k, L)], speed[("transposed", m, k, L)]
-        lines.append(f"| {m} | {k or 1} | {L if m != 'ar' else '–'} | {a:.2f} | {b:.2f} | {b / a:.2f}× | {b / ar:.2f}× |")
+        a, b, c = (speed[(order, m, k, L)] for order in ORDERS)
+        lines.append(f"| {m} | {k or 1} | {L if m != 'ar' else '–'} | {a:.2f} | {b:.2f} | {c:.2f} | {b / a:.2f}× "
+                     f"| {c / a:.2f}× | {c / ar:.2f}× |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Load the pair, run both orders side by side, print the table."""
+    """Load the pair, run the three settings side by side, print the table."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.head_order", description=__doc__)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
@@ -67,10 +69,12 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--max-new-tokens and --repeats must be at least 1")
     from ..models.load import load_pair, tiny_pair
 
-    pair = tiny_pair(vocab_size=64, seed=0, hidden=32) if args.tiny else load_pair(device="cpu", dtype=torch.float32)
+    pair = tiny_pair(vocab_size=64, seed=0, hidden=32) if args.tiny else load_pair(device="cpu")
     prompts = ([1, 2, 3], [4, 5, 6, 7], [8, 9]) if args.tiny else PROMPTS
     totals = compare(pair, prompts, CONFIGS, args.max_new_tokens, args.repeats)
+    rule = {str(dt).removeprefix("torch."): runtime.transposed_rows(dt) for dt in (torch.float32, torch.bfloat16)}
     print(f"{pair!r}, {len(prompts)} prompts × {args.repeats}, up to {args.max_new_tokens} tokens, T = 1; {machine_note()}")
+    print(f"this CPU's rule (rows transposed, by dtype): {rule}")
     print(report(totals))
 
 

@@ -81,6 +81,28 @@ def test_kseq_with_top_k_warping_is_exact(pair):
     assert chi_square_pvalue(samples_of(pair, 5000, method="kseq", k=4, L=3, top_k=3), law) > 1e-3
 
 
+@pytest.mark.parametrize("method,k,L,tau", [("sps", 1, 3, 0.5), ("kseq", 4, 3, 2.0), ("block", 1, 3, 0.7)])
+def test_a_draft_temperature_keeps_the_law_exact(pair, method, k, L, tau):
+    """q sharpened or flattened by τ changes acceptance, never the output law."""
+    law = exact_law(pair)
+    assert chi_square_pvalue(samples_of(pair, 5000, method=method, k=k, L=L, draft_temperature=tau), law) > 1e-3
+
+
+def test_the_draft_s_own_temperature_is_the_default_per_k(pair, monkeypatch):
+    """draft.draft_temperature {k: τ} applies to rounds of k drafts; an explicit draft_temperature overrides it."""
+    monkeypatch.setattr(pair.draft, "draft_temperature", {1: 0.3}, raising=False)
+    for s in range(10):
+        own = generate(pair, PROMPT, method="sps", L=3, max_new_tokens=8, seed=s)
+        assert torch.equal(own.token_ids, generate(pair, PROMPT, method="sps", L=3, max_new_tokens=8, seed=s,
+                                                   draft_temperature=0.3).token_ids)
+        four = generate(pair, PROMPT, method="kseq", k=4, L=3, max_new_tokens=8, seed=s)  # no entry for 4: τ = 1
+        assert torch.equal(four.token_ids, generate(pair, PROMPT, method="kseq", k=4, L=3, max_new_tokens=8, seed=s,
+                                                    draft_temperature=1.0).token_ids)
+    runs = [generate(pair, PROMPT, method="sps", L=3, max_new_tokens=8, seed=s, draft_temperature=tau).stats
+            for s in range(30) for tau in (None, 1.0)]
+    assert [r.accepted_hist for r in runs[0::2]] != [r.accepted_hist for r in runs[1::2]]  # τ = 0.3 drafts other tokens
+
+
 def test_sps_is_kseq_with_one_draft(pair):
     for s in range(20):
         a = generate(pair, PROMPT, method="sps", L=3, max_new_tokens=6, seed=s)
@@ -144,6 +166,8 @@ def test_stats_add_up(pair, method, k, L):
     (dict(k=0), "k must be"), (dict(L=0), "L must be"), (dict(max_new_tokens=0), "max_new_tokens"),
     (dict(temperature=-1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
     (dict(method="beam"), "unknown method"), (dict(method="sps", k=4), "k = 1"), (dict(top_k=0), "top_k"),
+    (dict(draft_temperature=0), "draft_temperature"), (dict(draft_temperature=float("inf")), "draft_temperature"),
+    (dict(draft_temperature=True), "draft_temperature"), (dict(draft_temperature=float("nan")), "draft_temperature"),
 ])
 def test_bad_arguments_are_refused(pair, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -33,17 +33,28 @@ def standalone_folder(target, tmp_path):
     return tmp_path / "standalone"
 
 
+def _set_field(folder, name, value):
+    meta = json.loads((folder / CONFIG_NAME).read_text())
+    (folder / CONFIG_NAME).write_text(json.dumps({**meta, name: value}))
+
+
 def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypatch):
     monkeypatch.setattr(load_module, "_load_tokenizer", lambda spec: None)  # the tiny pair has no tokenizer
+    _set_field(feature_folder, "draft_temperature", {"1": 0.85, "8": 1.1})
     feature, _ = load_draft(feature_folder, target, CPU, F32)
     standalone, _ = load_draft(standalone_folder, target, CPU, F32)
     assert feature.config.feature_layers == (1, -1) and standalone.config.num_hidden_layers == 2
+    assert feature.draft_temperature == {1: 0.85, 8: 1.1} and standalone.draft_temperature == {}
 
 
 @pytest.mark.parametrize("damage, error, message", [
     (lambda f: (f / CONFIG_NAME).write_text('{"kind": "feature_draft", "hidden'), ValueError, "cannot be read as JSON"),
     (lambda f: (f / CONFIG_NAME).write_text("[1, 2]"), ValueError, "not a JSON object"),
     (lambda f: (f / CONFIG_NAME).write_text(json.dumps({"kind": "medusa_heads"})), ValueError, "names kind 'medusa_heads'"),
+    (lambda f: _set_field(f, "draft_temperature", {"1": 0}), ValueError, "draft_temperature maps draft counts"),
+    (lambda f: _set_field(f, "draft_temperature", {"one": 0.9}), ValueError, "draft_temperature maps draft counts"),
+    (lambda f: _set_field(f, "draft_temperature", {"1": "0.9"}), ValueError, "draft_temperature maps draft counts"),
+    (lambda f: _set_field(f, "draft_temperature", 0.9), ValueError, "must map draft counts"),
     (lambda f: (f / WEIGHTS_NAME).unlink(), FileNotFoundError, "no draft.safetensors"),
     (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:50]), FileNotFoundError,
      "not a readable safetensors file"),

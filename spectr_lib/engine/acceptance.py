@@ -6,29 +6,39 @@ import torch
 
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, is_real, warp
-from .drafters import make_drafter
+from .drafters import draft_temperature as draft_temperature_of, draft_warp, make_drafter
 from .heads import Float32Head
 from . import inputs
-from .inputs import check_pair, context_limit, count
+from .inputs import check_pair, context_limit, count, draft_temperature_arg
 from .lookup import mix_along
 
 
 @torch.no_grad()
-def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: float = 1.0, lookup: bool = False):
-    """p and q [T, V] (float64) of the token after each prefix of token_ids [T] (teacher forcing, both models,
-    output heads as in decoding: the target's in float32, the draft's in its dtype); lookup=True: q mixed with prompt lookup as `generate(lookup=True)`
-    drafts (engine/lookup.py)."""
+def next_token_logits(pair: ModelPair, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The target's and the draft's logits [T, V] (float32) of the token after each prefix of token_ids [T]
+    (teacher forcing, both models, output heads as in decoding: the target's in float32, the draft's in its dtype)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
     drafter = make_drafter(pair.draft, pair.vocab_size)
     logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None, layers=drafter.needs_features or None)
-    q_logits = drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
-    q = warp(q_logits, temperature)
-    return warp(logits[0], temperature), mix_along(q, ids) if lookup else q
+    return logits[0], drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
 
 
-def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float = 1.0) -> torch.Tensor:
+def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: float = 1.0, lookup: bool = False,
+                     draft_temperature: float = 1.0):
+    """p and q [T, V] (float64) of the token after each prefix of token_ids [T] (`next_token_logits` warped at
+    `temperature`, q at draft temperature τ = draft_temperature: softmax(logits / (τ·T))); lookup=True: q mixed
+    with prompt lookup as `generate(lookup=True)` drafts (engine/lookup.py)."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
+    p_logits, q_logits = next_token_logits(pair, ids)
+    q = draft_warp(lambda x: warp(x, temperature), draft_temperature)(q_logits)
+    return warp(p_logits, temperature), mix_along(q, ids) if lookup else q
+
+
+def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float = 1.0,
+                     draft_temperature: float | None = None) -> torch.Tensor:
     """Σ_x min(p(x), q(x)) [T − start] for predicting each token of token_ids from index `start` on (the
-    single-draft acceptance of speculative sampling, Leviathan et al. 2023, at every position).
+    single-draft acceptance of speculative sampling, Leviathan et al. 2023, at every position), q at the
+    draft temperature `generate` uses for one draft (None: the draft's own τ for k = 1; see `generate`).
 
     token_ids: a 1-D sequence of ids or a [T] / [1, T] integer tensor (the prompt and its answer). Raises
     TypeError / ValueError, before any model call, as `generate` does: a pair without a draft, ids out of
@@ -48,6 +58,7 @@ def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float 
     limit = context_limit(pair)
     if len(ids) > limit:
         raise ValueError(f"the sequence has {len(ids)} tokens, more than the models' context of {limit}: shorten it")
-    p, q = next_token_probs(pair, ids, float(temperature))
+    tau = draft_temperature_of(pair.draft, 1, draft_temperature_arg(draft_temperature))
+    p, q = next_token_probs(pair, ids, float(temperature), draft_temperature=tau)
     return torch.minimum(p, q)[start - 1 : len(ids) - 1].sum(-1).cpu()
 

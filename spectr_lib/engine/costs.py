@@ -91,8 +91,9 @@ ENGINE_VERSION = 3  # bumped when the engine's own cost changes (2: the head's p
 
 
 def costs_key(pair: ModelPair) -> dict:
-    """What the costs depend on: device, dtype, threads, torch version, the pair (names and a weight hash) and
-    ENGINE_VERSION (a calibration cached by an older, slower engine is not reused)."""
+    """What the costs depend on: device, dtype, threads, torch version, the pair (names, a weight hash and the
+    draft's temperatures, which move the acceptance priors) and ENGINE_VERSION (a calibration cached by an older,
+    slower engine is not reused)."""
     device = torch.cuda.get_device_name(pair.device) if pair.device.type == "cuda" else (platform.processor() or platform.machine())
     if pair.device.type == "cpu":
         try:
@@ -100,9 +101,10 @@ def costs_key(pair: ModelPair) -> dict:
         except (OSError, StopIteration):
             pass
     weights = [float(next(m.parameters()).detach().float().sum()) for m in (pair.target, pair.draft) if m is not None]
+    taus = {str(k): t for k, t in sorted((getattr(pair.draft, "draft_temperature", None) or {}).items())}
     return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights],
-            "engine": ENGINE_VERSION}
+            "engine": ENGINE_VERSION, **({"draft_temperature": taus} if taus else {})}
 
 
 def cache_path(key: dict):

@@ -22,9 +22,10 @@ from ..theory.trees import distinct_prefixes
 from .auto import K_AUTO, L_MAX, AutoConfig, Round
 from .calibration import load_costs
 from .costs import Costs
-from .drafters import make_drafter
+from .drafters import draft_temperature as draft_temperature_of, draft_warp, make_drafter
 from .lookup import Mixer
-from .inputs import MAX_K, SEED_LIMIT, check_pair, context_limit, count, flag, prompt_ids, seed_of, stop_token_ids
+from .inputs import (MAX_K, SEED_LIMIT, check_pair, context_limit, count, draft_temperature_arg, flag, prompt_ids, seed_of,
+                     stop_token_ids)
 from .verifiers import TreeVerifier, make_verifier
 
 # the target alone, block verification of one draft, every token-level rule whose drafts are i.i.d., and RRS
@@ -144,7 +145,8 @@ def select_path(rule: str, p, q: torch.Tensor, tokens: torch.Tensor, generator: 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | None = None, L: int | str = 4,
              max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, tree: bool | None = None,
-             eos_token_id: int | list[int] | None = None, costs: Costs | None = None, lookup: bool = False) -> Generation:
+             eos_token_id: int | list[int] | None = None, costs: Costs | None = None, lookup: bool = False,
+             draft_temperature: float | None = None) -> Generation:
     """Generate up to max_new_tokens after the prompt; the output is distributed exactly as the (warped)
     target's own sampling (SpecTr, Sun et al. 2023, §4; every rule's exactness is tested by chi-square).
 
@@ -168,6 +170,12 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     lookup=True mixes each drafting step's q with a point mass on the token that followed the latest earlier
     occurrence of the sequence's last n ≥ 2 tokens (prompt lookup; engine/lookup.py): drafts copy from the
     context more often, and the output law is unchanged (drafts are verified against the mixed q).
+
+    draft_temperature τ: rounds of k drafts sample them from softmax(draft logits / (τ·temperature)); None takes
+    the draft's own τ for that k (`model.draft_temperature`, from its spectr_draft.json; 1 where it has none).
+    The default draft sharpens one draft (τ = 0.85: its q is less confident than p) and flattens eight (τ = 1.1:
+    i.i.d. drafts gain from spread); chosen on held-out prompts by `tools/draft_temperature.py`. Any τ keeps
+    the output law exact (every rule verifies against the q the drafts came from).
 
     Greedy (temperature 0): the target's output head runs in float32, so bf16 rounding of its logits cannot
     tie two tokens (a bf16 draft's head runs in bf16: a tie there only decides which token is drafted). In float32 the output equals the target's greedy output token for token; in bfloat16 it
@@ -204,6 +212,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     check_sampling(temperature, top_k, top_p)
     temperature = float(temperature)
     tree, seed, lookup = flag("tree", tree), seed_of(seed), flag("lookup", lookup)
+    draft_temperature = draft_temperature_arg(draft_temperature)
     stop = stop_token_ids(pair, eos_token_id)
     ids = prompt_ids(pair, prompt)
     limit = context_limit(pair)
@@ -250,7 +259,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
             continue
         t0 = time.perf_counter()
         mix = Mixer(torch.cat([ids.to(pair.device), *[t.reshape(1) for t in out]])) if lookup else None
-        tokens, q = drafter.draft(k_now, L_now, w, gen, method == "rrs_wor", mix)
+        wq = draft_warp(w, draft_temperature_of(pair.draft, k_now, draft_temperature))
+        tokens, q = drafter.draft(k_now, L_now, wq, gen, method == "rrs_wor", mix)
         sync(pair.device)
         t1 = time.perf_counter()
         logits, feats = target.verify(tokens, lazy=True)  # the float32 head runs on the positions read below

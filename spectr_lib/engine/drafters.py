@@ -200,3 +200,17 @@ def make_drafter(draft: torch.nn.Module, vocab_size: int) -> Drafter:
         if isinstance(draft, kind):
             return cls(draft, vocab_size)
     raise ValueError(f"no drafter for a draft of type {type(draft).__name__}: register one in DRAFTERS")
+
+
+def draft_temperature(draft: torch.nn.Module | None, k: int, override: float | None = None) -> float:
+    """τ for rounds of k drafts: `override` when given, else the draft's own table (`draft.draft_temperature`,
+    {k: τ}, read from its spectr_draft.json at load), else 1. Drafts are sampled from softmax(logits / (τ·T))."""
+    if override is not None:
+        return float(override)
+    return float((getattr(draft, "draft_temperature", None) or {}).get(k, 1.0))
+
+
+def draft_warp(warp: Warp, tau: float) -> Warp:
+    """The warp of the draft's logits at draft temperature τ: warp(logits / τ) (`warp` itself when τ = 1)."""
+    return warp if tau == 1.0 else (lambda logits: warp(logits / tau))
+

@@ -10,7 +10,7 @@ import torch
 
 from ..models.load import ModelPair
 from ..prompts import encode_chat, is_chat
-from ..theory.dists import is_int
+from ..theory.dists import is_int, is_real
 
 TOKEN_FORMS = "a 1-D sequence of token ids, or a [T] / [1, T] integer tensor or array"
 PROMPT_FORMS = f"a string (the chat template is applied), a list of chat messages {{'role', 'content'}}, {TOKEN_FORMS}"
@@ -50,6 +50,15 @@ def seed_of(seed) -> int | None:
         raise ValueError(f"seed must lie in [0, 2**32) (torch's CPU generator keeps 32 bits, so larger seeds would "
                          f"repeat smaller ones), got {seed}")
     return int(seed)
+
+
+def draft_temperature_arg(value) -> float | None:
+    """A `draft_temperature` argument: None (the draft's own) or a finite number > 0; ValueError otherwise."""
+    if value is None:
+        return None
+    if not (is_real(value) and 0 < value < float("inf")):
+        raise ValueError(f"draft_temperature must be a finite number > 0 (or None: the draft's own), got {value!r}")
+    return float(value)
 
 
 def prompt_ids(pair: ModelPair, prompt) -> torch.Tensor:

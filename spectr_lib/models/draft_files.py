@@ -51,7 +51,29 @@ def read_draft_config(folder) -> dict | None:
             f.keys()
     except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
         raise FileNotFoundError(f"{weights} is not a readable safetensors file ({err}): {FIX}") from None
+    draft_temperatures(meta, path)
     return {**meta, "kind": kind}
+
+
+def draft_temperatures(meta: dict, path="spectr_draft.json") -> dict[int, float]:
+    """The draft's temperatures by draft count, {k: τ} from the optional field "draft_temperature" ({"1": 0.85}):
+    with k drafts per round the drafts are sampled from softmax(logits / (τ·T)) instead of softmax(logits / T).
+    Missing counts mean τ = 1. Any τ keeps the output law exact (the rules verify against the q the drafts came
+    from); it only moves acceptance. Raises ValueError, naming `path`, for keys that are not counts ≥ 1 or values
+    that are not finite numbers > 0."""
+    table = meta.get("draft_temperature", {})
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: draft_temperature must map draft counts to temperatures, like {{\"1\": 0.85}}, "
+                         f"got {table!r}: {FIX}")
+    out = {}
+    for key, value in table.items():
+        ok_key = isinstance(key, str) and key.isdigit() and int(key) >= 1
+        ok_value = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+        if not (ok_key and ok_value):
+            raise ValueError(f"{path}: draft_temperature maps draft counts (\"1\", \"2\", ...) to finite "
+                             f"temperatures > 0; {key!r}: {value!r} is not one: {FIX}")
+        out[int(key)] = float(value)
+    return out
 
 
 def stored_shapes(folder) -> dict[str, tuple[int, ...]]:

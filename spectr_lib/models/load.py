@@ -16,7 +16,7 @@ from ..paths import DEFAULT_DRAFT_DIR, cache_dir
 from ..runtime import cpu_flags
 from ..theory.dists import is_int
 from . import standalone_draft
-from .draft_files import check_fits_target, holds_model, read_draft_config
+from .draft_files import CONFIG_NAME, check_fits_target, draft_temperatures, holds_model, read_draft_config
 from .feature_draft import FeatureDraft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
@@ -314,13 +314,16 @@ def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, dr
 
 def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, dtype: torch.dtype):
     """Load a draft by name or folder: a feature draft, a standalone draft (both share the target's embedding
-    and head) or any Hugging Face causal LM; returns (model, tokenizer). Raises ValueError /
+    and head) or any Hugging Face causal LM; returns (model, tokenizer). A spectr_lib draft carries its
+    temperatures by draft count (`model.draft_temperature`, {k: τ}, from spectr_draft.json; see
+    `draft_files.draft_temperatures`). Raises ValueError /
     FileNotFoundError for a damaged draft folder or one built for another target (models/draft_files.py)."""
     path = Path(spec).expanduser()
     meta = read_draft_config(path) if path.is_dir() else None
     if meta is not None:
         check_fits_target(path, meta, target.config)
-        if meta["kind"] == "feature_draft":
-            return FeatureDraft.load(path, target, dtype=dtype), _load_tokenizer(path)
-        return standalone_draft.load(path, target, dtype=dtype), _load_tokenizer(path)
+        load = FeatureDraft.load if meta["kind"] == "feature_draft" else standalone_draft.load
+        model = load(path, target, dtype=dtype)
+        model.draft_temperature = draft_temperatures(meta, path / CONFIG_NAME)  # {k: τ}, read by the decoder
+        return model, _load_tokenizer(path)
     return _load_lm(spec, device, dtype), _load_tokenizer(spec)

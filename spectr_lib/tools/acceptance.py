@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..engine.acceptance import next_token_probs
+from ..engine.acceptance import next_token_logits
+from ..engine.drafters import draft_temperature, draft_warp
 from ..engine.lookup import mix_along
 from ..models.load import ModelPair
 from ..prompts import encode_chat, sample_answers
+from ..theory.dists import warp
 from ..theory.kseq import kseq_acceptance
 
 
@@ -22,21 +24,28 @@ def continuations(pair: ModelPair, prompts: list[dict], temperature: float, max_
 def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
                            seed: int, ks=(1, 4), recs: list[dict] | None = None, lookup: bool = False) -> dict:
     """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall, along the
-    target's answers (`continuations`; pass `recs` to reuse them for several drafts); lookup=True: the draft's
-    q mixed with prompt lookup (engine/lookup.py)."""
+    target's answers (`continuations`; pass `recs` to reuse them for several drafts), each k's q at the draft
+    temperature `generate` uses for k drafts (the draft's own τ); lookup=True: the draft's q mixed with prompt
+    lookup (engine/lookup.py)."""
     recs = recs if recs is not None else continuations(pair, prompts, temperature, max_new_tokens, seed)
     sums: dict[str, dict] = {}
+    taus = {k: draft_temperature(pair.draft, k) for k in ks}
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue
-        p, q = next_token_probs(pair, rec["ids"], temperature)
-        p, q = p[rec["start"] - 1 : -1], q[rec["start"] - 1 : -1]
-        if lookup:  # the answer's positions only (the prompt's are not scored)
-            q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
+        p_logits, q_logits = next_token_logits(pair, rec["ids"])
+        p = warp(p_logits, temperature)[rec["start"] - 1 : -1].cpu()
+        qs = {}
+        for k, tau in taus.items():
+            if tau not in qs:
+                q = draft_warp(lambda x: warp(x, temperature), tau)(q_logits)[rec["start"] - 1 : -1]
+                if lookup:  # the answer's positions only (the prompt's are not scored)
+                    q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
+                qs[tau] = q.cpu()
         for cat in (r["category"], "overall"):
             s = sums.setdefault(cat, {"positions": 0, **{f"k{k}": 0.0 for k in ks}})
             s["positions"] += len(p)
             for k in ks:
-                s[f"k{k}"] += float(kseq_acceptance(p.cpu(), q.cpu(), k).sum())
+                s[f"k{k}"] += float(kseq_acceptance(p, qs[taus[k]], k).sum())
     return {c: {"positions": s["positions"], **{key: v / s["positions"] for key, v in s.items() if key != "positions"}}
             for c, s in sums.items()}

@@ -2,8 +2,9 @@
 the speed-up the two predict. `python -m spectr_lib.tools.draft_eval --help`.
 
 Acceptance is Σ_x min(p(x), q(x)) at every position of target-sampled continuations (first turn of each
-prompt, chat template), per category. Cost is wall-clock of one draft step vs one target step on a warm
-cache, batch 1 and batch 8, measured side by side. The predicted speed-up is the decoder's own cost model
+prompt, chat template), per category; q at the draft temperature `generate` uses for that many drafts.
+Cost is wall-clock of one draft step vs one target step on a warm cache, batch 1 and batch 8, measured side
+by side. The predicted speed-up is the decoder's own cost model
 (`pair_costs`: verification calls, selection, per-round bookkeeping; calibrated once per machine and pair,
 then cached) with each draft's measured step costs and acceptance.
 """
@@ -131,7 +132,10 @@ def main(argv: list[str] | None = None) -> None:
         prompts = first_per_category(corpus.read(corpus.CORPUS_FILE, "heldout"), args.per_category)
     else:
         prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
+    from ..engine.drafters import draft_temperature
+
     report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else f"{args.prompts.parent.name}/{args.prompts.name}",
+              "draft_temperature": {k: draft_temperature(pair.draft, k) for k in (1, 4)},
               "acceptance": {}, **({"lookup": {}} if args.lookup else {})}
     from dataclasses import replace
 
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 report.setdefault("compare", {}).setdefault(name, {})[("lookup " if lookup else "") + str(T)] = acc
             name = f"{name} + lookup" if lookup else name
-            print(f"\n{name}, T = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ)")
+            taus = ", ".join(f"k={k} τ={draft_temperature(p.draft, k)}" for k in (1, 4))
+            print(f"\n{name}, T = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ; draft temperature {taus})")
             for cat, v in acc.items():
                 print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")
     if args.no_cost:

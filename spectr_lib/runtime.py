@@ -79,12 +79,13 @@ FEW_ROWS: tuple[int, int] | None = None  # None: `transposed_rows`' measured rul
 
 
 def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none), read once."""
+    """The CPU's feature flags: the words of /proc/cpuinfo's "flags" lines (empty where there is none), read once."""
     global _FLAGS
     if _FLAGS is None:
         try:
             with open("/proc/cpuinfo") as f:
-                _FLAGS = frozenset(f.read().split())
+                lines = [line.split(":", 1)[1] for line in f if line.split(":", 1)[0].strip() == "flags" and ":" in line]
+            _FLAGS = frozenset(word for line in lines for word in line.split())
         except OSError:
             _FLAGS = frozenset()
     return _FLAGS
@@ -114,6 +115,14 @@ def transposed_rows(dtype) -> tuple[int, int]:
     return (2, 16)
 
 
+def uses_transposed(rows: int, dtype, device_type: str = "cpu") -> bool:
+    """Whether `head_matmul` multiplies `rows` rows of h (in `dtype`, on `device_type`) the transposed way."""
+    if device_type != "cpu" or rows < 2:
+        return False
+    lo, hi = transposed_rows(dtype)
+    return lo <= rows <= hi
+
+
 def head_matmul(h, weight):
     """h [..., d] @ weight.T → logits [..., V], the output head's product, shaped and valued as `h @ weight.T`.
 
@@ -123,9 +132,7 @@ def head_matmul(h, weight):
     the summation order differs (float rounding). Elsewhere (GPU, one row, many rows) it is `h @ weight.T`.
     """
     rows = h.numel() // h.shape[-1] if h.shape[-1] else 0
-    if h.device.type == "cpu" and rows >= 2:
-        lo, hi = transposed_rows(h.dtype)
-        if lo <= rows <= hi:
-            flat = h.reshape(rows, h.shape[-1])
-            return (weight @ flat.T).T.contiguous().reshape(*h.shape[:-1], weight.shape[0])
+    if uses_transposed(rows, h.dtype, h.device.type):
+        flat = h.reshape(rows, h.shape[-1])
+        return (weight @ flat.T).T.contiguous().reshape(*h.shape[:-1], weight.shape[0])
     return h @ weight.T

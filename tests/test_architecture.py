@@ -11,7 +11,7 @@ ALLOWED = {
     "runtime": set(),
     "theory": set(),
     "prompts": {"paths"},
-    "models": {"paths", "theory", "runtime"},  # runtime: the output head's product (head_matmul), the CPU's flags
+    "models": {"paths", "theory", "runtime"},  # runtime: the output head's product (head_matmul) and the CPU's flags
     "engine": {"theory", "models", "prompts", "paths", "runtime"},
     "widgets": {"theory"},
     "distill": {"theory", "models", "prompts", "paths", "runtime", "engine"},  # engine: the float32 head decoding uses

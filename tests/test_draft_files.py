@@ -55,6 +55,9 @@ def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypa
     (lambda f: _set_field(f, "draft_temperature", {"one": 0.9}), ValueError, "draft_temperature maps draft counts"),
     (lambda f: _set_field(f, "draft_temperature", {"1": "0.9"}), ValueError, "draft_temperature maps draft counts"),
     (lambda f: _set_field(f, "draft_temperature", 0.9), ValueError, "must map draft counts"),
+    (lambda f: _set_field(f, "draft_temperature", {"²": 0.9}), ValueError, "draft_temperature maps draft counts"),
+    (lambda f: _set_field(f, "draft_temperature", {"01": 0.9}), ValueError, "draft_temperature maps draft counts"),
+    (lambda f: _set_field(f, "draft_temperature", {"1": 1e-9}), ValueError, "draft_temperature maps draft counts"),
     (lambda f: (f / WEIGHTS_NAME).unlink(), FileNotFoundError, "no draft.safetensors"),
     (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:50]), FileNotFoundError,
      "not a readable safetensors file"),
@@ -65,7 +68,8 @@ def test_a_damaged_folder_is_named_with_the_fix(target, feature_folder, standalo
     damage(folder)
     with pytest.raises(error, match=message) as info:
         load_draft(folder, target, CPU, F32)
-    assert "distill save" in str(info.value)
+    fix = "tools.draft_temperature" if "draft_temperature" in message or "draft counts" in message else "distill save"
+    assert fix in str(info.value)
 
 
 def test_load_pair_refuses_a_damaged_draft_before_loading_the_target(feature_folder, monkeypatch):

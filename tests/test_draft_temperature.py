@@ -59,3 +59,57 @@ def test_the_command_refuses_a_folder_that_is_not_a_draft(tmp_path):
         tool.main(["--draft", str(tmp_path)])
     with pytest.raises(SystemExit):
         tool.main(["--draft", "data/models/smollm2-draft-fused", "--per-category", "0"])
+
+
+def test_every_path_takes_the_draft_s_table(pair, monkeypatch):
+    """trace_round is generate's first round with the table too; draft_acceptance uses τ for one draft; the cost
+    model's key holds the table; k = "auto" looks τ up for the k of each round."""
+    from spectr_lib import draft_acceptance
+    from spectr_lib.engine import decoder
+    from spectr_lib.engine.costs import costs_key
+    from spectr_lib.engine.decoder import generate
+    from spectr_lib.engine.trace import trace_round
+    from test_auto import CHEAP
+
+    monkeypatch.setattr(pair.draft, "draft_temperature", {1: 0.3, 2: 3.0}, raising=False)
+    differs = False
+    for seed in range(12):
+        t = trace_round(pair, [1, 4, 2], method="kseq", k=2, L=3, seed=seed)
+        g = generate(pair, [1, 4, 2], method="kseq", k=2, L=3, max_new_tokens=4, seed=seed)
+        assert torch.equal(t.new_tokens, g.token_ids[: t.accepted + 1])
+        flat = trace_round(pair, [1, 4, 2], method="kseq", k=2, L=3, seed=seed, draft_temperature=1.0)
+        differs |= not torch.equal(flat.tokens, t.tokens)
+    assert differs
+    ids = torch.tensor([1, 4, 2, 7, 3, 9, 5])
+    own = draft_acceptance(pair, ids, 3)
+    assert torch.equal(own, draft_acceptance(pair, ids, 3, draft_temperature=0.3))
+    assert not torch.allclose(own, draft_acceptance(pair, ids, 3, draft_temperature=1.0))
+    assert costs_key(pair)["draft_temperature"] == {"1": 0.3, "2": 3.0}
+    seen = []
+    real = decoder.draft_temperature_of
+    monkeypatch.setattr(decoder, "draft_temperature_of", lambda d, k, o=None: seen.append(k) or real(d, k, o))
+    rounds = generate(pair, [1, 4, 2], method="kseq", k="auto", L="auto", max_new_tokens=40, seed=0, costs=CHEAP).stats.rounds
+    assert rounds and seen == [1] + [r.k for r in rounds]  # the table's check, then each drafted round's own k
+
+
+@pytest.mark.parametrize("bad, error", [(0.0, ValueError), (1e-39, ValueError), (25.0, ValueError),
+                                        (float("nan"), ValueError), ("0.9", TypeError), (True, TypeError)])
+def test_bad_draft_temperatures_are_refused_before_any_model_call(pair, monkeypatch, bad, error):
+    from spectr_lib import draft_acceptance
+    from spectr_lib.engine.decoder import generate
+    from spectr_lib.engine.trace import trace_round
+
+    def no_call(*a, **k):
+        raise AssertionError("a model ran")
+
+    monkeypatch.setattr(pair.target, "forward", no_call)
+    monkeypatch.setattr(pair.draft, "forward", no_call)
+    for call in (lambda: generate(pair, [1, 2], method="sps", draft_temperature=bad),
+                 lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0, draft_temperature=bad),
+                 lambda: draft_acceptance(pair, [1, 2, 3], 1, draft_temperature=bad)):
+        with pytest.raises(error, match="draft_temperature"):
+            call()
+    for table in ({1: 0.0}, {"1": 0.85}, {0: 1.0}, [0.85]):  # a table set in code is checked too
+        monkeypatch.setattr(pair.draft, "draft_temperature", table, raising=False)
+        with pytest.raises(ValueError, match="draft_temperature"):
+            generate(pair, [1, 2], method="sps")

@@ -37,10 +37,47 @@ def test_head_matmul_takes_the_transposed_order_for_a_few_rows_and_keeps_gradien
 def test_transposed_rows_follows_the_cpu_and_dtype_and_the_override(monkeypatch, flags, dtype, want):
     monkeypatch.setattr(runtime, "_FLAGS", frozenset(flags))
     assert transposed_rows(dtype) == want
-    h, w = torch.randn(want[0], 8, dtype=dtype), torch.randn(30, 8, dtype=dtype)
-    assert torch.equal(head_matmul(h, w), (w @ h.T).T)
+    assert [r for r in range(0, 40) if runtime.uses_transposed(r, dtype)] == list(range(want[0], want[1] + 1))
+    assert not runtime.uses_transposed(want[0], dtype, "cuda")
     monkeypatch.setattr(runtime, "FEW_ROWS", (3, 4))
-    assert transposed_rows(dtype) == (3, 4)
+    assert transposed_rows(dtype) == (3, 4) and runtime.uses_transposed(3, dtype) and not runtime.uses_transposed(2, dtype)
+
+
+def test_head_matmul_takes_the_order_the_rule_says(monkeypatch):
+    """A counting weight tells the two orders apart: W @ h.T runs W's matmul, h @ W.T runs h's."""
+    calls = []
+
+    class Spy(torch.Tensor):
+        def __matmul__(self, other):
+            calls.append("transposed")
+            return torch.Tensor.__matmul__(self.as_subclass(torch.Tensor), other)
+
+        def __rmatmul__(self, other):
+            calls.append("plain")
+            return torch.Tensor.__matmul__(other, self.as_subclass(torch.Tensor))
+
+    monkeypatch.setattr(runtime, "_FLAGS", frozenset({"amx_bf16"}))
+    w = torch.randn(30, 8).as_subclass(Spy)
+    for rows, want in ((1, "plain"), (2, "plain"), (7, "plain"), (8, "transposed"), (15, "transposed"), (16, "plain")):
+        calls.clear()
+        head_matmul(torch.randn(rows, 8), w)
+        assert calls[:1] == [want], rows
+    monkeypatch.setattr(runtime, "_FLAGS", frozenset())
+    calls.clear()
+    head_matmul(torch.randn(2, 8), w)
+    assert calls[:1] == ["transposed"]
+
+
+def test_cpu_flags_reads_the_flags_lines_only(monkeypatch, tmp_path):
+    import builtins
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("model name\t: Some amx_bf16 CPU\nflags\t\t: fpu avx2 avx512_bf16\n\nflags\t\t: fpu avx2 avx512_bf16\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path, *a, **k))
+    monkeypatch.setattr(runtime, "_FLAGS", None)
+    assert runtime.cpu_flags() == {"fpu", "avx2", "avx512_bf16"}
+    monkeypatch.setattr(runtime, "_FLAGS", None)
 
 
 def test_head_order_tool_runs_every_setting_and_restores_it(capsys):

@@ -11,7 +11,9 @@ path (the head's logits and warping p included) and overhead the rest of a round
 Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
 autoregressive steps. `calibration.calibrate` measures it all on the pair, with priors for the acceptance per depth;
 `calibration.load_costs` keeps the result under the user cache folder (`cache_path`), keyed by device, dtype,
-threads, torch version and the pair, and recalibrates on request or when the key changes.
+threads, torch version and the pair (with its draft temperatures, which move the priors; a `generate(...,
+draft_temperature=)` override is not in the key: auto then starts from priors measured at the draft's own τ and
+learns from the rounds), and recalibrates on request or when the key changes.
 """
 from __future__ import annotations
 
@@ -86,8 +88,8 @@ def _interp(x: float, table: list[list[float]]) -> float:
     return float(np.interp(x, xs, ys))
 
 
-ENGINE_VERSION = 3  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
-# 3: the verification head runs lazily, a bf16 feature draft's head in bf16)
+ENGINE_VERSION = 4  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
+# 3: the verification head runs lazily, a bf16 feature draft's head in bf16; 4: the head's order by dtype and CPU)
 
 
 def costs_key(pair: ModelPair) -> dict:

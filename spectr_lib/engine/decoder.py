@@ -26,30 +26,12 @@ from .drafters import draft_temperature as draft_temperature_of, draft_warp, mak
 from .lookup import Mixer
 from .inputs import (MAX_K, SEED_LIMIT, check_pair, context_limit, count, draft_temperature_arg, flag, prompt_ids, seed_of,
                      stop_token_ids)
+from .metrics import acceptance_rate_per_position, mean_acceptance_length  # noqa: F401 (public here too)
 from .verifiers import TreeVerifier, make_verifier
 
 # the target alone, block verification of one draft, every token-level rule whose drafts are i.i.d., and RRS
 # without replacement (distinct first tokens; deeper, the drafts sharing a prefix are i.i.d. and RRS applies)
 METHODS = ("ar", "block") + IID_RULES + ("rrs_wor",)
-
-
-def mean_acceptance_length(accepted_hist: list[int]) -> float:
-    """1 + accepted drafts / rounds from a histogram of rounds by accepted draft tokens (0 with no rounds)."""
-    rounds = sum(accepted_hist)
-    return 1 + sum(n * c for n, c in enumerate(accepted_hist)) / rounds if rounds else 0.0
-
-
-def acceptance_rate_per_position(accepted_hist: list[int], draft_lengths: list[int] | None = None) -> list[float]:
-    """[rounds that accepted ≥ i drafts / rounds that drafted ≥ i tokens, for i = 1..L] (vLLM's per-position
-    rate); without draft_lengths every round counts as having drafted L tokens."""
-    L = len(accepted_hist) - 1
-    at_least = [0] * (L + 2)
-    for i in range(L, -1, -1):  # suffix sums: rounds that accepted ≥ i
-        at_least[i] = at_least[i + 1] + accepted_hist[i]
-    drafted = [at_least[0]] * (L + 1)
-    if draft_lengths is not None:
-        drafted = [sum(1 for d in draft_lengths if d >= i) for i in range(L + 1)]
-    return [at_least[i] / drafted[i] if drafted[i] else 0.0 for i in range(1, L + 1)]
 
 
 @dataclass
@@ -172,7 +154,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     context more often, and the output law is unchanged (drafts are verified against the mixed q).
 
     draft_temperature τ: rounds of k drafts sample them from softmax(draft logits / (τ·temperature)); None takes
-    the draft's own τ for that k (`model.draft_temperature`, from its spectr_draft.json; 1 where it has none).
+    the draft's own τ for that k (`model.draft_temperature`, from its spectr_draft.json; 1 where it has none),
+    whatever the rule, temperature or top_k / top_p (the table was chosen at T = 1 by first-step acceptance).
     The default draft sharpens one draft (τ = 0.85: its q is less confident than p) and flattens eight (τ = 1.1:
     i.i.d. drafts gain from spread); chosen on held-out prompts by `tools/draft_temperature.py`. Any τ keeps
     the output law exact (every rule verifies against the q the drafts came from).
@@ -213,6 +196,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     temperature = float(temperature)
     tree, seed, lookup = flag("tree", tree), seed_of(seed), flag("lookup", lookup)
     draft_temperature = draft_temperature_arg(draft_temperature)
+    draft_temperature_of(pair.draft, 1)  # a malformed table on the draft fails here, before any model call
     stop = stop_token_ids(pair, eos_token_id)
     ids = prompt_ids(pair, prompt)
     limit = context_limit(pair)

@@ -15,6 +15,7 @@ import torch
 from . import hf_cache
 from .heads import Float32Head
 from ..theory.dists import sample_rows
+from ..models.draft_files import check_table
 from ..models.feature_draft import FeatureDraft, KVCache, previous_features
 from ..runtime import attention_backends
 
@@ -204,13 +205,12 @@ def make_drafter(draft: torch.nn.Module, vocab_size: int) -> Drafter:
 
 def draft_temperature(draft: torch.nn.Module | None, k: int, override: float | None = None) -> float:
     """τ for rounds of k drafts: `override` when given, else the draft's own table (`draft.draft_temperature`,
-    {k: τ}, read from its spectr_draft.json at load), else 1. Drafts are sampled from softmax(logits / (τ·T))."""
-    if override is not None:
-        return float(override)
-    return float((getattr(draft, "draft_temperature", None) or {}).get(k, 1.0))
+    {k: τ}, read from its spectr_draft.json at load), else 1. Drafts are sampled from softmax(logits / (τ·T)).
+    Raises ValueError for a malformed table on the draft (`draft_files.check_table`)."""
+    table = check_table(getattr(draft, "draft_temperature", None))
+    return float(override) if override is not None else table.get(k, 1.0)
 
 
 def draft_warp(warp: Warp, tau: float) -> Warp:
     """The warp of the draft's logits at draft temperature τ: warp(logits / τ) (`warp` itself when τ = 1)."""
     return warp if tau == 1.0 else (lambda logits: warp(logits / tau))
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..models.draft_files import TAU_RANGE
 from ..models.load import ModelPair
 from ..prompts import encode_chat, is_chat
 from ..theory.dists import is_int, is_real
@@ -53,11 +54,15 @@ def seed_of(seed) -> int | None:
 
 
 def draft_temperature_arg(value) -> float | None:
-    """A `draft_temperature` argument: None (the draft's own) or a finite number > 0; ValueError otherwise."""
+    """A `draft_temperature` argument: None (the draft's own) or a number in draft_files.TAU_RANGE; TypeError
+    for another type, ValueError for a number outside the range."""
     if value is None:
         return None
-    if not (is_real(value) and 0 < value < float("inf")):
-        raise ValueError(f"draft_temperature must be a finite number > 0 (or None: the draft's own), got {value!r}")
+    if not is_real(value):
+        raise TypeError(f"draft_temperature must be a number (or None: the draft's own), got {type(value).__name__}")
+    if not TAU_RANGE[0] <= value <= TAU_RANGE[1]:
+        raise ValueError(f"draft_temperature must lie in [{TAU_RANGE[0]}, {TAU_RANGE[1]}] (or be None: the draft's "
+                         f"own), got {value!r}")
     return float(value)
 
 

@@ -55,25 +55,46 @@ def read_draft_config(folder) -> dict | None:
     return {**meta, "kind": kind}
 
 
+TAU_RANGE = (0.05, 20.0)  # draft temperatures outside it would only over- or underflow the draft's softmax
+TAU_FIX = ("fix or remove its draft_temperature field, or measure the table again with `python -m "
+           "spectr_lib.tools.draft_temperature --draft <folder> --write`")
+
+
 def draft_temperatures(meta: dict, path="spectr_draft.json") -> dict[int, float]:
     """The draft's temperatures by draft count, {k: τ} from the optional field "draft_temperature" ({"1": 0.85}):
     with k drafts per round the drafts are sampled from softmax(logits / (τ·T)) instead of softmax(logits / T).
     Missing counts mean τ = 1. Any τ keeps the output law exact (the rules verify against the q the drafts came
-    from); it only moves acceptance. Raises ValueError, naming `path`, for keys that are not counts ≥ 1 or values
-    that are not finite numbers > 0."""
+    from); it only moves acceptance. Raises ValueError, naming `path`, for keys that are not counts ≥ 1 (decimal
+    digits) or values that are not numbers in TAU_RANGE."""
     table = meta.get("draft_temperature", {})
     if not isinstance(table, dict):
         raise ValueError(f"{path}: draft_temperature must map draft counts to temperatures, like {{\"1\": 0.85}}, "
-                         f"got {table!r}: {FIX}")
+                         f"got {table!r}: {TAU_FIX}")
     out = {}
     for key, value in table.items():
-        ok_key = isinstance(key, str) and key.isdigit() and int(key) >= 1
-        ok_value = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
-        if not (ok_key and ok_value):
-            raise ValueError(f"{path}: draft_temperature maps draft counts (\"1\", \"2\", ...) to finite "
-                             f"temperatures > 0; {key!r}: {value!r} is not one: {FIX}")
+        ok_key = isinstance(key, str) and key.isascii() and key.isdecimal() and int(key) >= 1 and str(int(key)) == key
+        if not (ok_key and _is_tau(value)):
+            raise ValueError(f"{path}: draft_temperature maps draft counts (\"1\", \"2\", ...) to temperatures in "
+                             f"[{TAU_RANGE[0]}, {TAU_RANGE[1]}]; {key!r}: {value!r} is not one: {TAU_FIX}")
         out[int(key)] = float(value)
     return out
+
+
+def check_table(table) -> dict[int, float]:
+    """A draft model's `draft_temperature` attribute ({k: τ}, int keys ≥ 1, τ in TAU_RANGE; None: {}), checked;
+    ValueError otherwise (a table set in code, where `draft_temperatures` checks the one read from a file)."""
+    if table is None:
+        return {}
+    bad = not isinstance(table, dict) or any(
+        not (isinstance(k, int) and not isinstance(k, bool) and k >= 1 and _is_tau(v)) for k, v in table.items())
+    if bad:
+        raise ValueError(f"the draft's draft_temperature must map draft counts (int ≥ 1) to temperatures in "
+                         f"[{TAU_RANGE[0]}, {TAU_RANGE[1]}], like {{1: 0.85}}, got {table!r}")
+    return {k: float(v) for k, v in table.items()}
+
+
+def _is_tau(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and TAU_RANGE[0] <= value <= TAU_RANGE[1]
 
 
 def stored_shapes(folder) -> dict[str, tuple[int, ...]]:

@@ -140,7 +140,8 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
 
 
 def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int) -> dict:
-    """Mean Σ min(p, q) along target-sampled continuations, per category and overall."""
+    """Mean Σ min(p, q) along target-sampled continuations, per category and overall (q at the draft's own
+    temperature for one draft, as SpS draws it)."""
     by_cat = acceptance_by_category(pair, prompts, temperature, max_new_tokens, seed + 10_000, ks=(1,))
     return {c: v["k1"] for c, v in by_cat.items()}
 

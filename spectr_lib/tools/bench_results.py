@@ -198,7 +198,7 @@ def render(report: dict, out: Path) -> str:
     for T, run_ in report["runs"].items():
         results, acc = from_json(run_["results"]), run_["token_acceptance"]
         partial = f" (partial: the first {run_['prompts_done']} prompts)" if "prompts_done" in run_ else ""
-        md += [f"\n## T = {T}{partial}\n", "token-level acceptance Σ min(p, q): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
+        md += [f"\n## T = {T}{partial}\n", "token-level acceptance Σ min(p, q) (q at the draft's τ for one draft): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
                table(results)]
         per_category = category_table(results)
         if per_category:

@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     others = {}
     for spec in args.compare:
         others[spec] = replace(pair, draft=load_draft(spec, pair.target, pair.device, pair.dtype)[0])
+        report.setdefault("compare", {}).setdefault(spec, {})["draft_temperature"] = {
+            k: draft_temperature(others[spec].draft, k) for k in (1, 4)}
     for T in args.temperature:
         recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)
         for (name, p), lookup in itertools.product({args.draft or "default": pair, **others}.items(),

@@ -167,7 +167,7 @@ def test_stats_add_up(pair, method, k, L):
     (dict(temperature=-1), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
     (dict(method="beam"), "unknown method"), (dict(method="sps", k=4), "k = 1"), (dict(top_k=0), "top_k"),
     (dict(draft_temperature=0), "draft_temperature"), (dict(draft_temperature=float("inf")), "draft_temperature"),
-    (dict(draft_temperature=True), "draft_temperature"), (dict(draft_temperature=float("nan")), "draft_temperature"),
+    (dict(draft_temperature=25.0), "draft_temperature"), (dict(draft_temperature=float("nan")), "draft_temperature"),
 ])
 def test_bad_arguments_are_refused(pair, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -96,14 +96,17 @@ def test_every_path_takes_the_draft_s_table(pair, monkeypatch):
                                         (float("nan"), ValueError), ("0.9", TypeError), (True, TypeError)])
 def test_bad_draft_temperatures_are_refused_before_any_model_call(pair, monkeypatch, bad, error):
     from spectr_lib import draft_acceptance
+    from spectr_lib.engine import hf_cache
+    from spectr_lib.engine.costs import costs_key
     from spectr_lib.engine.decoder import generate
     from spectr_lib.engine.trace import trace_round
 
     def no_call(*a, **k):
         raise AssertionError("a model ran")
 
-    monkeypatch.setattr(pair.target, "forward", no_call)
-    monkeypatch.setattr(pair.draft, "forward", no_call)
+    monkeypatch.setattr(hf_cache, "forward", no_call)  # every model call of the engine goes through it
+    with pytest.raises(AssertionError, match="a model ran"):  # the guard itself works
+        generate(pair, [1, 2], method="sps", draft_temperature=0.9)
     for call in (lambda: generate(pair, [1, 2], method="sps", draft_temperature=bad),
                  lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0, draft_temperature=bad),
                  lambda: draft_acceptance(pair, [1, 2, 3], 1, draft_temperature=bad)):
@@ -113,3 +116,5 @@ def test_bad_draft_temperatures_are_refused_before_any_model_call(pair, monkeypa
         monkeypatch.setattr(pair.draft, "draft_temperature", table, raising=False)
         with pytest.raises(ValueError, match="draft_temperature"):
             generate(pair, [1, 2], method="sps")
+        with pytest.raises(ValueError, match="draft_temperature"):
+            costs_key(pair)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..models.draft_files import check_table
 from ..models.load import ModelPair
 from ..paths import cache_dir
 from ..runtime import sync
@@ -103,7 +104,7 @@ def costs_key(pair: ModelPair) -> dict:
         except (OSError, StopIteration):
             pass
     weights = [float(next(m.parameters()).detach().float().sum()) for m in (pair.target, pair.draft) if m is not None]
-    taus = {str(k): t for k, t in sorted((getattr(pair.draft, "draft_temperature", None) or {}).items())}
+    taus = {str(k): t for k, t in sorted(check_table(getattr(pair.draft, "draft_temperature", None)).items())}
     return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights],
             "engine": ENGINE_VERSION, **({"draft_temperature": taus} if taus else {})}

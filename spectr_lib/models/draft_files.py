@@ -56,8 +56,8 @@ def read_draft_config(folder) -> dict | None:
 
 
 TAU_RANGE = (0.05, 20.0)  # draft temperatures outside it would only over- or underflow the draft's softmax
-TAU_FIX = ("fix or remove its draft_temperature field, or measure the table again with `python -m "
-           "spectr_lib.tools.draft_temperature --draft <folder> --write`")
+TAU_FIX = ("fix or remove its draft_temperature field (then `python -m spectr_lib.tools.draft_temperature --draft "
+           "<folder> --write` measures a new table)")
 
 
 def draft_temperatures(meta: dict, path="spectr_draft.json") -> dict[int, float]:

@@ -21,6 +21,14 @@ def continuations(pair: ModelPair, prompts: list[dict], temperature: float, max_
     return [{"ids": torch.cat([e, a]), "start": len(e)} for e, a in zip(enc, answers)]
 
 
+def answer_logits(pair: ModelPair, rec: dict, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the answer of rec = {"ids" [T], "start"} (`continuations`): the target's p [n, V] at `temperature`
+    (on the CPU) and the draft's raw logits [n, V] (on the model's device) of each answer token, n = T − start
+    (teacher forcing: the draft's first drafting step at every position)."""
+    p_logits, q_logits = next_token_logits(pair, rec["ids"])
+    return warp(p_logits, temperature)[rec["start"] - 1 : -1].cpu(), q_logits[rec["start"] - 1 : -1]
+
+
 def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
                            seed: int, ks=(1, 4), recs: list[dict] | None = None, lookup: bool = False) -> dict:
     """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall, along the
@@ -33,12 +41,11 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue
-        p_logits, q_logits = next_token_logits(pair, rec["ids"])
-        p = warp(p_logits, temperature)[rec["start"] - 1 : -1].cpu()
+        p, q_logits = answer_logits(pair, rec, temperature)
         qs = {}
         for k, tau in taus.items():
             if tau not in qs:
-                q = draft_warp(lambda x: warp(x, temperature), tau)(q_logits)[rec["start"] - 1 : -1]
+                q = draft_warp(lambda x: warp(x, temperature), tau)(q_logits)
                 if lookup:  # the answer's positions only (the prompt's are not scored)
                     q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
                 qs[tau] = q.cpu()

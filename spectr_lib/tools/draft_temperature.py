@@ -32,8 +32,7 @@ def measure(pair, prompts: list[dict] | None = None, ks=KS, taus=TAUS, temperatu
     """{"positions": n, "acceptance": {k: {τ: mean acceptance per position}}} over the target's answers to the
     prompts (records with a "prompt"; or pass `recs`, {"ids" [T], "start"} each, as `acceptance.continuations`
     makes them), at the target temperature `temperature`."""
-    from ..engine.acceptance import next_token_logits
-    from .acceptance import continuations
+    from .acceptance import answer_logits, continuations
 
     recs = recs if recs is not None else continuations(pair, prompts, temperature, max_new_tokens, seed)
     sums = {k: {tau: 0.0 for tau in taus} for k in ks}
@@ -41,9 +40,8 @@ def measure(pair, prompts: list[dict] | None = None, ks=KS, taus=TAUS, temperatu
     for rec in tqdm(recs, desc="draft temperature"):
         if len(rec["ids"]) <= rec["start"]:
             continue
-        p_logits, q_logits = next_token_logits(pair, rec["ids"])
-        p = warp(p_logits, temperature)[rec["start"] - 1 : -1].cpu()
-        q_logits = q_logits[rec["start"] - 1 : -1].cpu()
+        p, q_logits = answer_logits(pair, rec, temperature)
+        q_logits = q_logits.cpu()
         n += len(p)
         for tau in taus:
             q = warp(q_logits / tau, temperature)

@@ -89,7 +89,7 @@ def test_every_path_takes_the_draft_s_table(pair, monkeypatch):
     real = decoder.draft_temperature_of
     monkeypatch.setattr(decoder, "draft_temperature_of", lambda d, k, o=None: seen.append(k) or real(d, k, o))
     rounds = generate(pair, [1, 4, 2], method="kseq", k="auto", L="auto", max_new_tokens=40, seed=0, costs=CHEAP).stats.rounds
-    assert rounds and seen == [1] + [r.k for r in rounds]  # the table's check, then each drafted round's own k
+    assert rounds and seen == [r.k for r in rounds]  # each drafted round's own k
 
 
 @pytest.mark.parametrize("bad, error", [(0.0, ValueError), (1e-39, ValueError), (25.0, ValueError),
@@ -114,7 +114,9 @@ def test_bad_draft_temperatures_are_refused_before_any_model_call(pair, monkeypa
             call()
     for table in ({1: 0.0}, {"1": 0.85}, {0: 1.0}, [0.85]):  # a table set in code is checked too
         monkeypatch.setattr(pair.draft, "draft_temperature", table, raising=False)
-        with pytest.raises(ValueError, match="draft_temperature"):
-            generate(pair, [1, 2], method="sps")
-        with pytest.raises(ValueError, match="draft_temperature"):
-            costs_key(pair)
+        for call in (lambda: generate(pair, [1, 2], method="sps"),
+                     lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0),
+                     lambda: draft_acceptance(pair, [1, 2, 3], 1),
+                     lambda: costs_key(pair)):
+            with pytest.raises(ValueError, match="draft_temperature"):
+                call()

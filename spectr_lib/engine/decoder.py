@@ -196,7 +196,6 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     temperature = float(temperature)
     tree, seed, lookup = flag("tree", tree), seed_of(seed), flag("lookup", lookup)
     draft_temperature = draft_temperature_arg(draft_temperature)
-    draft_temperature_of(pair.draft, 1)  # a malformed table on the draft fails here, before any model call
     stop = stop_token_ids(pair, eos_token_id)
     ids = prompt_ids(pair, prompt)
     limit = context_limit(pair)

@@ -117,7 +117,6 @@ def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L:
     check_sampling(temperature, top_k, top_p)
     tree, seed = flag("tree", tree), seed_of(seed)
     draft_temperature = draft_temperature_arg(draft_temperature)
-    draft_temperature_of(pair.draft, 1)  # a malformed table on the draft fails here, before any model call
     if seed is None:
         raise ValueError("trace_round needs an integer seed, so that the traced round can be reproduced")
     ids = prompt_ids(pair, prompt)

@@ -93,8 +93,20 @@ def test_lookup_rows_are_their_own_rows_and_survive_a_round_trip():
     assert [r.config.name for r in results] == ["ar", "kseq k=2 L=3", "kseq+lookup k=2 L=3"]
     assert all(r.tokens == 16 for r in results)
     again = from_json(to_json(results))
-    assert [r.config for r in again] == configs and table(again) == table(results)
+    assert [r.config.lookup for r in results] == [False, False, True]  # None: the draft's own setting (off here)
+    assert [r.config for r in again] == [r.config for r in results] and table(again) == table(results)
     assert "| kseq+lookup | 2 | 3 |" in table(results)
+
+
+def test_a_draft_with_lookup_on_runs_its_rows_with_lookup(monkeypatch):
+    """Rows left at the draft's own setting take prompt lookup where the draft has it on (the shipped draft),
+    and say so in the table; an explicit lookup=False row stays without it."""
+    pair = tiny_pair(vocab_size=8, seed=5)
+    monkeypatch.setattr(pair.draft, "prompt_lookup", True, raising=False)
+    prompts = [{"category": "x", "ids": torch.tensor([4, 5, 6, 4, 5, 6, 4, 5])}]
+    configs = [Config("ar"), Config("sps", 1, 3), Config("sps", 1, 3, lookup=False)]
+    results = run(pair, prompts, configs, max_new_tokens=16, temperature=1.0, seed=0, progress=False)
+    assert [r.config.label for r in results] == ["ar", "sps+lookup", "sps"]
 
 
 def test_tokens_per_round_and_its_standard_error():

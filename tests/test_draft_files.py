@@ -41,10 +41,12 @@ def _set_field(folder, name, value):
 def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypatch):
     monkeypatch.setattr(load_module, "_load_tokenizer", lambda spec: None)  # the tiny pair has no tokenizer
     _set_field(feature_folder, "draft_temperature", {"1": 0.85, "8": 1.1})
+    _set_field(feature_folder, "prompt_lookup", True)
     feature, _ = load_draft(feature_folder, target, CPU, F32)
     standalone, _ = load_draft(standalone_folder, target, CPU, F32)
     assert feature.config.feature_layers == (1, -1) and standalone.config.num_hidden_layers == 2
     assert feature.draft_temperature == {1: 0.85, 8: 1.1} and standalone.draft_temperature == {}
+    assert feature.prompt_lookup is True and standalone.prompt_lookup is False  # the field is optional
 
 
 @pytest.mark.parametrize("damage, error, message", [
@@ -58,6 +60,8 @@ def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypa
     (lambda f: _set_field(f, "draft_temperature", {"²": 0.9}), ValueError, "draft_temperature maps draft counts"),
     (lambda f: _set_field(f, "draft_temperature", {"01": 0.9}), ValueError, "draft_temperature maps draft counts"),
     (lambda f: _set_field(f, "draft_temperature", {"1": 1e-9}), ValueError, "draft_temperature maps draft counts"),
+    (lambda f: _set_field(f, "prompt_lookup", 1), ValueError, "prompt_lookup must be true or false"),
+    (lambda f: _set_field(f, "prompt_lookup", "yes"), ValueError, "prompt_lookup must be true or false"),
     (lambda f: (f / WEIGHTS_NAME).unlink(), FileNotFoundError, "no draft.safetensors"),
     (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:50]), FileNotFoundError,
      "not a readable safetensors file"),
@@ -68,7 +72,8 @@ def test_a_damaged_folder_is_named_with_the_fix(target, feature_folder, standalo
     damage(folder)
     with pytest.raises(error, match=message) as info:
         load_draft(folder, target, CPU, F32)
-    fix = "tools.draft_temperature" if "draft_temperature" in message or "draft counts" in message else "distill save"
+    fix = ("tools.draft_temperature" if "draft_temperature" in message or "draft counts" in message
+           else "remove the field" if "prompt_lookup" in message else "distill save")
     assert fix in str(info.value)
 
 

@@ -122,8 +122,9 @@ def test_demo_prints_the_comparison(capsys):
 
     main(["--max-new-tokens", "12"])
     out = capsys.readouterr().out
-    assert "assistant (SpecTr, k and L auto)" in out and "| kseq | auto | auto |" in out and "speed-up vs ar" in out
-    assert "| block | 1 | auto |" in out and "predicted tokens/s" in out and "cost model: one autoregressive token" in out
+    assert "assistant (SpecTr, k and L auto)" in out and "| kseq+lookup | auto | auto |" in out and "speed-up vs ar" in out
+    assert "| block+lookup | 1 | auto |" in out and "| ar | 1 |" in out  # the default draft mixes in prompt lookup
+    assert "+lookup" in out.split("'auto' picks")[1] and "predicted tokens/s" in out and "cost model: one autoregressive token" in out
 
 
 def test_the_default_draft_is_the_fused_one_and_decodes_exactly_in_both_verification_forms(pair32):

@@ -92,3 +92,48 @@ def test_draft_eval_acceptance_with_lookup_scores_the_mixed_q(pair):
     assert mixed["k1"] == pytest.approx(float(torch.minimum(p, q).sum(-1).mean()))
     assert mixed["k4"] == pytest.approx(float(kseq_acceptance(p, q, 4).mean()))
     assert mixed["k1"] != pytest.approx(plain["k1"])
+
+
+def test_the_draft_s_own_setting_is_every_entry_point_s_default(pair, monkeypatch):
+    """A draft with prompt_lookup on (the shipped draft's spectr_draft.json) mixes by default in generate,
+    trace_round and draft_acceptance, and the cost model's key records it; lookup=False still turns it off."""
+    from spectr_lib import draft_acceptance
+    from spectr_lib.engine.costs import costs_key
+    from spectr_lib.engine.trace import trace_round
+
+    assert "prompt_lookup" not in costs_key(pair)  # the tiny draft has no setting: off
+    monkeypatch.setattr(pair.draft, "prompt_lookup", True, raising=False)
+    differs = False
+    for seed in range(8):
+        kw = dict(method="kseq", k=2, L=3, max_new_tokens=6, seed=seed)
+        own, on, off = (generate(pair, REPEATING, **kw, **x).token_ids for x in ({}, {"lookup": True}, {"lookup": False}))
+        assert torch.equal(own, on)
+        differs |= not torch.equal(own, off)
+        t = trace_round(pair, REPEATING, method="kseq", k=2, L=3, seed=seed)
+        assert torch.equal(t.q, trace_round(pair, REPEATING, method="kseq", k=2, L=3, seed=seed, lookup=True).q)
+        assert torch.equal(t.new_tokens, own[: t.accepted + 1])  # trace_round is generate's first round
+    assert differs
+    ids = REPEATING + [2, 5, 1, 4]
+    assert torch.equal(draft_acceptance(pair, ids, 3), draft_acceptance(pair, ids, 3, lookup=True))
+    assert not torch.equal(draft_acceptance(pair, ids, 3), draft_acceptance(pair, ids, 3, lookup=False))
+    assert costs_key(pair)["prompt_lookup"] is True
+
+
+def test_a_malformed_setting_on_the_draft_is_refused_before_any_model_call(pair, monkeypatch):
+    from spectr_lib import draft_acceptance
+    from spectr_lib.engine import hf_cache
+    from spectr_lib.engine.costs import costs_key
+    from spectr_lib.engine.trace import trace_round
+
+    def no_call(*a, **k):
+        raise AssertionError("a model ran")
+
+    monkeypatch.setattr(hf_cache, "forward", no_call)
+    monkeypatch.setattr(pair.draft, "prompt_lookup", "yes", raising=False)
+    for call in (lambda: generate(pair, [1, 2], method="sps"),
+                 lambda: generate(pair, [1, 2], method="sps", lookup=True),
+                 lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0),
+                 lambda: draft_acceptance(pair, [1, 2, 3], 1),
+                 lambda: costs_key(pair)):
+        with pytest.raises(ValueError, match="prompt_lookup must be True or False"):
+            call()

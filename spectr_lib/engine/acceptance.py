@@ -9,7 +9,7 @@ from ..theory.dists import check_sampling, is_real, warp
 from .drafters import draft_temperature as draft_temperature_of, draft_warp, make_drafter
 from .heads import Float32Head
 from . import inputs
-from .inputs import check_pair, context_limit, count, draft_temperature_arg
+from .inputs import check_pair, context_limit, count, draft_temperature_arg, lookup_arg
 from .lookup import mix_along
 
 
@@ -35,10 +35,11 @@ def next_token_probs(pair: ModelPair, token_ids: torch.Tensor, temperature: floa
 
 
 def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float = 1.0,
-                     draft_temperature: float | None = None) -> torch.Tensor:
+                     draft_temperature: float | None = None, lookup: bool | None = None) -> torch.Tensor:
     """Σ_x min(p(x), q(x)) [T − start] for predicting each token of token_ids from index `start` on (the
     single-draft acceptance of speculative sampling, Leviathan et al. 2023, at every position), q at the
-    draft temperature `generate` uses for one draft (None: the draft's own τ for k = 1; see `generate`).
+    draft temperature `generate` uses for one draft (None: the draft's own τ for k = 1; see `generate`) and,
+    with lookup (None: the draft's own setting, as `generate`), mixed with prompt lookup along token_ids.
 
     token_ids: a 1-D sequence of ids or a [T] / [1, T] integer tensor (the prompt and its answer). Raises
     TypeError / ValueError, before any model call, as `generate` does: a pair without a draft, ids out of
@@ -58,7 +59,7 @@ def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float 
     limit = context_limit(pair)
     if len(ids) > limit:
         raise ValueError(f"the sequence has {len(ids)} tokens, more than the models' context of {limit}: shorten it")
-    tau = draft_temperature_of(pair.draft, 1, draft_temperature_arg(draft_temperature))
-    p, q = next_token_probs(pair, ids, float(temperature), draft_temperature=tau)
+    tau, lookup = draft_temperature_of(pair.draft, 1, draft_temperature_arg(draft_temperature)), lookup_arg(pair, lookup)
+    p, q = next_token_probs(pair, ids, float(temperature), lookup, draft_temperature=tau)
     return torch.minimum(p, q)[start - 1 : len(ids) - 1].sum(-1).cpu()
 

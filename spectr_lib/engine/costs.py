@@ -11,9 +11,10 @@ path (the head's logits and warping p included) and overhead the rest of a round
 Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
 autoregressive steps. `calibration.calibrate` measures it all on the pair, with priors for the acceptance per depth;
 `calibration.load_costs` keeps the result under the user cache folder (`cache_path`), keyed by device, dtype,
-threads, torch version and the pair (with its draft temperatures, which move the priors; a `generate(...,
-draft_temperature=)` override is not in the key: auto then starts from priors measured at the draft's own τ and
-learns from the rounds), and recalibrates on request or when the key changes.
+threads, torch version and the pair (with its draft temperatures and prompt-lookup default, which move the
+priors; a `generate(..., draft_temperature=)` or `lookup=` override is not in the key: auto then starts from
+priors measured with the draft's own settings and learns from the rounds), and recalibrates on request or when
+the key changes.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.draft_files import check_table
+from ..models.draft_files import check_lookup, check_table
 from ..models.load import ModelPair
 from ..paths import cache_dir
 from ..runtime import sync
@@ -94,8 +95,8 @@ ENGINE_VERSION = 4  # bumped when the engine's own cost changes (2: the head's p
 
 
 def costs_key(pair: ModelPair) -> dict:
-    """What the costs depend on: device, dtype, threads, torch version, the pair (names, a weight hash and the
-    draft's temperatures, which move the acceptance priors) and ENGINE_VERSION (a calibration cached by an older,
+    """What the costs depend on: device, dtype, threads, torch version, the pair (names, a weight hash, the
+    draft's temperatures and its prompt-lookup default, which move the acceptance priors) and ENGINE_VERSION (a calibration cached by an older,
     slower engine is not reused)."""
     device = torch.cuda.get_device_name(pair.device) if pair.device.type == "cuda" else (platform.processor() or platform.machine())
     if pair.device.type == "cpu":
@@ -107,7 +108,8 @@ def costs_key(pair: ModelPair) -> dict:
     taus = {str(k): t for k, t in sorted(check_table(getattr(pair.draft, "draft_temperature", None)).items())}
     return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights],
-            "engine": ENGINE_VERSION, **({"draft_temperature": taus} if taus else {})}
+            "engine": ENGINE_VERSION, **({"draft_temperature": taus} if taus else {}),
+            **({"prompt_lookup": True} if check_lookup(getattr(pair.draft, "prompt_lookup", None)) else {})}
 
 
 def cache_path(key: dict):

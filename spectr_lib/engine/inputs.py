@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.draft_files import TAU_RANGE, check_table
+from ..models.draft_files import TAU_RANGE, check_lookup, check_table
 from ..models.load import ModelPair
 from ..prompts import encode_chat, is_chat
 from ..theory.dists import is_int, is_real
@@ -20,11 +20,20 @@ SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of its seed: larger se
 
 
 def check_pair(pair) -> None:
-    """`pair` is a ModelPair whose draft, if any, carries a well-formed τ table (`draft_files.check_table`):
-    TypeError for another object, ValueError for a malformed table, before any model call."""
+    """`pair` is a ModelPair whose draft, if any, carries a well-formed τ table and lookup default
+    (`draft_files.check_table`, `check_lookup`): TypeError for another object, ValueError for a malformed
+    attribute, before any model call."""
     if not isinstance(pair, ModelPair):
         raise TypeError(f"pair must be a ModelPair (from load_pair() or tiny_pair()), got {type(pair).__name__}")
     check_table(getattr(pair.draft, "draft_temperature", None))
+    check_lookup(getattr(pair.draft, "prompt_lookup", None))
+
+
+def lookup_arg(pair, value) -> bool:
+    """A `lookup` argument: True or False, or None for the draft's own default (`model.prompt_lookup`, from its
+    spectr_draft.json; False for a draft without one); TypeError for another value."""
+    value = flag("lookup", value)
+    return check_lookup(getattr(pair.draft, "prompt_lookup", None)) if value is None else value
 
 
 def count(name: str, value, minimum: int = 1) -> int:

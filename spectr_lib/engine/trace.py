@@ -19,7 +19,8 @@ from ..theory.selection import check_rule
 from ..theory.trees import token_tree
 from .decoder import METHODS, select_path
 from .drafters import draft_temperature as draft_temperature_of, draft_warp, make_drafter
-from .inputs import MAX_K, check_pair, count, draft_temperature_arg, flag, prompt_ids, seed_of
+from .inputs import MAX_K, check_pair, count, draft_temperature_arg, flag, lookup_arg, prompt_ids, seed_of
+from .lookup import Mixer
 from .verifiers import make_verifier
 
 # the methods whose rounds are decided by `select_path` (block verification decides a round as a whole)
@@ -95,13 +96,13 @@ def cache_state(cache) -> CacheState:
 
 def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L: int = 4, temperature: float = 1.0,
                 top_k: int | None = None, top_p: float | None = None, seed: int = 0, tree: bool | None = None,
-                draft_temperature: float | None = None) -> RoundTrace:
+                draft_temperature: float | None = None, lookup: bool | None = None) -> RoundTrace:
     """The first round of `generate(pair, prompt, method=method, k=k, L=L, seed=seed, ...)`, traced.
 
     Its new_tokens are the first accepted + 1 tokens that generate returns for the same arguments (when
     max_new_tokens > L and no stop token comes earlier). prompt: any form `generate` takes. method: one of
     TRACEABLE ("sps", "kseq", "rrs", "rrs_wor"). tree: the verification form (None: the device's default).
-    draft_temperature: as generate's (None: the draft's own τ for k).
+    draft_temperature, lookup: as generate's (None: the draft's own τ for k, its own prompt-lookup setting).
     Raises TypeError / ValueError for a bad argument, before any model call (as `generate` does).
     """
     check_pair(pair)
@@ -115,7 +116,7 @@ def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L:
         raise ValueError(f"k = {k} drafts is more than {MAX_K}")
     check_rule(method, k)
     check_sampling(temperature, top_k, top_p)
-    tree, seed = flag("tree", tree), seed_of(seed)
+    tree, seed, lookup = flag("tree", tree), seed_of(seed), lookup_arg(pair, lookup)
     draft_temperature = draft_temperature_arg(draft_temperature)
     if seed is None:
         raise ValueError("trace_round needs an integer seed, so that the traced round can be reproduced")
@@ -129,7 +130,7 @@ def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L:
     target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, tree=tree)
     drafter.prefill(ids, target.prefill(ids))
     wq = draft_warp(w, draft_temperature_of(pair.draft, k, draft_temperature))
-    tokens, q = drafter.draft(k, L, wq, gen, **({"distinct_first": True} if method == "rrs_wor" else {}))
+    tokens, q = drafter.draft(k, L, wq, gen, method == "rrs_wor", Mixer(ids) if lookup else None)
     draft_after_draft = cache_state(drafter.cache)
     logits, feats = target.verify(tokens, lazy=True)  # as generate reads them: the head row by row
     target_after_verify = cache_state(target.cache)

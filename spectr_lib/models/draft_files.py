@@ -52,6 +52,7 @@ def read_draft_config(folder) -> dict | None:
     except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
         raise FileNotFoundError(f"{weights} is not a readable safetensors file ({err}): {FIX}") from None
     draft_temperatures(meta, path)
+    prompt_lookup(meta, path)
     return {**meta, "kind": kind}
 
 
@@ -91,6 +92,26 @@ def check_table(table) -> dict[int, float]:
         raise ValueError(f"the draft's draft_temperature must map draft counts (int ≥ 1) to temperatures in "
                          f"[{TAU_RANGE[0]}, {TAU_RANGE[1]}], like {{1: 0.85}}, got {table!r}")
     return {k: float(v) for k, v in table.items()}
+
+
+def prompt_lookup(meta: dict, path="spectr_draft.json") -> bool:
+    """Whether `generate` mixes this draft's q with prompt lookup by default (engine/lookup.py): the optional field
+    "prompt_lookup" (true / false; missing: false). Raises ValueError, naming `path`, for a value that is not a
+    JSON boolean."""
+    value = meta.get("prompt_lookup", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: prompt_lookup must be true or false (whether generate mixes the draft with prompt "
+                         f"lookup by default), got {value!r}: fix or remove the field")
+    return value
+
+
+def check_lookup(value) -> bool:
+    """A draft model's `prompt_lookup` attribute (a bool; None: False), checked; ValueError otherwise (an attribute
+    set in code, where `prompt_lookup` checks the field read from a file)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise ValueError(f"the draft's prompt_lookup must be True or False (generate's lookup default for this draft), "
+                     f"got {value!r}")
 
 
 def _is_tau(value) -> bool:

@@ -16,7 +16,7 @@ from ..paths import DEFAULT_DRAFT_DIR, cache_dir
 from ..runtime import cpu_flags
 from ..theory.dists import is_int
 from . import standalone_draft
-from .draft_files import CONFIG_NAME, check_fits_target, draft_temperatures, holds_model, read_draft_config
+from .draft_files import CONFIG_NAME, check_fits_target, draft_temperatures, holds_model, prompt_lookup, read_draft_config
 from .feature_draft import FeatureDraft
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
@@ -316,7 +316,8 @@ def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, 
     """Load a draft by name or folder: a feature draft, a standalone draft (both share the target's embedding
     and head) or any Hugging Face causal LM; returns (model, tokenizer). A spectr_lib draft carries its
     temperatures by draft count (`model.draft_temperature`, {k: τ}, from spectr_draft.json; see
-    `draft_files.draft_temperatures`). Raises ValueError /
+    `draft_files.draft_temperatures`) and whether `generate` mixes it with prompt lookup by default
+    (`model.prompt_lookup`, `draft_files.prompt_lookup`). Raises ValueError /
     FileNotFoundError for a damaged draft folder or one built for another target (models/draft_files.py)."""
     path = Path(spec).expanduser()
     meta = read_draft_config(path) if path.is_dir() else None
@@ -325,5 +326,6 @@ def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, 
         load = FeatureDraft.load if meta["kind"] == "feature_draft" else standalone_draft.load
         model = load(path, target, dtype=dtype)
         model.draft_temperature = draft_temperatures(meta, path / CONFIG_NAME)  # {k: τ}, read by the decoder
+        model.prompt_lookup = prompt_lookup(meta, path / CONFIG_NAME)  # generate's lookup default for this draft
         return model, _load_tokenizer(path)
     return _load_lm(spec, device, dtype), _load_tokenizer(spec)

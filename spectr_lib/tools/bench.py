@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.decoder import METHODS, generate, pair_costs
+from ..engine.inputs import lookup_arg
 from ..engine.verifiers import TreeVerifier, make_verifier
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..runtime import attention_backends, sync
@@ -109,7 +110,9 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
 
     A prompt record holds "prompt" (text, chat template applied) or "ids" (token ids), and "category".
     """
-    results = [Result(c) for c in configs]
+    default = lookup_arg(pair, None)  # the draft's own prompt-lookup setting, shown as "+lookup" in the tables
+    results = [Result(replace(c, lookup=(default if c.lookup is None else c.lookup) if c.method in METHODS and c.method != "ar"
+                              else False)) for c in configs]
     ours = pair.draft is not None and any(c.method not in HF_METHODS and c.method != "ar" for c in configs)
     costs = pair_costs(pair, progress=progress) if ours else None  # predictions, and what "auto" chooses from
     tree = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)
@@ -141,8 +144,9 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
 
 def token_acceptance(pair, prompts: list[dict], max_new_tokens: int, temperature: float, seed: int) -> dict:
     """Mean Σ min(p, q) along target-sampled continuations, per category and overall (q at the draft's own
-    temperature for one draft, as SpS draws it)."""
-    by_cat = acceptance_by_category(pair, prompts, temperature, max_new_tokens, seed + 10_000, ks=(1,))
+    temperature for one draft and with its own prompt-lookup setting, as SpS draws it)."""
+    by_cat = acceptance_by_category(pair, prompts, temperature, max_new_tokens, seed + 10_000, ks=(1,),
+                                    lookup=lookup_arg(pair, None))
     return {c: v["k1"] for c, v in by_cat.items()}
 
 
@@ -165,8 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-auto", action="store_true", help="skip the k = 'auto' / L = 'auto' rows")
     ap.add_argument("--lookup-L", type=int, default=4, help="candidate tokens of HF's prompt-lookup baseline")
     ap.add_argument("--with-lookup", action="store_true",
-                    help="run every speculative configuration also with prompt-lookup mixing (generate(lookup=True)), "
-                         "right after it, prompt by prompt")
+                    help="run every speculative configuration without and with prompt-lookup mixing "
+                         "(generate(lookup=False / True)), side by side, prompt by prompt; otherwise each takes the "
+                         "draft's own setting (shown as +lookup where it is on)")
     ap.add_argument("--target", default=None)
     ap.add_argument("--draft", default=None)
     ap.add_argument("--device", default=None)
@@ -227,7 +232,8 @@ def _run_main(args: argparse.Namespace) -> None:
     prompts = prompts[: args.limit]
     configs = sweep_configs(args.methods, args.k, args.L, hf=not args.no_hf, auto=not args.no_auto)
     if args.with_lookup:
-        configs = [v for c in configs for v in ([c, replace(c, lookup=True)] if c.method in METHODS and c.method != "ar" else [c])]
+        configs = [v for c in configs for v in ([replace(c, lookup=False), replace(c, lookup=True)]
+                                                if c.method in METHODS and c.method != "ar" else [c])]
     if not args.no_hf:
         configs[1:1] = [Config("hf_assisted"), Config("hf_lookup", 1, args.lookup_L)]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +252,8 @@ def _run_main(args: argparse.Namespace) -> None:
         results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed,
                       on_prompt=lambda res, done, T=T: save_partial(res, done, T))
         acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}
-        report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc}
+        report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc,
+                                  "token_acceptance_lookup": lookup_arg(pair, None)}
         (args.out / "results.json").write_text(json.dumps(report, indent=1))  # after each temperature: a long run keeps its part
         md = render(report, args.out)
         print(md[md.index(f"## T = {T}"):], flush=True)

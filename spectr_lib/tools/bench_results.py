@@ -2,6 +2,7 @@
 markdown tables, plots and JSON written by `python -m spectr_lib.tools.bench` (and re-drawn by `--render`)."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ class Config:
     method: str
     k: int | str = 1  # "auto": chosen per round
     L: int | str = 0
-    lookup: bool = False  # generate(lookup=True): the draft's q mixed with prompt lookup (engine/lookup.py)
+    lookup: bool | None = None  # generate(lookup=...): None the draft's own setting, resolved by `bench.run`
 
     @property
     def label(self) -> str:
@@ -147,15 +148,15 @@ def plot(results: list[Result], temperature: float):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method, marker in (("kseq", "o"), ("rrs", "s")):
+    for (method, marker), lookup in itertools.product((("kseq", "o"), ("rrs", "s")), sorted({bool(r.config.lookup) for r in results})):
         for L in sorted({r.config.L for r in results if isinstance(r.config.L, int) and r.config.L}):
             rows = sorted([r for r in results if r.config.L == L and isinstance(r.config.k, int)
-                           and r.config.method in (method, "sps") and not r.config.lookup and r.tokens],
+                           and r.config.method in (method, "sps") and bool(r.config.lookup) == lookup and r.tokens],
                           key=lambda r: r.config.k)
             if len(rows) > 1:
-                ks = [r.config.k for r in rows]
-                axes[0].plot(ks, [r.block_efficiency for r in rows], marker=marker, label=f"{method} L={L}")
-                axes[1].plot(ks, [r.tokens_per_second for r in rows], marker=marker, label=f"{method} L={L}")
+                ks, name = [r.config.k for r in rows], f"{method}{'+lookup' if lookup else ''} L={L}"
+                axes[0].plot(ks, [r.block_efficiency for r in rows], marker=marker, label=name)
+                axes[1].plot(ks, [r.tokens_per_second for r in rows], marker=marker, label=name)
     for r in results:
         if (r.config.method in ("ar",) + HF_METHODS or r.config.L == "auto") and r.tokens:
             axes[1].axhline(r.tokens_per_second, ls="--", lw=1, color="gray" if r.config.method in ("ar", "hf_ar") else "green" if r.config.L == "auto" else "red")
@@ -198,7 +199,9 @@ def render(report: dict, out: Path) -> str:
     for T, run_ in report["runs"].items():
         results, acc = from_json(run_["results"]), run_["token_acceptance"]
         partial = f" (partial: the first {run_['prompts_done']} prompts)" if "prompts_done" in run_ else ""
-        md += [f"\n## T = {T}{partial}\n", "token-level acceptance Σ min(p, q) (q at the draft's τ for one draft): " + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
+        mixed = ", mixed with prompt lookup" if run_.get("token_acceptance_lookup") else ""
+        md += [f"\n## T = {T}{partial}\n", f"token-level acceptance Σ min(p, q) (q at the draft's τ for one draft{mixed}): "
+               + ", ".join(f"{c} {v:.3f}" for c, v in acc.items()) + "\n",
                table(results)]
         per_category = category_table(results)
         if per_category:

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{pair.device} {str(pair.dtype).replace('torch.', '')}, {torch.get_num_threads()} threads:\n")
     print(table(results, baseline="ar"))
     print("\n'auto' picks each round's (k, L) from the cost model calibrated on this machine and the acceptance "
-          "seen so far; 'plain' rounds are target steps without drafts, taken when drafting cannot pay here.")
+          "seen so far; 'plain' rounds are target steps without drafts, taken when drafting cannot pay here."
+          + (" '+lookup': the draft's q is mixed with prompt lookup, this draft's default (generate(lookup=False) "
+             "turns it off)." if getattr(pair.draft, "prompt_lookup", False) else ""))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 the speed-up the two predict. `python -m spectr_lib.tools.draft_eval --help`.
 
 Acceptance is Σ_x min(p(x), q(x)) at every position of target-sampled continuations (first turn of each
-prompt, chat template), per category; q at the draft temperature `generate` uses for that many drafts.
+prompt, chat template), per category; q at the draft temperature `generate` uses for that many drafts, raw
+("acceptance") and mixed with prompt lookup ("lookup": with --lookup, or always for a draft that has it on by
+default, as the shipped one does; the prediction then uses the mixed q, what `generate` drafts).
 Cost is wall-clock of one draft step vs one target step on a warm cache, batch 1 and batch 8, measured side
 by side. The predicted speed-up is the decoder's own cost model
 (`pair_costs`: verification calls, selection, per-round bookkeeping; calibrated once per machine and pair,
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
                          "Spec-Bench")
     ap.add_argument("--no-cost", action="store_true", help="acceptance only (no timing: for a busy machine)")
     ap.add_argument("--lookup", action="store_true",
-                    help="also measure every draft with prompt-lookup mixing (generate(lookup=True)), same continuations")
+                    help="also measure every draft with prompt-lookup mixing (generate(lookup=True)), same "
+                         "continuations (always done when the draft has it on by default, as the shipped one does)")
     args = ap.parse_args(argv)
     from ..models.load import check_model_spec
 
@@ -126,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.disable_progress_bar()
     pair = load_pair(draft=args.draft, device=args.device)
+    args.lookup = args.lookup or bool(getattr(pair.draft, "prompt_lookup", False))  # what generate does by default
     if args.heldout:
         from ..distill import corpus
 
@@ -179,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     costs = pair_costs(pair)  # the decoder's cost model on this machine (calibrated once, then cached)
     T0 = str(args.temperature[0])
     tree = TREE_BY_DEFAULT.get(pair.device.type, False)  # the decoder's default verification form
-    report["predicted"] = predicted_speedups(costs, report["acceptance"][T0]["overall"], cost, tree)
+    own = "lookup" if getattr(pair.draft, "prompt_lookup", False) else "acceptance"  # as generate drafts by default
+    report["predicted"] = predicted_speedups(costs, report[own][T0]["overall"], cost, tree)
     for name in others:
         report["compare"][name]["predicted"] = predicted_speedups(costs, report["compare"][name][T0]["overall"],
                                                                   report["compare"][name]["cost"], tree)

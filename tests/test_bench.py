@@ -119,3 +119,18 @@ def test_tokens_per_round_and_its_standard_error():
     assert se == pytest.approx(tokens.std().item() / 6 ** 0.5)  # sample standard deviation / sqrt(rounds)
     with pytest.raises(ValueError, match="two rounds"):
         tokens_per_round([1, 0])
+
+
+def test_paired_by_category_takes_categories_as_the_units():
+    from scipy import stats
+
+    from spectr_lib.tools.bench_results import paired_by_category
+
+    a = {"per_category": {"x": {"block_efficiency": 1.5}, "y": {"block_efficiency": 2.9}, "z": {"block_efficiency": 1.2}}}
+    b = {"per_category": {"x": {"block_efficiency": 1.6}, "y": {"block_efficiency": 1.5}, "z": {"block_efficiency": 1.4},
+                          "w": {"block_efficiency": 9.0}}}  # a category only one row has is left out
+    mean, se, n = paired_by_category(a, b)
+    t = stats.ttest_rel([1.6, 1.5, 1.4], [1.5, 2.9, 1.2])  # scipy's paired t-test: the same statistic
+    assert n == 3 and mean == pytest.approx((0.1 - 1.4 + 0.2) / 3) and mean / se == pytest.approx(t.statistic)
+    with pytest.raises(ValueError, match="two categories"):
+        paired_by_category(a, {"per_category": {"x": {"block_efficiency": 1.0}}})

@@ -100,6 +100,21 @@ def tokens_per_round(accepted_hist: list[int]) -> tuple[float, float]:
     return mean, (var / n) ** 0.5
 
 
+def paired_by_category(a: dict, b: dict) -> tuple[float, float, int]:
+    """(mean, standard error, categories) of b's block efficiency minus a's, category by category, for two rows
+    of a results.json run (dicts with "per_category": {category: {"block_efficiency", ...}}) over the same
+    prompts. Rounds of one prompt are not independent (an answer that copies from its prompt accepts long runs
+    round after round), so the categories, not the rounds, are the units: a paired comparison across them.
+    Raises ValueError for fewer than two categories in common."""
+    cats = sorted(set(a["per_category"]) & set(b["per_category"]))
+    if len(cats) < 2:
+        raise ValueError(f"a paired standard error needs at least two categories in common, got {cats}")
+    d = [b["per_category"][c]["block_efficiency"] - a["per_category"][c]["block_efficiency"] for c in cats]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    return mean, (var / len(d)) ** 0.5, len(d)
+
+
 def table(results: list[Result], baseline: str = "hf_ar") -> str:
     """Markdown table: block efficiency, tokens/s, speed-ups over the baseline and over our AR, accepted lengths."""
     base = next((r for r in results if r.config.name == baseline and r.tokens), None)

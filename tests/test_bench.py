@@ -101,12 +101,20 @@ def test_lookup_rows_are_their_own_rows_and_survive_a_round_trip():
 def test_a_draft_with_lookup_on_runs_its_rows_with_lookup(monkeypatch):
     """Rows left at the draft's own setting take prompt lookup where the draft has it on (the shipped draft),
     and say so in the table; an explicit lookup=False row stays without it."""
+    from spectr_lib.tools import bench
+
     pair = tiny_pair(vocab_size=8, seed=5)
     monkeypatch.setattr(pair.draft, "prompt_lookup", True, raising=False)
     prompts = [{"category": "x", "ids": torch.tensor([4, 5, 6, 4, 5, 6, 4, 5])}]
     configs = [Config("ar"), Config("sps", 1, 3), Config("sps", 1, 3, lookup=False)]
+    seen, real = [], bench.generate
+    monkeypatch.setattr(bench, "generate", lambda *a, **kw: seen.append((kw["method"], kw["lookup"])) or real(*a, **kw))
     results = run(pair, prompts, configs, max_new_tokens=16, temperature=1.0, seed=0, progress=False)
     assert [r.config.label for r in results] == ["ar", "sps+lookup", "sps"]
+    assert seen == [("ar", False), ("sps", True), ("sps", False)]  # what generate was told, row by row
+    for bad, error in ((Config("sps", 1, 3, lookup="yes"), TypeError), (Config("ar", lookup=True), ValueError)):
+        with pytest.raises(error, match="lookup"):
+            run(pair, prompts, [bad], max_new_tokens=4, temperature=1.0, seed=0, progress=False)
 
 
 def test_tokens_per_round_and_its_standard_error():
@@ -134,3 +142,5 @@ def test_paired_by_category_takes_categories_as_the_units():
     assert n == 3 and mean == pytest.approx((0.1 - 1.4 + 0.2) / 3) and mean / se == pytest.approx(t.statistic)
     with pytest.raises(ValueError, match="two categories"):
         paired_by_category(a, {"per_category": {"x": {"block_efficiency": 1.0}}})
+    with pytest.raises(ValueError, match="no spread"):  # a row against itself: every difference 0
+        paired_by_category(a, a)

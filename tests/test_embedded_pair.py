@@ -23,7 +23,7 @@ def mean_acceptance(pair32, pair) -> float:
     for i, prompt in enumerate(PROMPTS):
         ids = encode_chat(pair32.tokenizer, prompt)
         g = generate(pair32, ids, method="ar", max_new_tokens=48, seed=100 + i)
-        values.append(draft_acceptance(pair, torch.cat([ids, g.token_ids]), len(ids)))
+        values.append(draft_acceptance(pair, torch.cat([ids, g.token_ids]), len(ids), lookup=False))  # the raw draft
     return torch.cat(values).mean().item()
 
 
@@ -34,6 +34,7 @@ def pair32():
 
 def test_shipped_draft_loads_and_shares_the_tokenizer(pair32):
     assert isinstance(pair32.draft, FeatureDraft)
+    assert pair32.draft.prompt_lookup is True  # the default draft mixes in prompt lookup (its model card)
     assert pair32.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(DEFAULT_DRAFT_DIR).get_vocab()
     size = sum(f.stat().st_size for f in DEFAULT_DRAFT_DIR.iterdir())
     assert size <= 32 * 2**20, f"the draft adds {size / 2**20:.1f} MB to the repository"

@@ -103,7 +103,7 @@ def test_the_draft_s_own_setting_is_every_entry_point_s_default(pair, monkeypatc
 
     assert "prompt_lookup" not in costs_key(pair)  # the tiny draft has no setting: off
     monkeypatch.setattr(pair.draft, "prompt_lookup", True, raising=False)
-    differs = False
+    differs = traced_differs = False
     for seed in range(8):
         kw = dict(method="kseq", k=2, L=3, max_new_tokens=6, seed=seed)
         own, on, off = (generate(pair, REPEATING, **kw, **x).token_ids for x in ({}, {"lookup": True}, {"lookup": False}))
@@ -111,8 +111,9 @@ def test_the_draft_s_own_setting_is_every_entry_point_s_default(pair, monkeypatc
         differs |= not torch.equal(own, off)
         t = trace_round(pair, REPEATING, method="kseq", k=2, L=3, seed=seed)
         assert torch.equal(t.q, trace_round(pair, REPEATING, method="kseq", k=2, L=3, seed=seed, lookup=True).q)
+        traced_differs |= not torch.equal(t.q, trace_round(pair, REPEATING, method="kseq", k=2, L=3, seed=seed, lookup=False).q)
         assert torch.equal(t.new_tokens, own[: t.accepted + 1])  # trace_round is generate's first round
-    assert differs
+    assert differs and traced_differs
     ids = REPEATING + [2, 5, 1, 4]
     assert torch.equal(draft_acceptance(pair, ids, 3), draft_acceptance(pair, ids, 3, lookup=True))
     assert not torch.equal(draft_acceptance(pair, ids, 3), draft_acceptance(pair, ids, 3, lookup=False))
@@ -137,3 +138,7 @@ def test_a_malformed_setting_on_the_draft_is_refused_before_any_model_call(pair,
                  lambda: costs_key(pair)):
         with pytest.raises(ValueError, match="prompt_lookup must be True or False"):
             call()
+    import numpy as np
+
+    monkeypatch.setattr(pair.draft, "prompt_lookup", np.bool_(False), raising=False)  # numpy's bool is a bool here
+    assert "prompt_lookup" not in costs_key(pair)

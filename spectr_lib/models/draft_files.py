@@ -108,10 +108,12 @@ def prompt_lookup(meta: dict, path="spectr_draft.json") -> bool:
 def check_lookup(value) -> bool:
     """A draft model's `prompt_lookup` attribute (a bool; None: False), checked; ValueError otherwise (an attribute
     set in code, where `prompt_lookup` checks the field read from a file)."""
-    if value is None or isinstance(value, bool):
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, np.bool_)):  # numpy's bool too
         return bool(value)
     raise ValueError(f"the draft's prompt_lookup must be True or False (generate's lookup default for this draft), "
-                     f"got {value!r}")
+                     f"got {value!r}: set it to True or False, or delete the attribute")
 
 
 def _is_tau(value) -> bool:

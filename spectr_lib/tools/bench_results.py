@@ -105,13 +105,16 @@ def paired_by_category(a: dict, b: dict) -> tuple[float, float, int]:
     of a results.json run (dicts with "per_category": {category: {"block_efficiency", ...}}) over the same
     prompts. Rounds of one prompt are not independent (an answer that copies from its prompt accepts long runs
     round after round), so the categories, not the rounds, are the units: a paired comparison across them.
-    Raises ValueError for fewer than two categories in common."""
+    Raises ValueError for fewer than two categories in common, or differences that are all equal (no spread to
+    measure a standard error from)."""
     cats = sorted(set(a["per_category"]) & set(b["per_category"]))
     if len(cats) < 2:
         raise ValueError(f"a paired standard error needs at least two categories in common, got {cats}")
     d = [b["per_category"][c]["block_efficiency"] - a["per_category"][c]["block_efficiency"] for c in cats]
     mean = sum(d) / len(d)
     var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    if var == 0:
+        raise ValueError(f"every category differs by the same {mean:+.4f}: no spread, so no standard error")
     return mean, (var / len(d)) ** 0.5, len(d)
 
 

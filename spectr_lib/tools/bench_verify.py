@@ -17,7 +17,8 @@ def compare(pair, prompts: list[dict], configs, max_new_tokens: int, seed: int =
     for i, rec in enumerate(tqdm(prompts, desc="verification forms")):
         ids = encode_chat(pair.tokenizer, rec["prompt"]).to(pair.device)
         for key, row in rows.items():
-            s = generate(pair, ids, method="kseq", k=key[0], L=key[1], max_new_tokens=max_new_tokens, seed=seed + i, tree=key[2]).stats
+            s = generate(pair, ids, method="kseq", k=key[0], L=key[1], max_new_tokens=max_new_tokens, seed=seed + i, tree=key[2],
+                         lookup=False).stats  # the verification forms alone
             row["tokens"] += s.new_tokens
             row["calls"] += s.target_calls
             row["seconds"] += s.seconds_total - s.seconds_prefill

@@ -184,10 +184,13 @@ def main(argv: list[str] | None = None) -> None:
     T0 = str(args.temperature[0])
     tree = TREE_BY_DEFAULT.get(pair.device.type, False)  # the decoder's default verification form
     own = "lookup" if getattr(pair.draft, "prompt_lookup", False) else "acceptance"  # as generate drafts by default
+    report["predicted_from"] = "q mixed with prompt lookup" if own == "lookup" else "raw q"
     report["predicted"] = predicted_speedups(costs, report[own][T0]["overall"], cost, tree)
     for name in others:
-        report["compare"][name]["predicted"] = predicted_speedups(costs, report["compare"][name][T0]["overall"],
-                                                                  report["compare"][name]["cost"], tree)
+        mixed = getattr(others[name].draft, "prompt_lookup", False) and args.lookup  # its own default, when measured
+        report["compare"][name]["predicted_from"] = "q mixed with prompt lookup" if mixed else "raw q"
+        report["compare"][name]["predicted"] = predicted_speedups(
+            costs, report["compare"][name][("lookup " if mixed else "") + T0]["overall"], report["compare"][name]["cost"], tree)
     print(f"\npredicted speed-up over AR (the decoder's cost model, one AR token {costs.ar_ms:.1f} ms, T = {T0}):")
     for name, pred in {args.draft or "default": report["predicted"],
                        **{n: report["compare"][n]["predicted"] for n in others}}.items():

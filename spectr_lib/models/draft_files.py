@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 CONFIG_NAME = "spectr_draft.json"
 WEIGHTS_NAME = "draft.safetensors"
 KINDS = ("feature_draft", "standalone_draft")
@@ -108,8 +110,6 @@ def prompt_lookup(meta: dict, path="spectr_draft.json") -> bool:
 def check_lookup(value) -> bool:
     """A draft model's `prompt_lookup` attribute (a bool; None: False), checked; ValueError otherwise (an attribute
     set in code, where `prompt_lookup` checks the field read from a file)."""
-    import numpy as np
-
     if value is None or isinstance(value, (bool, np.bool_)):  # numpy's bool too
         return bool(value)
     raise ValueError(f"the draft's prompt_lookup must be True or False (generate's lookup default for this draft), "

@@ -111,13 +111,11 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
     A prompt record holds "prompt" (text, chat template applied) or "ids" (token ids), and "category".
     """
     for c in configs:  # before any model call
-        if c.lookup is not None and not isinstance(c.lookup, bool):
-            raise TypeError(f"{c.name}: lookup must be True, False or None (the draft's own setting), got {c.lookup!r}")
         if c.lookup and (c.method not in METHODS or c.method == "ar"):
             raise ValueError(f"{c.name}: lookup=True mixes the draft's q, and {c.method!r} drafts nothing")
-    default = lookup_arg(pair, None)  # the draft's own prompt-lookup setting, shown as "+lookup" in the tables
-    results = [Result(replace(c, lookup=(default if c.lookup is None else c.lookup) if c.method in METHODS and c.method != "ar"
-                              else False)) for c in configs]
+    # each row's lookup as generate takes it (None: the draft's own setting), shown as "+lookup" in the tables
+    results = [Result(replace(c, lookup=lookup_arg(pair, c.lookup) if c.method in METHODS and c.method != "ar" else False))
+               for c in configs]
     ours = pair.draft is not None and any(c.method not in HF_METHODS and c.method != "ar" for c in configs)
     costs = pair_costs(pair, progress=progress) if ours else None  # predictions, and what "auto" chooses from
     tree = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)

@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from .bench import Config, run, table
     from ..engine.decoder import generate, pair_costs
+    from ..engine.inputs import lookup_arg
     from ..models.load import load_pair
 
     logging.disable_progress_bar()
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n'auto' picks each round's (k, L) from the cost model calibrated on this machine and the acceptance "
           "seen so far; 'plain' rounds are target steps without drafts, taken when drafting cannot pay here."
           + (" '+lookup': the draft's q is mixed with prompt lookup, this draft's default (generate(lookup=False) "
-             "turns it off)." if getattr(pair.draft, "prompt_lookup", False) else ""))
+             "turns it off)." if lookup_arg(pair, None) else ""))
 
 
 if __name__ == "__main__":

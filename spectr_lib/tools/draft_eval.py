@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.disable_progress_bar()
     pair = load_pair(draft=args.draft, device=args.device)
-    args.lookup = args.lookup or bool(getattr(pair.draft, "prompt_lookup", False))  # what generate does by default
+    from ..engine.inputs import lookup_arg
+
+    args.lookup = args.lookup or lookup_arg(pair, None)  # what generate does by default
     if args.heldout:
         from ..distill import corpus
 
@@ -183,11 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     costs = pair_costs(pair)  # the decoder's cost model on this machine (calibrated once, then cached)
     T0 = str(args.temperature[0])
     tree = TREE_BY_DEFAULT.get(pair.device.type, False)  # the decoder's default verification form
-    own = "lookup" if getattr(pair.draft, "prompt_lookup", False) else "acceptance"  # as generate drafts by default
+    own = "lookup" if lookup_arg(pair, None) else "acceptance"  # as generate drafts by default
     report["predicted_from"] = "q mixed with prompt lookup" if own == "lookup" else "raw q"
     report["predicted"] = predicted_speedups(costs, report[own][T0]["overall"], cost, tree)
     for name in others:
-        mixed = getattr(others[name].draft, "prompt_lookup", False) and args.lookup  # its own default, when measured
+        mixed = lookup_arg(others[name], None) and args.lookup  # its own default, when measured
         report["compare"][name]["predicted_from"] = "q mixed with prompt lookup" if mixed else "raw q"
         report["compare"][name]["predicted"] = predicted_speedups(
             costs, report["compare"][name][("lookup " if mixed else "") + T0]["overall"], report["compare"][name]["cost"], tree)

@@ -154,6 +154,7 @@ def test_the_standalone_draft_decodes_exactly_here_and_in_hf_assisted_generation
 
     draft = load_draft(STANDALONE_DIR, pair32.target, pair32.device, pair32.dtype)[0]
     assert isinstance(draft, LlamaForCausalLM) and draft.get_input_embeddings() is pair32.target.get_input_embeddings()
+    assert draft.prompt_lookup is True  # our decoder mixes it with prompt lookup by default (its model card)
     pair = replace(pair32, draft=draft)
     ids = encode_chat(pair.tokenizer, PROMPTS[2])
     ar = generate(pair, ids, method="ar", max_new_tokens=24, temperature=0).token_ids

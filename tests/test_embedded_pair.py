@@ -116,6 +116,7 @@ def test_bench_writes_results_for_notebook_05():
     assert all(sum(r["chosen"].values()) > 0 for r in auto)
     assert 0 < report["runs"]["1.0"]["token_acceptance"]["overall"] <= 1
     assert (out / "table.md").exists() and (out / "plots_T1.0.png").exists()
+    assert any(n.startswith("hf_lookup is") for n in report["notes"])  # HF rows ran: their note is there
 
 
 def test_demo_prints_the_comparison(capsys):

@@ -153,7 +153,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     occurrence of the sequence's last n ≥ 2 tokens (prompt lookup; engine/lookup.py): drafts copy from the
     context more often, and the output law is unchanged (drafts are verified against the mixed q). None (the
     default) takes the draft's own setting (`model.prompt_lookup`, from its spectr_draft.json; off where it has
-    none): the default draft has it on, measured to raise acceptance without slowing rounds (its model card).
+    none): the default draft and the standalone draft have it on, measured to raise acceptance without slowing
+    rounds (their model cards).
 
     draft_temperature τ: rounds of k drafts sample them from softmax(draft logits / (τ·temperature)); None takes
     the draft's own τ for that k (`model.draft_temperature`, from its spectr_draft.json; 1 where it has none),

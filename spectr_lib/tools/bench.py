@@ -246,7 +246,7 @@ def _run_main(args: argparse.Namespace) -> None:
     lookup = (f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate "
               "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill.")
     no_assist = "Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted."
-    report["notes"] = ([] if hf_can_assist(pair) else [no_assist]) + [lookup]
+    report["notes"] = [] if args.no_hf else ([] if hf_can_assist(pair) else [no_assist]) + [lookup]  # notes on HF rows
     def save_partial(results, done, T):  # a run cut short keeps every finished prompt
         report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": {}, "prompts_done": done}
         (args.out / "results.json").write_text(json.dumps(report, indent=1))

@@ -111,12 +111,12 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
     A prompt record holds "prompt" (text, chat template applied) or "ids" (token ids), and "category".
     """
     for c in configs:  # before any model call
-        if c.lookup and (c.method not in METHODS or c.method == "ar"):
+        if c.lookup and not c.drafts:
             raise ValueError(f"{c.name}: lookup=True mixes the draft's q, and {c.method!r} drafts nothing")
     # each row's lookup as generate takes it (None: the draft's own setting), shown as "+lookup" in the tables
-    results = [Result(replace(c, lookup=lookup_arg(pair, c.lookup) if c.method in METHODS and c.method != "ar" else False))
+    results = [Result(replace(c, lookup=lookup_arg(pair, c.lookup) if c.drafts else False))
                for c in configs]
-    ours = pair.draft is not None and any(c.method not in HF_METHODS and c.method != "ar" for c in configs)
+    ours = pair.draft is not None and any(c.drafts for c in configs)
     costs = pair_costs(pair, progress=progress) if ours else None  # predictions, and what "auto" chooses from
     tree = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)
     bar = tqdm(total=len(prompts) * len(configs), desc=f"benchmark T={temperature}", disable=not progress)
@@ -236,7 +236,7 @@ def _run_main(args: argparse.Namespace) -> None:
     configs = sweep_configs(args.methods, args.k, args.L, hf=not args.no_hf, auto=not args.no_auto)
     if args.with_lookup:
         configs = [v for c in configs for v in ([replace(c, lookup=False), replace(c, lookup=True)]
-                                                if c.method in METHODS and c.method != "ar" else [c])]
+                                                if c.drafts else [c])]
     if not args.no_hf:
         configs[1:1] = [Config("hf_assisted"), Config("hf_lookup", 1, args.lookup_L)]
     args.out.mkdir(parents=True, exist_ok=True)

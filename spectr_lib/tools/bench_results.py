@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.decoder import mean_acceptance_length
+from ..engine.decoder import METHODS, mean_acceptance_length
 
 HF_METHODS = ("hf_ar", "hf_assisted", "hf_lookup")  # generate(): plain, assistant_model=draft, prompt lookup
 
@@ -19,6 +19,12 @@ class Config:
     k: int | str = 1  # "auto": chosen per round
     L: int | str = 0
     lookup: bool | None = None  # generate(lookup=...): None the draft's own setting, resolved by `bench.run`
+
+    @property
+    def drafts(self) -> bool:
+        """Whether this row drafts with our decoder (a method of this library other than AR): only such a row
+        takes the draft's lookup setting and the cost model."""
+        return self.method in METHODS and self.method != "ar"
 
     @property
     def label(self) -> str:

@@ -23,7 +23,7 @@ class Config:
     @property
     def drafts(self) -> bool:
         """Whether this row drafts with our decoder (a method of this library other than AR): only such a row
-        takes the draft's lookup setting and the cost model."""
+        takes the draft's lookup setting, and a sweep with one makes `bench.run` calibrate the cost model."""
         return self.method in METHODS and self.method != "ar"
 
     @property

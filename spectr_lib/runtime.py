@@ -76,6 +76,7 @@ def attention_backends(device):
 
 
 FEW_ROWS: tuple[int, int] | None = None  # None: `transposed_rows`' measured rule; (lo, hi): that range, any dtype
+BODY_ROWS: tuple[int, int] | None = None  # the same for the models' linear layers (`body_transposed_rows`)
 
 
 def cpu_flags() -> frozenset[str]:
@@ -113,6 +114,26 @@ def transposed_rows(dtype) -> tuple[int, int]:
     if dtype == torch.float32 and "amx_bf16" in cpu_flags():
         return (8, 15)
     return (2, 16)
+
+
+def body_transposed_rows(dtype) -> tuple[int, int] | None:
+    """(lo, hi): the row counts for which the models' own linear layers (`models.few_rows.FewRowsLinear`)
+    multiply the transposed way on a CPU, or None where they never do.
+
+    Measured (2 threads, SmolLM2-135M-Instruct's body in float32 on top of a 119-token context, medians of 10
+    interleaved calls per count): on a 2-core AVX2 CPU (AMD EPYC, no AVX-512) a call scoring 2-4 positions took
+    71-82 ms transposed against 90-102 ms the usual way (0.76-0.81x), 5 positions 0.96x, 6-17 positions 1.00-1.15x,
+    and one position (a matrix-vector product either way) the same -> (2, 4). Not measured on CPUs with AVX-512
+    or AMX, nor in bfloat16: off there. The output head has its own rule (`transposed_rows`). `BODY_ROWS`, when
+    set, overrides the rule (`tools/head_order.py --part body` compares orders that way)."""
+    import torch
+
+    if BODY_ROWS is not None:
+        return BODY_ROWS
+    flags = cpu_flags()
+    if dtype == torch.float32 and "avx2" in flags and "avx512f" not in flags:
+        return (2, 4)
+    return None
 
 
 def uses_transposed(rows: int, dtype, device_type: str = "cpu") -> bool:

@@ -8,6 +8,7 @@ from transformers import AutoTokenizer
 
 from spectr_lib import draft_acceptance, generate, load_pair
 from spectr_lib.models.feature_draft import FeatureDraft
+from spectr_lib.models.few_rows import FewRowsLinear
 from spectr_lib.paths import DEFAULT_DRAFT_DIR
 from spectr_lib.prompts import encode_chat
 
@@ -35,6 +36,9 @@ def pair32():
 def test_shipped_draft_loads_and_shares_the_tokenizer(pair32):
     assert isinstance(pair32.draft, FeatureDraft)
     assert pair32.draft.prompt_lookup is True  # the default draft mixes in prompt lookup (its model card)
+    for model in (pair32.target, pair32.draft):  # every linear layer multiplies a few rows in the CPU's faster order
+        assert all(type(m) is not torch.nn.Linear for m in model.modules())
+        assert any(isinstance(m, FewRowsLinear) for m in model.modules())
     assert pair32.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(DEFAULT_DRAFT_DIR).get_vocab()
     size = sum(f.stat().st_size for f in DEFAULT_DRAFT_DIR.iterdir())
     assert size <= 32 * 2**20, f"the draft adds {size / 2**20:.1f} MB to the repository"

@@ -91,3 +91,20 @@ def test_head_order_tool_runs_every_setting_and_restores_it(capsys):
     assert "transposed / plain" in out and "rule / plain" in out and "this CPU's rule" in out
     with pytest.raises(SystemExit):
         main(["--tiny", "--repeats", "0"])
+
+
+def test_head_order_tool_compares_the_body_too_and_restores_it(capsys, monkeypatch):
+    from spectr_lib.models import few_rows
+    from spectr_lib.tools.head_order import compare, main
+
+    seen = []
+    rule = few_rows.body_transposed_rows
+    monkeypatch.setattr(few_rows, "body_transposed_rows", lambda dtype: seen.append(rule(dtype)) or rule(dtype))
+    main(["--tiny", "--part", "body", "--max-new-tokens", "4", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert runtime.BODY_ROWS is None and runtime.FEW_ROWS is None
+    assert "this CPU's rule for the body" in out and "| kseq | 2 | 2 |" in out and "| sps | 1 | 1 |" in out
+    assert {(2**62, 2**62), (2, 16)} <= set(seen)  # the body's linear layers saw the plain and transposed settings
+    with pytest.raises(ValueError, match="part must be one of"):
+        compare(None, part="tail")
+

@@ -90,8 +90,9 @@ def _interp(x: float, table: list[list[float]]) -> float:
     return float(np.interp(x, xs, ys))
 
 
-ENGINE_VERSION = 4  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
-# 3: the verification head runs lazily, a bf16 feature draft's head in bf16; 4: the head's order by dtype and CPU)
+ENGINE_VERSION = 5  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
+# 3: the verification head runs lazily, a bf16 feature draft's head in bf16; 4: the head's order by dtype and CPU;
+# 5: the models' linear layers in the faster order for a few rows, models/few_rows.py)
 
 
 def costs_key(pair: ModelPair) -> dict:

@@ -18,6 +18,7 @@ from ..theory.dists import is_int
 from . import standalone_draft
 from .draft_files import CONFIG_NAME, check_fits_target, draft_temperatures, holds_model, prompt_lookup, read_draft_config
 from .feature_draft import FeatureDraft
+from .few_rows import use_few_rows_order
 
 EMBEDDED_TARGET = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -274,6 +275,9 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
         read_draft_config(Path(draft).expanduser())  # a damaged draft folder is named before the target loads
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
     draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
+    for model in (target_model, draft_model):
+        if model is not None:
+            use_few_rows_order(model)  # a verification call's few rows in the CPU's faster order (float rounding only)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
     return ModelPair(target_model, draft_model, tokenizer, dev, dt, n)
 

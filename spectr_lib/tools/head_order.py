@@ -1,6 +1,7 @@
-"""Side by side: decoding with the output head's product in the plain order (h @ W.T), in the transposed order
-((W @ h.T).T) for every 2-16 rows, and by this CPU's rule (`runtime.transposed_rows`: by dtype and CPU), interleaved
-prompt by prompt in one process.
+"""Side by side: decoding with the output head's product (or, with `--part body`, every linear layer of the
+models) in the plain order (h @ W.T), in the transposed order ((W @ h.T).T) for every 2-16 rows, and by this CPU's
+rule (`runtime.transposed_rows` / `runtime.body_transposed_rows`: by dtype and CPU), interleaved prompt by prompt
+in one process.
 
 Prints tokens/s of each method in the three settings and each against plain. The two orders differ only in
 float rounding, so sampled texts can part ways after a near-tie; both follow the target's law.
@@ -18,23 +19,30 @@ from .timing import machine_note
 PROMPTS = ("Explain how the gears of a bicycle work.", "Summarize the plot of a heist film in three sentences.",
            "Write a haiku about rain.")
 CONFIGS = (("ar", None, 1), ("sps", 1, 4), ("block", 1, 2), ("block", 1, 4), ("kseq", 4, 2), ("kseq", 4, 4))
-ORDERS = {"plain": (2**62, 2**62), "transposed": (2, 16), "rule": None}  # values for `runtime.FEW_ROWS`
+BODY_CONFIGS = (("ar", None, 1), ("sps", 1, 1), ("sps", 1, 2), ("block", 1, 2), ("kseq", 2, 2), ("kseq", 4, 2))
+# the body's rule acts on calls of 2-4 rows: short drafts, few drafts
+ORDERS = {"plain": (2**62, 2**62), "transposed": (2, 16), "rule": None}  # values for `runtime.FEW_ROWS` / `BODY_ROWS`
+OVERRIDE = {"head": "FEW_ROWS", "body": "BODY_ROWS"}  # which rule each part's setting overrides
 
 
 def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, repeats: int = 2,
-            progress: bool = True) -> dict:
+            progress: bool = True, part: str = "head") -> dict:
     """{(order, method, k, L): [seconds, new tokens]} over repeats × prompts, the orders interleaved per run.
 
-    Sets `runtime.FEW_ROWS` for each run and restores it afterwards."""
+    Sets `runtime.FEW_ROWS` (part="head") or `runtime.BODY_ROWS` (part="body") for each run and restores it
+    afterwards. ValueError for another part."""
+    if part not in OVERRIDE:
+        raise ValueError(f"part must be one of {sorted(OVERRIDE)}, got {part!r}")
     from tqdm.auto import tqdm
 
     from ..engine.decoder import generate
 
-    saved, totals = runtime.FEW_ROWS, {}
+    name = OVERRIDE[part]
+    saved, totals = getattr(runtime, name), {}
     runs = [(r, i, order, c) for r in range(repeats) for i in range(len(prompts)) for c in configs for order in ORDERS]
     try:
-        for r, i, order, (method, k, L) in tqdm(runs, desc="head order", disable=not progress):
-            runtime.FEW_ROWS = ORDERS[order]
+        for r, i, order, (method, k, L) in tqdm(runs, desc=f"{part} order", disable=not progress):
+            setattr(runtime, name, ORDERS[order])
             t = time.perf_counter()
             g = generate(pair, prompts[i], method=method, k=k, L=L, max_new_tokens=max_new_tokens, seed=r * 100 + i,
                          lookup=False)  # the head's product alone, as the committed record measured it
@@ -42,7 +50,7 @@ def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, re
             row[0] += time.perf_counter() - t
             row[1] += g.stats.new_tokens
     finally:
-        runtime.FEW_ROWS = saved
+        setattr(runtime, name, saved)
     return totals
 
 
@@ -65,18 +73,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="a tiny random pair (a smoke test)")
+    ap.add_argument("--part", choices=sorted(OVERRIDE), default="head",
+                    help="head: the output head's product; body: every linear layer of the two models")
     args = ap.parse_args(argv)
     if args.max_new_tokens < 1 or args.repeats < 1:
         ap.error("--max-new-tokens and --repeats must be at least 1")
+    from ..models.few_rows import use_few_rows_order
     from ..models.load import load_pair, tiny_pair
 
     pair = tiny_pair(vocab_size=64, seed=0, hidden=32) if args.tiny else load_pair(device="cpu")
+    if args.tiny:  # load_pair does this; the tiny pair keeps nn.Linear unless asked
+        for model in (pair.target, pair.draft):
+            use_few_rows_order(model)
     prompts = ([1, 2, 3], [4, 5, 6, 7], [8, 9]) if args.tiny else PROMPTS
-    totals = compare(pair, prompts, CONFIGS, args.max_new_tokens, args.repeats)
-    rule = {str(dt).removeprefix("torch."): runtime.transposed_rows(dt) for dt in (torch.float32, torch.bfloat16)}
+    configs = CONFIGS if args.part == "head" else BODY_CONFIGS
+    totals = compare(pair, prompts, configs, args.max_new_tokens, args.repeats, part=args.part)
+    of = runtime.transposed_rows if args.part == "head" else runtime.body_transposed_rows
+    rule = {str(dt).removeprefix("torch."): of(dt) for dt in (torch.float32, torch.bfloat16)}
     print(f"{pair!r}, {len(prompts)} prompts × {args.repeats}, up to {args.max_new_tokens} tokens, T = 1; {machine_note()}")
-    print(f"this CPU's rule (rows transposed, by dtype): {rule}")
-    print(report(totals))
+    print(f"this CPU's rule for the {args.part} (rows transposed, by dtype; None: never): {rule}")
+    print(report(totals, configs))
 
 
 if __name__ == "__main__":

@@ -95,3 +95,34 @@ def test_swap_in_place_keeps_parameters_ties_and_skips_subclasses(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, before, rtol=1e-5, atol=1e-5)
     assert use_few_rows_order(model) == 0  # already done
+
+
+def test_other_dtypes_devices_and_shapes_run_f_linear_bit_for_bit(monkeypatch):
+    monkeypatch.setattr(runtime, "_FLAGS", AVX2)
+    calls = []
+    layer = spy_linear(True, calls)
+    plain = lambda x: torch.nn.functional.linear(x, layer.weight.as_subclass(torch.Tensor).to(x.dtype),  # noqa: E731
+                                                 layer.bias.to(x.dtype))
+    with torch.no_grad():
+        for x in (torch.randn(3, 8, dtype=torch.bfloat16),  # bf16: the rule is off
+                  torch.randn(0, 8), torch.randn(2, 0, 8),  # no rows
+                  torch.randn(8)):  # one row, 1-D
+            layer.weight.data, layer.bias.data = layer.weight.data.to(x.dtype), layer.bias.data.to(x.dtype)
+            assert torch.equal(layer(x).as_subclass(torch.Tensor), plain(x)) and calls == [], x.shape
+        x = torch.randn(8, 3).T  # 3 rows, not contiguous: transposed, same values
+        layer.weight.data, layer.bias.data = layer.weight.data.float(), layer.bias.data.float()
+        got = layer(x).as_subclass(torch.Tensor)
+        assert calls == ["transposed"] and got.is_contiguous()
+        torch.testing.assert_close(got, plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_with_respect_to_the_input(monkeypatch):
+    monkeypatch.setattr(runtime, "_FLAGS", AVX2)
+    layer = torch.nn.Linear(6, 5)
+    use_few_rows_order(layer)
+    x = torch.randn(2, 6, requires_grad=True)
+    layer(x).square().sum().backward()
+    gx = x.grad.clone()
+    x.grad = None
+    torch.nn.functional.linear(x, layer.weight, layer.bias).square().sum().backward()
+    torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)

@@ -2,8 +2,8 @@
 
 A verification call scores a handful of positions, so every linear layer of the target multiplies a few rows
 of activations by a large weight. On some CPUs the BLAS product with those few rows on the left is much slower
-than the same work with them on the right, (W @ x.T).T: on a 2-core AVX2 CPU, transposing made a call scoring
-2-4 positions 19-24 % faster (`runtime.body_transposed_rows`). Only the summation order differs (float
+than the same work with them on the right, (W @ x.T).T: on a 2-core AVX2 CPU, a target call scoring 2-4
+positions took 0.76-0.81x the time transposed (`runtime.body_transposed_rows`). Only the summation order differs (float
 rounding), as in the output head's `runtime.head_matmul`.
 """
 from __future__ import annotations
@@ -19,14 +19,17 @@ class FewRowsLinear(torch.nn.Linear):
     `runtime.body_transposed_rows`), computes (W @ x.T).T + b; everywhere else it is `F.linear(x, W, b)`.
     Made from an existing `nn.Linear` in place by `use_few_rows_order` (same parameters, hooks and ties)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x = input
+        if x.device.type != "cpu" or x.dim() < 2:
+            return F.linear(x, self.weight, self.bias)
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
-        span = body_transposed_rows(x.dtype) if x.device.type == "cpu" else None
+        span = body_transposed_rows(x.dtype)
         if span is None or not span[0] <= rows <= span[1]:
             return F.linear(x, self.weight, self.bias)
         y = (self.weight @ x.reshape(rows, x.shape[-1]).T).T
         y = y + self.bias if self.bias is not None else y
-        return y.reshape(*x.shape[:-1], self.weight.shape[0])
+        return y.contiguous().reshape(*x.shape[:-1], self.weight.shape[0])
 
 
 def use_few_rows_order(model: torch.nn.Module) -> int:

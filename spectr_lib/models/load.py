@@ -252,7 +252,9 @@ def load_target(target: str | Path | None = None, *, device=None, dtype=None):
 def load_pair(target: str | Path | None = None, draft: str | Path | None = None, *, device=None, dtype=None) -> ModelPair:
     """Load a target and a draft by Hugging Face name or local folder; None means the embedded default (the
     embedded SmolLM2-135M-Instruct target, the project's feature draft). dtype: a torch dtype, a name such as
-    "float32" / "bf16", or None (bfloat16 on CUDA and on CPUs with native bf16, else float32).
+    "float32" / "bf16", or None (bfloat16 on CUDA and on CPUs with native bf16, else float32). On a CPU the
+    models' `nn.Linear` layers become `few_rows.FewRowsLinear` (same parameters; tools that match the exact
+    type, such as `torch.ao.quantization.quantize_dynamic`, then pass them over).
 
     Every path and name is checked before anything loads (ValueError / TypeError / FileNotFoundError).
     """
@@ -275,9 +277,8 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
         read_draft_config(Path(draft).expanduser())  # a damaged draft folder is named before the target loads
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
     draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
-    for model in (target_model, draft_model):
-        if model is not None:
-            use_few_rows_order(model)  # a verification call's few rows in the CPU's faster order (float rounding only)
+    if dev.type == "cpu":  # a verification call's few rows in the CPU's faster order (float rounding only)
+        use_few_rows_order(target_model)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
     return ModelPair(target_model, draft_model, tokenizer, dev, dt, n)
 
@@ -331,5 +332,9 @@ def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, 
         model = load(path, target, dtype=dtype)
         model.draft_temperature = draft_temperatures(meta, path / CONFIG_NAME)  # {k: τ}, read by the decoder
         model.prompt_lookup = prompt_lookup(meta, path / CONFIG_NAME)  # generate's lookup default for this draft
-        return model, _load_tokenizer(path)
-    return _load_lm(spec, device, dtype), _load_tokenizer(spec)
+        tokenizer = _load_tokenizer(path)
+    else:
+        model, tokenizer = _load_lm(spec, device, dtype), _load_tokenizer(spec)
+    if torch.device(device).type == "cpu":  # a batch of drafts' few rows in the CPU's faster order
+        use_few_rows_order(model)
+    return model, tokenizer

@@ -154,6 +154,12 @@ def head_matmul(h, weight):
     """
     rows = h.numel() // h.shape[-1] if h.shape[-1] else 0
     if uses_transposed(rows, h.dtype, h.device.type):
-        flat = h.reshape(rows, h.shape[-1])
-        return (weight @ flat.T).T.contiguous().reshape(*h.shape[:-1], weight.shape[0])
+        return transposed_matmul(h, weight)
     return h @ weight.T
+
+
+def transposed_matmul(h, weight):
+    """h [..., d] @ weight.T → [..., V] computed as (weight @ h.T).T, contiguous: the same product, only the
+    summation order differs (float rounding). The transposed order of `head_matmul` and `few_rows.FewRowsLinear`."""
+    rows = h.numel() // h.shape[-1]
+    return (weight @ h.reshape(rows, h.shape[-1]).T).T.contiguous().reshape(*h.shape[:-1], weight.shape[0])

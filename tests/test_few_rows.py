@@ -95,6 +95,8 @@ def test_swap_in_place_keeps_parameters_ties_and_skips_subclasses(monkeypatch):
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, before, rtol=1e-5, atol=1e-5)
     assert use_few_rows_order(model) == 0  # already done
+    off_cpu = torch.nn.Linear(4, 3, device="meta")
+    assert use_few_rows_order(off_cpu) == 0 and type(off_cpu) is torch.nn.Linear  # off a CPU: left as it is
 
 
 def test_other_dtypes_devices_and_shapes_run_f_linear_bit_for_bit(monkeypatch):

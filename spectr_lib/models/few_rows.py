@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..runtime import body_transposed_rows
+from ..runtime import body_transposed_rows, transposed_matmul
 
 
 class FewRowsLinear(torch.nn.Linear):
@@ -27,15 +27,16 @@ class FewRowsLinear(torch.nn.Linear):
         span = body_transposed_rows(x.dtype)
         if span is None or not span[0] <= rows <= span[1]:
             return F.linear(x, self.weight, self.bias)
-        y = (self.weight @ x.reshape(rows, x.shape[-1]).T).T
-        y = y + self.bias if self.bias is not None else y
-        return y.contiguous().reshape(*x.shape[:-1], self.weight.shape[0])
+        y = transposed_matmul(x, self.weight)
+        return y + self.bias if self.bias is not None else y
 
 
 def use_few_rows_order(model: torch.nn.Module) -> int:
-    """Turn every plain `nn.Linear` of model (not its subclasses, e.g. quantized layers) into a
-    `FewRowsLinear`, in place; returns how many. Harmless off a CPU or where the rule is off: the layers then
-    run `F.linear` as before."""
+    """Turn every plain `nn.Linear` of a model on a CPU (not its subclasses, e.g. quantized layers) into a
+    `FewRowsLinear`, in place; returns how many. A model with parameters off the CPU is left as it is (0). Where
+    the rule is off the layers run `F.linear` as before."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return 0
     n = 0
     for module in model.modules():
         if type(module) is torch.nn.Linear:

@@ -277,8 +277,7 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
         read_draft_config(Path(draft).expanduser())  # a damaged draft folder is named before the target loads
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
     draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
-    if dev.type == "cpu":  # a verification call's few rows in the CPU's faster order (float rounding only)
-        use_few_rows_order(target_model)
+    use_few_rows_order(target_model)  # on a CPU, a verification call's few rows in the faster order (float rounding only)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
     return ModelPair(target_model, draft_model, tokenizer, dev, dt, n)
 
@@ -335,6 +334,5 @@ def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, 
         tokenizer = _load_tokenizer(path)
     else:
         model, tokenizer = _load_lm(spec, device, dtype), _load_tokenizer(spec)
-    if torch.device(device).type == "cpu":  # a batch of drafts' few rows in the CPU's faster order
-        use_few_rows_order(model)
+    use_few_rows_order(model)  # on a CPU, a batch of drafts' few rows in the faster order
     return model, tokenizer

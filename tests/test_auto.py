@@ -10,13 +10,13 @@ from spectr_lib.engine.auto import AutoConfig, Round, expected_tokens, predict_t
 from spectr_lib.engine.calibration import load_costs
 from spectr_lib.engine.costs import Costs
 from spectr_lib.engine.decoder import generate
-from test_decoder import PROMPT, chi_square_pvalue, exact_law, pair, samples_of  # noqa: F401 (fixture)
+from conftest import PROMPT, chi_square_pvalue, exact_law, samples_of
 
 
 def synthetic_costs(draft_ms: float, ar_ms: float = 10.0) -> Costs:
     """Costs where a round of k drafts is cheap (draft_ms small) or not, and acceptance priors that differ by k."""
-    return Costs(key={}, ar_ms=ar_ms, tree_ms=[[1, 10.0], [81, 14.0]],
-                 batch_ms={"1": [[1, 10.0], [8, 12.0]], "8": [[1, 11.0], [8, 16.0]]},
+    return Costs(key={}, ar_ms=ar_ms, verify_ms={"tree": [[1, 1, 10.0], [1, 81, 14.0]],
+                                                 "batch": [[1, 2, 10.0], [1, 9, 12.0], [8, 2, 11.0], [8, 9, 16.0]]},
                  draft_ms=[[1, draft_ms], [8, 2 * draft_ms]], select_ms=0.05, overhead_ms=0.2,
                  alpha={"1": [0.5] * 6, "2": [0.6] * 6, "4": [0.7] * 6, "8": [0.75] * 6}, nodes={})
 
@@ -70,19 +70,19 @@ def test_expected_tokens_and_prediction_follow_the_round_formula():
     assert expected_tokens([0.5] * 8, 2) == pytest.approx(1.75)
     c = CHEAP
     # k = 1, L = 2, tree form with one node per depth: 3 positions
-    ms = c.draft(1) + c.draft(1) + c.target(1, 2, True, 3) + c.select_ms * 1.75 + c.overhead_ms
-    assert predict_tokens_per_second(c, 1, 2, True, [0.5] * 8, [1.0] * 8) == pytest.approx(1e3 * 1.75 / ms)
-    assert predict_tokens_per_second(c, 8, 0, True) == pytest.approx(100.0)
+    ms = c.draft(1) + c.draft(1) + c.target(1, 2, "tree", 3) + c.select_ms * 1.75 + c.overhead_ms
+    assert predict_tokens_per_second(c, 1, 2, "tree", [0.5] * 8, [1.0] * 8) == pytest.approx(1e3 * 1.75 / ms)
+    assert predict_tokens_per_second(c, 8, 0, "tree") == pytest.approx(100.0)
     for bad in ((c, 0, 2), (c, 2.5, 2), (c, 2, -1), (c, 3, 100)):
         with pytest.raises(ValueError):
-            predict_tokens_per_second(*bad, True)
+            predict_tokens_per_second(*bad, "tree")
     with pytest.raises(TypeError, match="pair_costs"):
-        predict_tokens_per_second(None, 2, 2, True)
+        predict_tokens_per_second(None, 2, 2, "tree")
 
 
 def test_the_estimate_learns_from_rounds():
     """Rounds that accept everything raise every k's acceptance estimate; rounds that accept nothing lower it."""
-    hi, lo = AutoConfig(CHEAP, (1, 8), tuple(range(9)), True), AutoConfig(CHEAP, (1, 8), tuple(range(9)), True)
+    hi, lo = AutoConfig(CHEAP, (1, 8), tuple(range(9)), "tree"), AutoConfig(CHEAP, (1, 8), tuple(range(9)), "tree")
     for _ in range(20):
         hi.update(Round(8, 4, 4, 20, (4, 4, 4, 4)))
         lo.update(Round(8, 4, 0, 20, (4, 4, 4, 4)))
@@ -95,29 +95,29 @@ def test_costs_are_cached_by_key(pair, tmp_path, monkeypatch):
     monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
     calls = []
 
-    def fake_calibrate(p, run, progress=True):
+    def fake_calibrate(p, progress=True):
         calls.append(1)
         c = synthetic_costs(1.0)
         c.key = costs_mod.costs_key(p)
         return c
 
     monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
-    a = load_costs(pair, generate)
-    b = load_costs(pair, generate)
+    a = load_costs(pair)
+    b = load_costs(pair)
     assert len(calls) == 1 and a == b
     (path,) = (tmp_path / "costs").glob("*.json")
     assert json.loads(path.read_text())["ar_ms"] == 10.0
-    load_costs(pair, generate, recalibrate=True)
+    load_costs(pair, recalibrate=True)
     monkeypatch.setattr(torch, "__version__", "0.0-other")
-    load_costs(pair, generate)
+    load_costs(pair)
     assert len(calls) == 3
 
 
 def test_real_calibration_of_the_tiny_pair(pair, tmp_path, monkeypatch):
     """A real calibration measures positive costs and priors in [0, 1] for every k auto chooses among."""
     monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
-    c = load_costs(pair, generate, progress=False)
-    assert c.ar_ms > 0 and all(ms > 0 for _, ms in c.tree_ms) and c.select_ms > 0
+    c = load_costs(pair, progress=False)
+    assert c.ar_ms > 0 and set(c.verify_ms) == {"tree", "batch"} and all(ms > 0 for calls in c.verify_ms.values() for *_, ms in calls) and c.select_ms > 0
     assert set(c.alpha) == {"1", "2", "4", "8"} and all(0 <= a <= 1 for row in c.alpha.values() for a in row)
     assert all(1 <= n <= int(k) for k, row in c.nodes.items() for n in row)
 
@@ -136,15 +136,15 @@ def test_draft_eval_predicts_with_the_decoders_cost_model():
 
     c = synthetic_costs(1.0)
     acc = {"k1": 0.5, "k4": 0.7}
-    got = predicted_speedups(c, acc, tree=False)
+    got = predicted_speedups(c, acc, form="batch")
     e1 = 1 + 0.5 + 0.25 + 0.125 + 0.0625
-    round1 = c.draft(1) + 3 * c.draft(1) + c.target(1, 4, False) + c.select_ms * e1 + c.overhead_ms
+    round1 = c.draft(1) + 3 * c.draft(1) + c.target(1, 4, "batch") + c.select_ms * e1 + c.overhead_ms
     assert got["k1_L4"]["tokens_per_round"] == pytest.approx(e1)
     assert got["k1_L4"]["speedup_over_ar"] == pytest.approx(e1 * c.ar_ms / round1)
     e4 = expected_tokens([0.7] * 4, 4)
-    round4 = c.draft(1) + 3 * c.draft(4) + c.target(4, 4, False) + c.select_ms * e4 + c.overhead_ms
+    round4 = c.draft(1) + 3 * c.draft(4) + c.target(4, 4, "batch") + c.select_ms * e4 + c.overhead_ms
     assert got["k4_L4"]["speedup_over_ar"] == pytest.approx(e4 * c.ar_ms / round4)
     dearer = predicted_speedups(c, acc, {"batch1": {"draft_step_s": 0.004}, "batch8": {"draft_step_s": 0.008}},
-                                tree=False)
-    round1 = 4 * 4.0 + c.target(1, 4, False) + c.select_ms * e1 + c.overhead_ms
+                                form="batch")
+    round1 = 4 * 4.0 + c.target(1, 4, "batch") + c.select_ms * e1 + c.overhead_ms
     assert dearer["k1_L4"]["speedup_over_ar"] == pytest.approx(e1 * c.ar_ms / round1)

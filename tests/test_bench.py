@@ -1,7 +1,8 @@
 """The benchmark runner on a tiny pair: every method, Hugging Face baselines included, yields counted rows."""
 import torch
 
-from spectr_lib.tools.bench import Config, category_table, from_json, render, run, table, to_json
+from spectr_lib.tools.bench import run
+from spectr_lib.tools.bench_results import Config, category_table, from_json, render, table, to_json
 from spectr_lib.models.load import tiny_pair
 
 
@@ -104,7 +105,7 @@ def test_a_draft_with_lookup_on_runs_its_rows_with_lookup(monkeypatch):
     from spectr_lib.tools import bench
 
     pair = tiny_pair(vocab_size=8, seed=5)
-    monkeypatch.setattr(pair.draft, "prompt_lookup", True, raising=False)
+    monkeypatch.setattr(pair, "draft_settings", pair.draft_settings.replace(prompt_lookup=True))
     prompts = [{"category": "x", "ids": torch.tensor([4, 5, 6, 4, 5, 6, 4, 5])}]
     configs = [Config("ar"), Config("sps", 1, 3), Config("sps", 1, 3, lookup=False)]
     seen, real = [], bench.generate

@@ -95,13 +95,13 @@ def pair():
 
 
 def test_block_decoding_follows_the_target_law(pair):
-    from test_decoder import chi_square_pvalue, exact_law, samples_of
+    from conftest import chi_square_pvalue, exact_law, samples_of
 
     assert chi_square_pvalue(samples_of(pair, 5000, method="block", L=3), exact_law(pair)) > 1e-3
 
 
 def test_block_decoding_greedy_and_stats(pair):
-    from test_decoder import PROMPT, target_greedy
+    from conftest import PROMPT, target_greedy
 
     got = generate(pair, PROMPT, method="block", L=3, max_new_tokens=24, temperature=0).token_ids
     assert torch.equal(got, target_greedy(pair, PROMPT, 24))

@@ -1,60 +1,12 @@
 """The K-draft decoder: exact output law (chi-square), greedy equality, determinism, stats, bad input."""
 import itertools
 
-import numpy as np
 import pytest
 import torch
-from scipy import stats as st
 
+from conftest import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 from spectr_lib.engine.decoder import generate
-from spectr_lib.theory.dists import warp
 from spectr_lib.models.load import tiny_pair
-
-PROMPT = [1, 4, 2]
-V = 6
-
-
-@pytest.fixture(scope="module")
-def pair():
-    """1-layer tiny models keep each generate call to a few milliseconds (thousands of samples per test)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tiny_pair(vocab_size=V, seed=1, target_layers=1, draft_layers=1, hidden=32)
-    torch.set_num_threads(threads)
-
-
-def exact_law(pair, n_tokens=3, temperature=1.0, top_k=None):
-    """The target's law of the first n tokens after PROMPT, by enumeration of every continuation."""
-    law = {}
-    for seq in itertools.product(range(V), repeat=n_tokens - 1):
-        ids = torch.tensor([PROMPT + list(seq)])
-        with torch.no_grad():
-            probs = warp(pair.target(ids).logits[0], temperature, top_k)
-        p_prefix = 1.0
-        for i, tok in enumerate(seq):
-            p_prefix *= float(probs[len(PROMPT) - 1 + i, tok])
-        last = probs[-1]
-        for y in range(V):
-            law[seq + (y,)] = p_prefix * float(last[y])
-    return law
-
-
-def chi_square_pvalue(samples, law):
-    n = len(samples)
-    counts = {}
-    for s in samples:
-        counts[s] = counts.get(s, 0) + 1
-    keys = sorted(law, key=law.get, reverse=True)
-    big = [key for key in keys if law[key] * n >= 5]  # bins with small expectation are merged into one
-    obs = [counts.get(key, 0) for key in big] + [n - sum(counts.get(key, 0) for key in big)]
-    exp = [law[key] * n for key in big] + [n * (1 - sum(law[key] for key in big))]
-    if exp[-1] < 1e-9:
-        obs, exp = obs[:-1], exp[:-1]
-    return st.chisquare(obs, np.array(exp) * sum(obs) / sum(exp)).pvalue
-
-
-def samples_of(pair, n, **kw):
-    return [tuple(generate(pair, PROMPT, max_new_tokens=3, seed=s, **kw).token_ids.tolist()) for s in range(n)]
 
 
 CONFIGS = [("ar", 1, 1), ("kseq", 1, 1), ("kseq", 2, 2), ("kseq", 4, 3), ("rrs", 1, 1), ("rrs", 2, 2), ("rrs", 4, 3),
@@ -89,8 +41,9 @@ def test_a_draft_temperature_keeps_the_law_exact(pair, method, k, L, tau):
 
 
 def test_the_draft_s_own_temperature_is_the_default_per_k(pair, monkeypatch):
-    """draft.draft_temperature {k: τ} applies to rounds of k drafts; an explicit draft_temperature overrides it."""
-    monkeypatch.setattr(pair.draft, "draft_temperature", {1: 0.3}, raising=False)
+    """The draft's τ table {k: τ} (pair.draft_settings) applies to rounds of k drafts; an explicit
+    draft_temperature overrides it."""
+    monkeypatch.setattr(pair, "draft_settings", pair.draft_settings.replace(temperatures={1: 0.3}))
     for s in range(10):
         own = generate(pair, PROMPT, method="sps", L=3, max_new_tokens=8, seed=s)
         assert torch.equal(own.token_ids, generate(pair, PROMPT, method="sps", L=3, max_new_tokens=8, seed=s,
@@ -124,15 +77,6 @@ def test_full_grid(pair, method, k, L):
     if method == "sps" and k != 1:
         pytest.skip("sps has one draft")
     assert chi_square_pvalue(samples_of(pair, 20000, method=method, k=k, L=L), exact_law(pair)) > 1e-3
-
-
-def target_greedy(pair, prompt, n):
-    ids = torch.tensor([prompt])
-    for _ in range(n):
-        with torch.no_grad():
-            nxt = pair.target(ids).logits[0, -1, : pair.vocab_size].argmax()
-        ids = torch.cat([ids, nxt.view(1, 1)], 1)
-    return ids[0, len(prompt):]
 
 
 @pytest.mark.parametrize("method,k", [("ar", 1), ("sps", 1), ("kseq", 4), ("rrs", 3), ("rrs_wor", 3)])
@@ -194,7 +138,7 @@ def test_tree_and_batch_verification_score_the_same(pair):
     assert len(node_tok) == 1 + 9 and depth[node_of[1, 3]] == 3 and node_of[0, 2] == node_of[1, 2]
     outs = []
     for tree in (False, True):
-        ver = make_verifier(pair.target, V, tree=tree)
+        ver = make_verifier(pair.target, V, form="tree" if tree else "batch")
         ver.prefill(torch.tensor(PROMPT))
         logits, _ = ver.verify(tokens)
         ver.commit(tokens, row=1, n_accepted=2, new_token=torch.tensor(5))
@@ -206,14 +150,14 @@ def test_tree_and_batch_verification_score_the_same(pair):
     torch.testing.assert_close(outs[1][1], ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("tree", [False, True])
-def test_both_verification_forms_are_exact(pair, tree):
-    samples = samples_of(pair, 5000, method="kseq", k=4, L=3, tree=tree)
+@pytest.mark.parametrize("form", ["batch", "tree"])
+def test_both_verification_forms_are_exact(pair, form):
+    samples = samples_of(pair, 5000, method="kseq", k=4, L=3, verify=form)
     assert chi_square_pvalue(samples, exact_law(pair)) > 1e-3
 
 
 def test_field_metrics_follow_the_vllm_definitions():
-    from spectr_lib.engine.decoder import acceptance_rate_per_position, mean_acceptance_length
+    from spectr_lib.engine.metrics import acceptance_rate_per_position, mean_acceptance_length
 
     hist = [2, 1, 0, 1]  # 4 rounds accepting 0, 0, 1 and 3 drafts
     assert mean_acceptance_length(hist) == 1 + 4 / 4
@@ -228,7 +172,7 @@ def test_lazy_verification_logits_equal_the_dense_ones_and_run_the_head_on_what_
     tokens = torch.tensor([[3, 1, 2], [3, 1, 4], [5, 0, 0], [3, 2, 2]])
     got = {}
     for lazy in (False, True):
-        ver = make_verifier(pair.target, V, tree=tree)
+        ver = make_verifier(pair.target, V, form="tree" if tree else "batch")
         ver.prefill(torch.tensor(PROMPT))
         got[lazy] = ver.verify(tokens, lazy=lazy)[0]
     dense, lazy = got[False], got[True]

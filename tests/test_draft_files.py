@@ -42,11 +42,12 @@ def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypa
     monkeypatch.setattr(load_module, "_load_tokenizer", lambda spec: None)  # the tiny pair has no tokenizer
     _set_field(feature_folder, "draft_temperature", {"1": 0.85, "8": 1.1})
     _set_field(feature_folder, "prompt_lookup", True)
-    feature, _ = load_draft(feature_folder, target, CPU, F32)
-    standalone, _ = load_draft(standalone_folder, target, CPU, F32)
+    feature, _, fs = load_draft(feature_folder, target, CPU, F32)
+    standalone, _, ss = load_draft(standalone_folder, target, CPU, F32)
     assert feature.config.feature_layers == (1, -1) and standalone.config.num_hidden_layers == 2
-    assert feature.draft_temperature == {1: 0.85, 8: 1.1} and standalone.draft_temperature == {}
-    assert feature.prompt_lookup is True and standalone.prompt_lookup is False  # the field is optional
+    assert fs.temperatures == {1: 0.85, 8: 1.1} and ss.temperatures == {}
+    assert fs.prompt_lookup is True and ss.prompt_lookup is False  # the field is optional
+    assert (fs.kind, ss.kind) == ("feature_draft", "standalone_draft")
 
 
 @pytest.mark.parametrize("damage, error, message", [

@@ -65,13 +65,14 @@ def test_every_path_takes_the_draft_s_table(pair, monkeypatch):
     """trace_round is generate's first round with the table too; draft_acceptance uses τ for one draft; the cost
     model's key holds the table; k = "auto" looks τ up for the k of each round."""
     from spectr_lib import draft_acceptance
-    from spectr_lib.engine import decoder
     from spectr_lib.engine.costs import costs_key
     from spectr_lib.engine.decoder import generate
+    from spectr_lib.engine.drafters import LMDrafter
     from spectr_lib.engine.trace import trace_round
+    from spectr_lib.theory.dists import warp
     from test_auto import CHEAP
 
-    monkeypatch.setattr(pair.draft, "draft_temperature", {1: 0.3, 2: 3.0}, raising=False)
+    monkeypatch.setattr(pair, "draft_settings", pair.draft_settings.replace(temperatures={1: 0.3, 2: 3.0}))
     differs = False
     for seed in range(12):
         t = trace_round(pair, [1, 4, 2], method="kseq", k=2, L=3, seed=seed)
@@ -85,19 +86,21 @@ def test_every_path_takes_the_draft_s_table(pair, monkeypatch):
     assert torch.equal(own, draft_acceptance(pair, ids, 3, draft_temperature=0.3))
     assert not torch.allclose(own, draft_acceptance(pair, ids, 3, draft_temperature=1.0))
     assert costs_key(pair)["draft_temperature"] == {"1": 0.3, "2": 3.0}
-    seen = []
-    real = decoder.draft_temperature_of
-    monkeypatch.setattr(decoder, "draft_temperature_of", lambda d, k, o=None: seen.append(k) or real(d, k, o))
+    calls = []  # (k, the warp the drafter got) of every drafted round
+    real = LMDrafter.draft
+    monkeypatch.setattr(LMDrafter, "draft", lambda self, k, L, w, *a: calls.append((k, w)) or real(self, k, L, w, *a))
     rounds = generate(pair, [1, 4, 2], method="kseq", k="auto", L="auto", max_new_tokens=40, seed=0, costs=CHEAP).stats.rounds
-    assert rounds and seen == [r.k for r in rounds]  # each drafted round's own k
+    assert rounds and [k for k, _ in calls] == [r.k for r in rounds]
+    x = torch.linspace(-3.0, 3.0, pair.vocab_size)
+    for k, w in calls:  # each drafted round's own k's τ
+        torch.testing.assert_close(w(x), warp(x / {1: 0.3, 2: 3.0}.get(k, 1.0)))
 
 
 @pytest.mark.parametrize("bad, error", [(0.0, ValueError), (1e-39, ValueError), (25.0, ValueError),
                                         (float("nan"), ValueError), ("0.9", TypeError), (True, TypeError)])
 def test_bad_draft_temperatures_are_refused_before_any_model_call(pair, monkeypatch, bad, error):
     from spectr_lib import draft_acceptance
-    from spectr_lib.engine import hf_cache
-    from spectr_lib.engine.costs import costs_key
+    from spectr_lib.models import hf_cache
     from spectr_lib.engine.decoder import generate
     from spectr_lib.engine.trace import trace_round
 
@@ -112,11 +115,12 @@ def test_bad_draft_temperatures_are_refused_before_any_model_call(pair, monkeypa
                  lambda: draft_acceptance(pair, [1, 2, 3], 1, draft_temperature=bad)):
         with pytest.raises(error, match="draft_temperature"):
             call()
-    for table in ({1: 0.0}, {"1": 0.85}, {0: 1.0}, [0.85]):  # a table set in code is checked too
-        monkeypatch.setattr(pair.draft, "draft_temperature", table, raising=False)
-        for call in (lambda: generate(pair, [1, 2], method="sps"),
-                     lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0),
-                     lambda: draft_acceptance(pair, [1, 2, 3], 1),
-                     lambda: costs_key(pair)):
-            with pytest.raises(ValueError, match="draft_temperature"):
-                call()
+    for table in ({1: 0.0}, {"1": 0.85}, {0: 1.0}, [0.85]):  # a table set in code is checked when it is made
+        with pytest.raises(ValueError, match="draft_temperature"):
+            pair.draft_settings.replace(temperatures=table)
+    monkeypatch.setattr(pair, "draft_settings", {1: 0.85})  # settings that are not a DraftSettings: refused at once
+    for call in (lambda: generate(pair, [1, 2], method="sps"),
+                 lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0),
+                 lambda: draft_acceptance(pair, [1, 2, 3], 1)):
+        with pytest.raises(TypeError, match="DraftSettings"):
+            call()

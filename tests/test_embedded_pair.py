@@ -35,7 +35,7 @@ def pair32():
 
 def test_shipped_draft_loads_and_shares_the_tokenizer(pair32):
     assert isinstance(pair32.draft, FeatureDraft)
-    assert pair32.draft.prompt_lookup is True  # the default draft mixes in prompt lookup (its model card)
+    assert pair32.draft_settings.prompt_lookup is True  # the default draft mixes in prompt lookup (its model card)
     for model in (pair32.target, pair32.draft):  # every linear layer multiplies a few rows in the CPU's faster order
         assert all(type(m) is not torch.nn.Linear for m in model.modules())
         assert any(isinstance(m, FewRowsLinear) for m in model.modules())
@@ -139,8 +139,8 @@ def test_the_default_draft_is_the_fused_one_and_decodes_exactly_in_both_verifica
     assert pair32.draft.config.feature_layers == (4, 16, -1)
     ids = encode_chat(pair32.tokenizer, PROMPTS[3])
     ar = generate(pair32, ids, method="ar", max_new_tokens=24, temperature=0).token_ids
-    for tree in (True, False):
-        assert torch.equal(generate(pair32, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0, tree=tree).token_ids, ar)
+    for form in ("tree", "batch"):
+        assert torch.equal(generate(pair32, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0, verify=form).token_ids, ar)
 
 
 STANDALONE_DIR = ROOT / "data" / "models" / "smollm2-draft-standalone"
@@ -157,10 +157,10 @@ def test_the_standalone_draft_decodes_exactly_here_and_in_hf_assisted_generation
 
     from spectr_lib.models.load import load_draft
 
-    draft = load_draft(STANDALONE_DIR, pair32.target, pair32.device, pair32.dtype)[0]
+    draft, _, settings = load_draft(STANDALONE_DIR, pair32.target, pair32.device, pair32.dtype)
     assert isinstance(draft, LlamaForCausalLM) and draft.get_input_embeddings() is pair32.target.get_input_embeddings()
-    assert draft.prompt_lookup is True  # our decoder mixes it with prompt lookup by default (its model card)
-    pair = replace(pair32, draft=draft)
+    assert settings.prompt_lookup is True  # our decoder mixes it with prompt lookup by default (its model card)
+    pair = replace(pair32, draft=draft, draft_settings=settings)
     ids = encode_chat(pair.tokenizer, PROMPTS[2])
     ar = generate(pair, ids, method="ar", max_new_tokens=24, temperature=0).token_ids
     assert torch.equal(generate(pair, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0).token_ids, ar)

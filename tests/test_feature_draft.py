@@ -14,7 +14,7 @@ from spectr_lib.models.feature_draft import FeatureDraft, FeatureDraftConfig, in
 from spectr_lib.models.load import ModelPair, tiny_pair
 from spectr_lib.engine.verifiers import make_verifier
 
-from test_decoder import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
+from conftest import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 
 from spectr_lib import runtime
 from spectr_lib.models.few_rows import FewRowsLinear, use_few_rows_order
-from spectr_lib.runtime import body_transposed_rows
+from spectr_lib.models.matmul_order import body_transposed_rows
 
 AVX2 = frozenset({"avx2", "fma"})
 

@@ -16,7 +16,7 @@ from spectr_lib.models.feature_draft import (CONFIG_NAME, FeatureDraft, FeatureD
 from spectr_lib.models.load import ModelPair, tiny_pair
 from spectr_lib.theory.dists import warp
 
-from test_decoder import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
+from conftest import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 
 
 @pytest.fixture(scope="module", params=[1, 2], ids=["1-layer", "2-layer"])
@@ -88,9 +88,9 @@ def test_fused_incremental_drafting_matches_one_pass(fused):
     torch.testing.assert_close(q[0, 0], q_full[-1], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("tree", [True, False])
-def test_greedy_with_a_fused_draft(fused, tree):
-    got = generate(fused, PROMPT, method="kseq", k=3, L=3, max_new_tokens=20, temperature=0, seed=1, tree=tree).token_ids
+@pytest.mark.parametrize("form", ["tree", "batch"])
+def test_greedy_with_a_fused_draft(fused, form):
+    got = generate(fused, PROMPT, method="kseq", k=3, L=3, max_new_tokens=20, temperature=0, seed=1, verify=form).token_ids
     assert torch.equal(got, target_greedy(fused, PROMPT, 20))
 
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from spectr_lib import runtime
-from spectr_lib.runtime import head_matmul, transposed_rows
+from spectr_lib.models import matmul_order
+from spectr_lib.models.matmul_order import head_matmul, transposed_rows
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 2), (4, 1), (2, 5), (1, 16), (1, 17), (3, 9), (64,), (2, 3, 4)])
@@ -37,10 +38,10 @@ def test_head_matmul_takes_the_transposed_order_for_a_few_rows_and_keeps_gradien
 def test_transposed_rows_follows_the_cpu_and_dtype_and_the_override(monkeypatch, flags, dtype, want):
     monkeypatch.setattr(runtime, "_FLAGS", frozenset(flags))
     assert transposed_rows(dtype) == want
-    assert [r for r in range(0, 40) if runtime.uses_transposed(r, dtype)] == list(range(want[0], want[1] + 1))
-    assert not runtime.uses_transposed(want[0], dtype, "cuda")
-    monkeypatch.setattr(runtime, "FEW_ROWS", (3, 4))
-    assert transposed_rows(dtype) == (3, 4) and runtime.uses_transposed(3, dtype) and not runtime.uses_transposed(2, dtype)
+    assert [r for r in range(0, 40) if matmul_order.uses_transposed(r, dtype)] == list(range(want[0], want[1] + 1))
+    assert not matmul_order.uses_transposed(want[0], dtype, "cuda")
+    monkeypatch.setattr(matmul_order, "FEW_ROWS", (3, 4))
+    assert transposed_rows(dtype) == (3, 4) and matmul_order.uses_transposed(3, dtype) and not matmul_order.uses_transposed(2, dtype)
 
 
 def test_head_matmul_takes_the_order_the_rule_says(monkeypatch):
@@ -83,10 +84,10 @@ def test_cpu_flags_reads_the_flags_lines_only(monkeypatch, tmp_path):
 def test_head_order_tool_runs_every_setting_and_restores_it(capsys):
     from spectr_lib.tools.head_order import main
 
-    before = runtime.FEW_ROWS
+    before = matmul_order.FEW_ROWS
     main(["--tiny", "--max-new-tokens", "4", "--repeats", "1"])
     out = capsys.readouterr().out
-    assert runtime.FEW_ROWS == before
+    assert matmul_order.FEW_ROWS == before
     assert "| kseq | 4 | 4 |" in out and "| block | 1 | 2 |" in out and "| ar | 1 | – |" in out
     assert "transposed / plain" in out and "rule / plain" in out and "this CPU's rule" in out
     with pytest.raises(SystemExit):
@@ -102,7 +103,7 @@ def test_head_order_tool_compares_the_body_too_and_restores_it(capsys, monkeypat
     monkeypatch.setattr(few_rows, "body_transposed_rows", lambda dtype: seen.append(rule(dtype)) or rule(dtype))
     main(["--tiny", "--part", "body", "--max-new-tokens", "4", "--repeats", "1"])
     out = capsys.readouterr().out
-    assert runtime.BODY_ROWS is None and runtime.FEW_ROWS is None
+    assert matmul_order.BODY_ROWS is None and matmul_order.FEW_ROWS is None
     assert "this CPU's rule for the body" in out and "| kseq | 2 | 2 |" in out and "| sps | 1 | 1 |" in out
     assert {(2**62, 2**62), (2, 16)} <= set(seen)  # the body's linear layers saw the plain and transposed settings
     with pytest.raises(ValueError, match="part must be one of"):

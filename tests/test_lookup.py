@@ -10,8 +10,9 @@ from spectr_lib import generate
 from spectr_lib.engine import lookup
 from spectr_lib.engine.acceptance import next_token_probs
 from spectr_lib.engine.laws import chi_square_bins, empirical_counts, target_sequence_law
+from spectr_lib.models.draft_settings import DraftSettings
 
-from test_decoder import pair, target_greedy  # noqa: F401 (pair: the decoder tests' tiny pair, V = 6)
+from conftest import target_greedy
 
 V = 6  # the vocabulary of test_decoder's pair
 REPEATING = [1, 4, 2, 5, 1, 4]  # ends in (1, 4), seen before: the first drafting step already has a lookup (2)
@@ -102,7 +103,7 @@ def test_the_draft_s_own_setting_is_every_entry_point_s_default(pair, monkeypatc
     from spectr_lib.engine.trace import trace_round
 
     assert "prompt_lookup" not in costs_key(pair)  # the tiny draft has no setting: off
-    monkeypatch.setattr(pair.draft, "prompt_lookup", True, raising=False)
+    monkeypatch.setattr(pair, "draft_settings", pair.draft_settings.replace(prompt_lookup=True))
     differs = traced_differs = False
     for seed in range(8):
         kw = dict(method="kseq", k=2, L=3, max_new_tokens=6, seed=seed)
@@ -122,7 +123,7 @@ def test_the_draft_s_own_setting_is_every_entry_point_s_default(pair, monkeypatc
 
 def test_a_malformed_setting_on_the_draft_is_refused_before_any_model_call(pair, monkeypatch):
     from spectr_lib import draft_acceptance
-    from spectr_lib.engine import hf_cache
+    from spectr_lib.models import hf_cache
     from spectr_lib.engine.costs import costs_key
     from spectr_lib.engine.trace import trace_round
 
@@ -130,15 +131,16 @@ def test_a_malformed_setting_on_the_draft_is_refused_before_any_model_call(pair,
         raise AssertionError("a model ran")
 
     monkeypatch.setattr(hf_cache, "forward", no_call)
-    monkeypatch.setattr(pair.draft, "prompt_lookup", "yes", raising=False)
+    with pytest.raises(ValueError, match="prompt_lookup must be True or False"):  # checked when the settings are made
+        pair.draft_settings.replace(prompt_lookup="yes")
+    monkeypatch.setattr(pair, "draft_settings", "yes")
     for call in (lambda: generate(pair, [1, 2], method="sps"),
                  lambda: generate(pair, [1, 2], method="sps", lookup=True),
                  lambda: trace_round(pair, [1, 2], method="sps", k=1, L=2, seed=0),
-                 lambda: draft_acceptance(pair, [1, 2, 3], 1),
-                 lambda: costs_key(pair)):
-        with pytest.raises(ValueError, match="prompt_lookup must be True or False"):
+                 lambda: draft_acceptance(pair, [1, 2, 3], 1)):
+        with pytest.raises(TypeError, match="DraftSettings"):
             call()
     import numpy as np
 
-    monkeypatch.setattr(pair.draft, "prompt_lookup", np.bool_(False), raising=False)  # numpy's bool is a bool here
+    monkeypatch.setattr(pair, "draft_settings", DraftSettings(prompt_lookup=np.bool_(False)))  # numpy's bool is a bool here
     assert "prompt_lookup" not in costs_key(pair)

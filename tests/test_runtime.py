@@ -15,6 +15,17 @@ def test_attention_backends_leave_out_cudnn_on_cuda_only():
         assert torch.backends.cuda.cudnn_sdp_enabled() == before
 
 
-def test_sync_is_a_no_op_without_cuda():
+def test_sync_waits_for_cuda_only_when_cuda_is_in_use(monkeypatch):
+    """sync() calls torch.cuda.synchronize for a CUDA device (or None) once CUDA is in use, never for a CPU."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: calls.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     sync(torch.device("cpu"))
+    assert calls == []
+    sync(torch.device("cuda"))
     sync()
+    assert len(calls) == 2
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # CUDA never used in this process: nothing to wait for
+    sync(torch.device("cuda"))
+    assert len(calls) == 2

@@ -20,7 +20,7 @@ from spectr_lib.models import standalone_draft as sd
 from spectr_lib.models.feature_draft import WEIGHTS_NAME
 from spectr_lib.models.load import ModelPair, load_draft, tiny_pair
 
-from test_decoder import PROMPT, chi_square_pvalue, exact_law, samples_of, target_greedy
+from conftest import PROMPT, chi_square_pvalue, exact_law, samples_of, target_greedy
 from test_teacher import FakeTokenizer
 
 V = 16  # FakeTokenizer's ids are < 16
@@ -156,7 +156,7 @@ def test_training_learns_resumes_and_saves(target, teacher_dir, tmp_path):
     with pytest.raises(SystemExit, match="continues a saved draft with its own layers: drop --init-layers"):
         run_train_standalone(argparse.Namespace(**{**vars(_args(teacher_dir, out, 2)), "init": out}), target, tmp_path)
     loaded = sd.load(out, target)
-    assert loaded.config.num_hidden_layers == 1 and len(loaded.spectr_head_ids) == 8
+    assert loaded.config.num_hidden_layers == 1 and len(sd.kept_head_rows(out)) == 8
     assert json.loads((out / "spectr_draft.json").read_text())["head_tokens"] == 8
     trained = torch.load(work / "checkpoint.pt", weights_only=False)["model"]
     torch.testing.assert_close(loaded.state_dict()["model.norm.weight"], trained["model.norm.weight"].to(torch.bfloat16).float())
@@ -184,13 +184,14 @@ def test_kept_head_rows_give_q_zero_elsewhere_and_decoding_stays_exact():
     """A draft that reads out only some head rows (FR-Spec style) never proposes the others; the decoder's
     output law is still the target's (chi-square against exact enumeration, fixed seeds)."""
     from spectr_lib.engine.drafters import make_drafter
+    from spectr_lib.models.draft_settings import DraftSettings
     from spectr_lib.theory.dists import warp
 
     base = tiny_pair(vocab_size=6, seed=1, target_layers=2, hidden=32)
     draft = perturbed(sd.init_from_target(base.target, (0,)), scale=0.3)
-    draft.spectr_head_ids = torch.tensor([0, 1, 2, 4])
-    pair = ModelPair(base.target, draft, None, torch.device("cpu"), torch.float32, 6)
-    drafter = make_drafter(draft, 6)
+    settings = DraftSettings(head_ids=torch.tensor([0, 1, 2, 4]))
+    pair = ModelPair(base.target, draft, None, torch.device("cpu"), torch.float32, 6, settings)
+    drafter = make_drafter(draft, 6, settings)
     drafter.prefill(torch.tensor(PROMPT), None)
     tokens, q = drafter.draft(4, 3, lambda x: warp(x, 1.0), torch.Generator().manual_seed(0))
     assert q.shape == (4, 3, 6) and float(q[..., [3, 5]].abs().max()) == 0.0

@@ -15,22 +15,23 @@ def pair():
     return tiny_pair(vocab_size=6, seed=1, target_layers=1, draft_layers=1, hidden=32)
 
 
-@pytest.mark.parametrize("method,k,L,tree", [("kseq", 4, 3, True), ("kseq", 4, 3, False), ("rrs", 3, 2, True),
-                                             ("sps", 1, 4, False), ("rrs_wor", 3, 2, True)])
-def test_trace_is_the_first_round_of_generate(pair, method, k, L, tree):
+@pytest.mark.parametrize("method,k,L,form", [("kseq", 4, 3, "tree"), ("kseq", 4, 3, "batch"), ("rrs", 3, 2, "tree"),
+                                             ("sps", 1, 4, "batch"), ("rrs_wor", 3, 2, "tree")])
+def test_trace_is_the_first_round_of_generate(pair, method, k, L, form):
     for seed in range(15):
-        t = trace_round(pair, PROMPT, method=method, k=k, L=L, seed=seed, tree=tree)
-        g = generate(pair, PROMPT, method=method, k=k, L=L, max_new_tokens=L + 1, seed=seed, tree=tree)
+        t = trace_round(pair, PROMPT, method=method, k=k, L=L, seed=seed, verify=form)
+        g = generate(pair, PROMPT, method=method, k=k, L=L, max_new_tokens=L + 1, seed=seed, verify=form)
         assert torch.equal(t.new_tokens, g.token_ids[: t.accepted + 1])
         assert g.stats.rounds[0].accepted == t.accepted
 
 
-@pytest.mark.parametrize("tree", [True, False])
-def test_positions_survivors_and_caches_agree(pair, tree):
+@pytest.mark.parametrize("form", ["tree", "batch"])
+def test_positions_survivors_and_caches_agree(pair, form):
+    tree = form == "tree"
     k, L = 4, 3
     bonus = correction = 0
     for seed in range(30):
-        t = trace_round(pair, PROMPT, k=k, L=L, seed=seed, tree=tree)
+        t = trace_round(pair, PROMPT, k=k, L=L, seed=seed, verify=form)
         rows, out = t.tokens.tolist(), t.new_tokens.tolist()
         assert len(out) == t.accepted + 1 and t.bonus == (t.accepted == L)
         assert len(t.positions) == min(t.accepted + 1, L)
@@ -46,7 +47,7 @@ def test_positions_survivors_and_caches_agree(pair, tree):
         correction += not t.bonus
         context = len(PROMPT) - 1  # cached before the round; the last prompt token is pending
         nodes = len(token_tree(t.tokens)[0])
-        assert t.tree_nodes == nodes and t.tree == tree
+        assert t.tree_nodes == nodes and t.form == form
         assert t.positions_scored == (nodes if tree else k * (L + 1))
         assert t.target_after_verify == ((1, context + nodes) if tree else (k, context + L + 1))
         assert t.target_after_commit == (1, context + 1 + t.accepted)

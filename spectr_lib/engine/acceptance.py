@@ -6,8 +6,8 @@ import torch
 
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, is_real, warp
-from .drafters import draft_temperature as draft_temperature_of, draft_warp, make_drafter
-from .heads import Float32Head
+from .drafters import draft_warp, make_drafter
+from ..models.heads import Float32Head
 from . import inputs
 from .inputs import check_pair, context_limit, count, draft_temperature_arg, lookup_arg
 from .lookup import mix_along
@@ -18,7 +18,7 @@ def next_token_logits(pair: ModelPair, token_ids: torch.Tensor) -> tuple[torch.T
     """The target's and the draft's logits [T, V] (float32) of the token after each prefix of token_ids [T]
     (teacher forcing, both models, output heads as in decoding: the target's in float32, the draft's in its dtype)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
-    drafter = make_drafter(pair.draft, pair.vocab_size)
+    drafter = make_drafter(pair.draft, pair.vocab_size, pair.draft_settings)
     logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None, layers=drafter.needs_features or None)
     return logits[0], drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
 
@@ -59,7 +59,7 @@ def draft_acceptance(pair: ModelPair, token_ids, start: int, temperature: float 
     limit = context_limit(pair)
     if len(ids) > limit:
         raise ValueError(f"the sequence has {len(ids)} tokens, more than the models' context of {limit}: shorten it")
-    tau, lookup = draft_temperature_of(pair.draft, 1, draft_temperature_arg(draft_temperature)), lookup_arg(pair, lookup)
+    tau, lookup = pair.draft_settings.tau(1, draft_temperature_arg(draft_temperature)), lookup_arg(pair, lookup)
     p, q = next_token_probs(pair, ids, float(temperature), lookup, draft_temperature=tau)
     return torch.minimum(p, q)[start - 1 : len(ids) - 1].sum(-1).cpu()
 

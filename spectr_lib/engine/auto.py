@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .costs import CALIBRATION_K, Costs
+from .costs import CALIBRATION_K, Costs, form_name
 
 K_AUTO = CALIBRATION_K  # draft counts "auto" chooses among
 L_MAX = 8  # longest draft "auto" considers
@@ -52,11 +52,12 @@ def _prior(table: dict[str, list[float]], k: int, default: float) -> np.ndarray:
     return np.array((row + [row[-1]] * L_MAX)[:L_MAX], float)
 
 
-def predict_tokens_per_second(costs: Costs, k: int, L: int, tree: bool, alpha=None, nodes=None) -> float:
-    """Predicted tokens/s of rounds of k drafts of length L (L = 0: plain target steps) from the costs and
-    conditional acceptances alpha [≥ L] (default: the calibrated priors of k) and distinct prefixes per depth
-    nodes [≥ L] (tree form only; default: the priors). Raises TypeError / ValueError for costs that are not a
-    `Costs`, k not an integer ≥ 1, or L not an integer in 0..L_MAX."""
+def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str, alpha=None, nodes=None) -> float:
+    """Predicted tokens/s of rounds of k drafts of length L (L = 0: plain target steps) verified in `form` (a name
+    in engine.verifiers.VERIFIERS, e.g. "tree" or "batch") from the costs and conditional acceptances alpha [≥ L]
+    (default: the calibrated priors of k) and distinct prefixes per depth nodes [≥ L] (the positions a call
+    scores where the form counts them; default: the priors). Raises TypeError / ValueError for costs that are
+    not a `Costs`, k not an integer ≥ 1, L not an integer in 0..L_MAX, or an unknown form."""
     from ..theory.dists import is_int
 
     if not isinstance(costs, Costs):
@@ -65,20 +66,21 @@ def predict_tokens_per_second(costs: Costs, k: int, L: int, tree: bool, alpha=No
         raise ValueError(f"k must be an integer ≥ 1, got {k!r}")
     if not is_int(L) or not 0 <= L <= L_MAX:
         raise ValueError(f"L must be an integer in 0..{L_MAX} (0: a plain target step), got {L!r}")
+    form = form_name(form)
     if L == 0:
         return 1e3 / costs.ar_ms
     alpha = _prior(costs.alpha, k, 0.3) if alpha is None else alpha
     nodes = _prior(costs.nodes, k, k) if nodes is None else nodes
     e = expected_tokens(alpha, L)
-    positions = 1 + float(np.sum(np.asarray(nodes, float)[:L])) if tree else None
-    return 1e3 * e / costs.round_ms(k, L, tree, e, positions)
+    positions = 1 + float(np.sum(np.asarray(nodes, float)[:L]))
+    return 1e3 * e / costs.round_ms(k, L, form, e, positions)
 
 
 class AutoConfig:
     """Chooses (k, L) for each round and learns from the rounds it sees (see the module docstring)."""
 
-    def __init__(self, costs: Costs, ks: tuple[int, ...], Ls: tuple[int, ...], tree: bool):
-        self.costs, self.ks, self.Ls, self.tree = costs, ks, Ls, tree
+    def __init__(self, costs: Costs, ks: tuple[int, ...], Ls: tuple[int, ...], form: str):
+        self.costs, self.ks, self.Ls, self.form = costs, ks, Ls, form_name(form)
         self.prior = {k: _prior(costs.alpha, k, 0.3) for k in ks}
         self.prior_nodes = {k: _prior(costs.nodes, k, k) for k in ks}
         self.acc = {k: np.zeros(L_MAX) for k in ks}
@@ -104,7 +106,7 @@ class AutoConfig:
         """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step), through
         `predict_tokens_per_second`, kept until the next round is learnt from (plain steps teach nothing)."""
         if self._speeds is None:
-            self._speeds = np.array([[predict_tokens_per_second(self.costs, k, L, self.tree, self.alpha(k), self.distinct(k))
+            self._speeds = np.array([[predict_tokens_per_second(self.costs, k, L, self.form, self.alpha(k), self.distinct(k))
                                       for L in range(L_MAX + 1)] for k in self.ks])
         return self._speeds
 

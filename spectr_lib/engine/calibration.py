@@ -1,6 +1,6 @@
-"""Measuring the cost model (engine/costs.py) on a pair: verification calls by positions, draft steps by
-batch, our autoregressive step, and real K-SEQ rounds on the project's own prompts for selection, overhead and
-the acceptance priors. The decoder's `generate` is passed in (`run`), so this module does not import it."""
+"""Measuring the cost model (engine/costs.py) on a pair: verification calls of every form (engine/verifiers.py) by
+their shapes, draft steps by batch, our autoregressive step, and real K-SEQ rounds on the project's own prompts
+for selection, overhead and the acceptance priors. Rounds run through `session.Session`, as `generate` runs them."""
 from __future__ import annotations
 
 import json
@@ -12,16 +12,23 @@ import torch
 from ..models.load import ModelPair
 from ..prompts import encode_chat, read_prompts
 from ..theory.dists import warp
-from .costs import BATCH_L, CALIBRATION_K, CALIBRATION_L, TREE_POSITIONS, Costs, cache_path, costs_key, progress_bar, timed
+from .costs import CALIBRATION_K, CALIBRATION_L, Costs, cache_path, costs_key, progress_bar, timed
 from .drafters import make_drafter
-from .verifiers import TreeVerifier, make_verifier
+from .request import make_request
+from .session import Session
+from .verifiers import VERIFIERS, default_form, make_verifier
+
+
+def run(pair: ModelPair, prompt, **kw):
+    """A generation through the round's one home (what `generate` does for a request without "auto")."""
+    return Session(pair, make_request(pair, prompt, **kw)).run()
 
 
 @torch.no_grad()
-def verify_ms(pair: ModelPair, context: torch.Tensor, k: int, L: int, tree: bool) -> float:
-    """Median ms of one verification call of k drafts of length L (distinct tokens: no shared prefix) on top
-    of a cached context [T]; L = 0 is a plain target step."""
-    target = make_verifier(pair.target, pair.vocab_size, tree=tree)
+def call_ms(pair: ModelPair, context: torch.Tensor, k: int, L: int, form: str) -> float:
+    """Median ms of one verification call of `form` verifying k drafts of length L (distinct tokens: no shared
+    prefix) on top of a cached context [T]; L = 0 is a plain target step."""
+    target = make_verifier(pair.target, pair.vocab_size, form=form)
     target.prefill(context)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, pair.vocab_size, (k, max(L, 1)), generator=g).to(pair.device)
@@ -42,8 +49,8 @@ def verify_ms(pair: ModelPair, context: torch.Tensor, k: int, L: int, tree: bool
 def draft_step_ms(pair: ModelPair, context: torch.Tensor, k: int) -> float:
     """Median ms of one batched draft step at batch k: drafting L = 3 minus drafting L = 1, halved (each
     followed by the roll-back); never below 0."""
-    drafter = make_drafter(pair.draft, pair.vocab_size)
-    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, tree=False)
+    drafter = make_drafter(pair.draft, pair.vocab_size, pair.draft_settings)
+    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, form="batch")
     drafter.prefill(context, target.prefill(context))
     gen = torch.Generator(device=pair.device).manual_seed(0)
     d = pair.target.config.hidden_size
@@ -55,10 +62,11 @@ def draft_step_ms(pair: ModelPair, context: torch.Tensor, k: int) -> float:
     return max(0.0, (timed(lambda: round_(3), 5) - timed(lambda: round_(1), 5)) / 2)
 
 
-def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: int, progress: bool) -> Costs:
-    """Every number of `Costs` for the pair (see engine/costs.py); `run` is the decoder's `generate`."""
-    tree_default = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)
-    n_steps = 1 + len(TREE_POSITIONS) + len(CALIBRATION_K) * (len(BATCH_L) + 1) + len(CALIBRATION_K) * len(prompts)
+def measure(pair: ModelPair, prompts: list[torch.Tensor], max_new_tokens: int, progress: bool) -> Costs:
+    """Every number of `Costs` for the pair (see engine/costs.py)."""
+    form = default_form(pair.device)
+    shapes = {name: cls.calibration_shapes() for name, cls in VERIFIERS.items()}
+    n_steps = 1 + sum(map(len, shapes.values())) + len(CALIBRATION_K) * (1 + len(prompts))
     bar = progress_bar(n_steps, progress, "calibrating the cost model")
     context = prompts[0]
 
@@ -69,26 +77,24 @@ def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: i
     ar_ms()  # warm-up
     ar = float(np.median([ar_ms() for _ in range(3)]))
     bar.update(1)
-    tree_ms = []
-    for n in TREE_POSITIONS:
-        tree_ms.append([n, verify_ms(pair, context, 1, n - 1, tree=True)])
-        bar.update(1)
-    batch_ms, draft_ms = {}, []
-    for k in CALIBRATION_K:
-        batch_ms[str(k)] = []
-        for L in BATCH_L:
-            batch_ms[str(k)].append([L, verify_ms(pair, context, k, L, tree=False)])
+    verify_ms = {}
+    for name, cls in VERIFIERS.items():
+        verify_ms[name] = []
+        for k, L in shapes[name]:
+            verify_ms[name].append([*cls.layout(k, L), call_ms(pair, context, k, L, name)])
             bar.update(1)
+    draft_ms = []
+    for k in CALIBRATION_K:
         draft_ms.append([k, draft_step_ms(pair, context, k)])
         bar.update(1)
-    costs = Costs(costs_key(pair), ar, tree_ms, batch_ms, draft_ms, select_ms=0.0, overhead_ms=0.0)
+    costs = Costs(costs_key(pair), ar, verify_ms, draft_ms, select_ms=0.0, overhead_ms=0.0)
     # real rounds: selection per visited position, what the model leaves out (overhead), acceptance priors
     select_s = visited = unexplained = n_rounds = 0.0
     for k in CALIBRATION_K:
         accepted, tried, nodes, seen = np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L)
         for i, ids in enumerate(prompts):
             g = run(pair, ids, method="sps" if k == 1 else "kseq", k=k, L=CALIBRATION_L, max_new_tokens=max_new_tokens,
-                    seed=i, tree=tree_default)
+                    seed=i, verify=form)
             s = g.stats
             select_s += s.seconds_select
             # a round cut by a stop token books an accepted stop token as the round's end: leave it out
@@ -96,7 +102,7 @@ def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: i
             for r in s.rounds:
                 visited += r.accepted + 1
                 n_rounds += 1
-                unexplained -= costs.round_ms(r.k, r.L, tree_default, 0, r.positions) / 1e3
+                unexplained -= costs.round_ms(r.k, r.L, form, 0, r.positions) / 1e3
             for r in rounds:
                 d = np.arange(r.L)
                 tried[d[d <= r.accepted]] += 1  # depth d + 1 was tried when d drafts before it were accepted
@@ -115,10 +121,9 @@ def measure(pair: ModelPair, run, prompts: list[torch.Tensor], max_new_tokens: i
     return costs
 
 
-def load_costs(pair: ModelPair, run, recalibrate: bool = False, progress: bool = True) -> Costs:
+def load_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True) -> Costs:
     """The pair's costs from the user cache, calibrating first (about a minute for the embedded pair on a
-    CPU) when none is stored for this key or when recalibrate=True. `run` is the decoder's `generate` (passed
-    in, so that this module does not import the decoder that uses it); `decoder.pair_costs` is the public door.
+    CPU) when none is stored for this key or when recalibrate=True; `decoder.pair_costs` is the public door.
     Raises ValueError for a pair without a draft."""
     if pair.draft is None:
         raise ValueError("a cost model needs a draft model: load one with load_pair(target, draft)")
@@ -131,7 +136,7 @@ def load_costs(pair: ModelPair, run, recalibrate: bool = False, progress: bool =
                 return costs
         except (TypeError, ValueError):
             pass  # an old or damaged file: measure again
-    costs = calibrate(pair, run, progress=progress)
+    costs = calibrate(pair, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(costs.to_json())
@@ -148,7 +153,6 @@ def calibration_prompts(pair: ModelPair, n: int = 2) -> list[torch.Tensor]:
     return [encode_chat(pair.tokenizer, r["prompt"]).to(pair.device) for r in read_prompts(split="train")[:n]]
 
 
-def calibrate(pair: ModelPair, run, progress: bool = True, max_new_tokens: int = 40) -> Costs:
-    """Measure the pair's costs (medians after a warm-up; see the module docstring) and acceptance priors;
-    `run` is the decoder's `generate`."""
-    return measure(pair, run, calibration_prompts(pair), max_new_tokens, progress)
+def calibrate(pair: ModelPair, progress: bool = True, max_new_tokens: int = 40) -> Costs:
+    """Measure the pair's costs (medians after a warm-up; see the module docstring) and acceptance priors."""
+    return measure(pair, calibration_prompts(pair), max_new_tokens, progress)

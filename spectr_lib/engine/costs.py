@@ -2,10 +2,11 @@
 
 A round of k drafts of length L costs (`Costs.round_ms`, docs/cheatsheet.md, "Rounds and speed"):
 
-    draft(1) + (L − 1)·draft(k) + target(positions) + select·(positions visited) + overhead
+    draft(1) + (L − 1)·draft(k) + target(form, k, L) + select·(positions visited) + overhead
 
-where draft(b) is one draft step at batch b, target(n) one verification call scoring n positions (the tree
-form scores the drafts' distinct prefixes, the batch form k rows of L + 1; the model's body: its float32 output
+where draft(b) is one draft step at batch b, target one verification call of the form (engine/verifiers.py:
+the tree form scores the drafts' distinct prefixes in one row, the batch form k rows of L + 1; measured per form
+at its `calibration_shapes` and predicted from calls of the same `layout`; the model's body: its float32 output
 head runs lazily, on the positions selection reads), select the selection work per position on the accepted
 path (the head's logits and warping p included) and overhead the rest of a round (roll-backs, book-keeping).
 Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
@@ -27,15 +28,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.draft_files import check_lookup, check_table
 from ..models.load import ModelPair
 from ..paths import cache_dir
 from ..runtime import sync
+from .verifiers import VERIFIERS
 
 CALIBRATION_K = (1, 2, 4, 8)  # the draft counts auto chooses among
 CALIBRATION_L = 6  # depth of the calibration rounds (priors beyond it repeat the last depth)
-TREE_POSITIONS = (1, 2, 3, 5, 9, 17, 33, 49, 65, 81)
-BATCH_L = (1, 2, 4, 8)
 
 
 @dataclass
@@ -46,8 +45,7 @@ class Costs:
 
     key: dict
     ar_ms: float
-    tree_ms: list[list[float]]  # [[positions, ms], ...] of the tree form
-    batch_ms: dict[str, list[list[float]]]  # k -> [[L, ms], ...] of the batch form (k rows of L + 1)
+    verify_ms: dict[str, list[list[float]]]  # form -> [[rows, positions per row, ms], ...] (Verifier.layout)
     draft_ms: list[list[float]]  # [[batch, ms per step], ...]
     select_ms: float  # per position on the accepted path
     overhead_ms: float  # per round
@@ -58,24 +56,42 @@ class Costs:
         """ms of one draft step at this batch (linear between measured batches and beyond)."""
         return _interp(batch, self.draft_ms)
 
-    def target(self, k: int, L: int, tree: bool, positions: float | None = None) -> float:
-        """ms of one verification call: the tree form by the positions it scores (default 1 + kL: no shared
-        prefix), the batch form by k rows of L + 1."""
-        if tree:
-            return _interp(1 + k * L if positions is None else positions, self.tree_ms)
-        ks = sorted(int(x) for x in self.batch_ms)
-        lo = max([x for x in ks if x <= k] or ks[:1])
-        hi = min([x for x in ks if x >= k] or ks[-1:])
-        a, b = _interp(L, self.batch_ms[str(lo)]), _interp(L, self.batch_ms[str(hi)])
-        return a if hi == lo else a + (b - a) * (k - lo) / (hi - lo)
+    def target(self, k: int, L: int, form: str, positions: float | None = None) -> float:
+        """ms of one verification call of k drafts of length L in `form` (a name in VERIFIERS; the tree form
+        counts the positions it scores, default 1 + kL: no shared prefix): interpolated between the measured calls
+        by rows, then by positions per row (`Verifier.layout`). KeyError for a form this calibration lacks."""
+        rows, cols = VERIFIERS[form].layout(k, L, positions)
+        by_rows: dict[float, list[list[float]]] = {}
+        for r, c, ms in self.verify_ms[form]:
+            by_rows.setdefault(r, []).append([c, ms])
+        measured = sorted(by_rows)
+        lo = max([x for x in measured if x <= rows] or measured[:1])
+        hi = min([x for x in measured if x >= rows] or measured[-1:])
+        a, b = _interp(cols, by_rows[lo]), _interp(cols, by_rows[hi])
+        return a if hi == lo else a + (b - a) * (rows - lo) / (hi - lo)
 
-    def round_ms(self, k: int, L: int, tree: bool, visited: float, positions: float | None = None) -> float:
-        """ms of one round of k drafts of length L ≥ 1 whose accepted path visits `visited` positions."""
-        return (self.draft(1) + (L - 1) * self.draft(k) + self.target(k, L, tree, positions)
+    def round_ms(self, k: int, L: int, form: str, visited: float, positions: float | None = None) -> float:
+        """ms of one round of k drafts of length L ≥ 1, verified in `form`, whose accepted path visits `visited`
+        positions."""
+        return (self.draft(1) + (L - 1) * self.draft(k) + self.target(k, L, form, positions)
                 + self.select_ms * visited + self.overhead_ms)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
+
+
+def form_name(form) -> str:
+    """A verification form's name from a name in VERIFIERS or the old flag (True: "tree", False: "batch", with a
+    DeprecationWarning); ValueError for anything else."""
+    if isinstance(form, bool):
+        import warnings
+
+        warnings.warn("a verification form is a name now: pass 'tree' or 'batch' instead of True / False",
+                      DeprecationWarning, stacklevel=3)
+        return "tree" if form else "batch"
+    if not isinstance(form, str) or form not in VERIFIERS:
+        raise ValueError(f"form must name a verification form, one of {', '.join(map(repr, VERIFIERS))}, got {form!r}")
+    return form
 
 
 def _interp(x: float, table: list[list[float]]) -> float:
@@ -90,9 +106,9 @@ def _interp(x: float, table: list[list[float]]) -> float:
     return float(np.interp(x, xs, ys))
 
 
-ENGINE_VERSION = 5  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
+ENGINE_VERSION = 6  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
 # 3: the verification head runs lazily, a bf16 feature draft's head in bf16; 4: the head's order by dtype and CPU;
-# 5: the models' linear layers in the faster order for a few rows, models/few_rows.py)
+# 5: the models' linear layers in the faster order for a few rows, models/few_rows.py; 6: costs kept per form)
 
 
 def costs_key(pair: ModelPair) -> dict:
@@ -102,15 +118,17 @@ def costs_key(pair: ModelPair) -> dict:
     device = torch.cuda.get_device_name(pair.device) if pair.device.type == "cuda" else (platform.processor() or platform.machine())
     if pair.device.type == "cpu":
         try:
-            device = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+            with open("/proc/cpuinfo") as f:
+                device = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
     weights = [float(next(m.parameters()).detach().float().sum()) for m in (pair.target, pair.draft) if m is not None]
-    taus = {str(k): t for k, t in sorted(check_table(getattr(pair.draft, "draft_temperature", None)).items())}
+    settings = pair.draft_settings
+    taus = {str(k): t for k, t in sorted(settings.temperatures.items())} if settings is not None else {}
     return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights],
             "engine": ENGINE_VERSION, **({"draft_temperature": taus} if taus else {}),
-            **({"prompt_lookup": True} if check_lookup(getattr(pair.draft, "prompt_lookup", None)) else {})}
+            **({"prompt_lookup": True} if settings is not None and settings.prompt_lookup else {})}
 
 
 def cache_path(key: dict):

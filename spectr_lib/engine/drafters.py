@@ -4,7 +4,7 @@ Every kind of draft model has one Drafter class (the protocol below); this modul
 decoding engine that knows the kinds. Two exist: a standalone causal LM (any Hugging Face model with the
 target's tokenizer) and a feature draft (reads the target's hidden states; see models/feature_draft.py). Both
 keep a cache of the accepted context and pending inputs that the next `draft` call feeds first. A new kind
-of draft is one class following `Drafter`, listed in DRAFTERS.
+of draft is one class following `Drafter`, listed in DRAFTERS under the kind its `DraftSettings` name.
 """
 from __future__ import annotations
 
@@ -12,16 +12,19 @@ from typing import Callable, Protocol
 
 import torch
 
-from . import hf_cache
-from .heads import Float32Head
-from ..theory.dists import sample_rows
-from ..models.draft_files import check_table
+from ..models import hf_cache
+from ..models.heads import Float32Head
+from ..models.draft_settings import DraftSettings, default_settings
 from ..models.feature_draft import FeatureDraft, KVCache, previous_features
+from ..theory.dists import sample_rows
+from ..theory.selection import first_iid
 from ..runtime import attention_backends
 
 Warp = Callable[[torch.Tensor], torch.Tensor]  # logits [..., V] -> probabilities [..., V] (float64)
 # (q [R, V], the round's drafted tokens so far [R, depth]) -> the distributions [R, V] drafts are sampled from
 Mix = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (one q row [V], k, generator) -> the round's k first tokens [k]: a rule's draft law (`Rule.first_draw`)
+FirstDraw = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
 
 class Drafter(Protocol):
@@ -36,10 +39,10 @@ class Drafter(Protocol):
         """Start a sequence from the prompt ids [T] (features [T-1, d] of ids[:-1] when needs_features)."""
 
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
-              distinct_first: bool = False, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """k drafts: tokens [k, L] and the warped draft distributions q [k, L, V] they came from; i.i.d., or with
-        distinct first tokens (drawn without replacement, see `sample_drafts`); `mix` reshapes each step's q
-        before sampling (engine/lookup.py)."""
+              first_draw: FirstDraw = first_iid, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """k drafts: tokens [k, L] and the warped draft distributions q [k, L, V] they came from; the first tokens
+        drawn by `first_draw` (the rule's draft law), deeper ones i.i.d. (see `sample_drafts`); `mix` reshapes each
+        step's q before sampling (engine/lookup.py)."""
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None) -> None:
@@ -53,23 +56,16 @@ class Drafter(Protocol):
 
 
 def sample_drafts(first: torch.Tensor, step: Callable[[torch.Tensor, int], torch.Tensor], k: int, L: int, warp: Warp,
-                  generator: torch.Generator, distinct_first: bool = False,
+                  generator: torch.Generator, first_draw: FirstDraw = first_iid,
                   mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens [k, L] and q [k, L, V]: k i.i.d. first tokens from the logits `first` [V], then L − 1 batched steps,
-    where step(last tokens [k], depth) returns the next logits [k, V] (the drafter's cache already holds k rows).
-
-    distinct_first=True (RRS without replacement): the first tokens are n = min(k, tokens with q > 0) draws
-    without replacement, in draw order; rows n..k − 1 repeat row 0's first token, so that every prefix's rows
-    continue i.i.d. from there. mix (None: q as warped): applied to every step's q before it is sampled; the
-    returned q is the mixed one, the distribution the drafts really came from."""
+    """Tokens [k, L] and q [k, L, V]: k first tokens drawn by `first_draw` from the logits `first` [V] (the rule's
+    draft law: i.i.d., or distinct tokens for RRS without replacement, theory/selection.py), then L − 1 batched
+    i.i.d. steps, where step(last tokens [k], depth) returns the next logits [k, V] (the drafter's cache already
+    holds k rows). mix (None: q as warped): applied to every step's q before it is sampled; the returned q is the
+    mixed one, the distribution the drafts really came from."""
     mix = mix or (lambda q_rows, prefix: q_rows)
     q = [mix(warp(first)[None], first.new_zeros(1, 0, dtype=torch.long)).expand(k, -1)]
-    if distinct_first:
-        n = min(k, int((q[0][0] > 1e-200).sum()))  # multinomial may round a sub-normal q to a tie with q = 0
-        firsts = torch.multinomial(q[0][0], n, replacement=False, generator=generator)
-        tokens = [torch.cat([firsts, firsts[:1].expand(k - n)])]
-    else:
-        tokens = [sample_rows(q[0][0], generator, n=k)]
+    tokens = [first_draw(q[0][0], k, generator)]
     for depth in range(1, L):
         q.append(mix(warp(step(tokens[-1], depth)), torch.stack(tokens, 1)))
         tokens.append(sample_rows(q[-1], generator))
@@ -81,10 +77,10 @@ class LMDrafter:
 
     needs_features = False
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int):
+    def __init__(self, model: torch.nn.Module, vocab_size: int, settings: DraftSettings):
         self.model, self.V = model, vocab_size
         # a standalone draft may keep only its most frequent head rows (q = 0 elsewhere: still exact, cheaper)
-        self.head = Float32Head(model, vocab_size, rows=getattr(model, "spectr_head_ids", None))
+        self.head = Float32Head(model, vocab_size, rows=settings.head_ids)
         self.calls = 0
 
     def prefill(self, ids: torch.Tensor, features: torch.Tensor | None = None) -> None:
@@ -95,7 +91,7 @@ class LMDrafter:
 
     @torch.no_grad()
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
-              distinct_first: bool = False, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              first_draw: FirstDraw = first_iid, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and the draft distributions q [k, L, V] they were sampled from."""
         first = self.head(self.pending[None], self.cache)[0][0, -1]
         self.calls += 1
@@ -106,7 +102,7 @@ class LMDrafter:
             self.calls += 1
             return self.head(last[:, None], self.cache)[0][:, -1]
 
-        tokens, q = sample_drafts(first, step, k, L, warp, generator, distinct_first, mix)
+        tokens, q = sample_drafts(first, step, k, L, warp, generator, first_draw, mix)
         return tokens.to(self.pending.device), q
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
@@ -131,7 +127,7 @@ class LMDrafter:
 class FeatureDrafter:
     """Drafts with a feature draft: inputs are (target feature h_{t-1}, token x_t) pairs."""
 
-    def __init__(self, model: FeatureDraft, vocab_size: int):
+    def __init__(self, model: FeatureDraft, vocab_size: int, settings: DraftSettings | None = None):
         self.model, self.V = model, vocab_size
         self.needs_features = tuple(model.config.feature_layers)
         self.calls = 0
@@ -145,12 +141,12 @@ class FeatureDrafter:
 
     @torch.no_grad()
     def draft(self, k: int, L: int, warp: Warp, generator: torch.Generator,
-              distinct_first: bool = False, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              first_draw: FirstDraw = first_iid, mix: Mix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [k, L] and q [k, L, V]; deeper steps feed the draft's own predicted features."""
         with attention_backends(self.pending_ids.device):
-            return self._draft(k, L, warp, generator, distinct_first, mix)
+            return self._draft(k, L, warp, generator, first_draw, mix)
 
-    def _draft(self, k: int, L: int, warp: Warp, generator: torch.Generator, distinct_first: bool, mix: Mix | None):
+    def _draft(self, k: int, L: int, warp: Warp, generator: torch.Generator, first_draw: FirstDraw, mix: Mix | None):
         n = len(self.pending_ids)
         pos = torch.arange(self.start, self.start + n, device=self.pending_ids.device)
         f = self.model(self.pending_feats[None], self.pending_ids[None], pos, self.cache)[:, -1:]  # [1, 1, d]
@@ -166,7 +162,7 @@ class FeatureDrafter:
             self.calls += 1
             return self.model.full_logits(f[:, 0]).float()
 
-        return sample_drafts(first, step, k, L, warp, generator, distinct_first, mix)
+        return sample_drafts(first, step, k, L, warp, generator, first_draw, mix)
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor,
                features: torch.Tensor | None = None) -> None:
@@ -192,23 +188,17 @@ class FeatureDrafter:
             return self.model.full_logits(self.model(previous_features(features)[None], ids[None], pos)[0]).float()
 
 
-DRAFTERS: list[tuple[type, type]] = [(FeatureDraft, FeatureDrafter), (torch.nn.Module, LMDrafter)]  # first match wins
+# the drafter of each kind of draft (models/draft_settings.KINDS)
+DRAFTERS: dict[str, type] = {"feature_draft": FeatureDrafter, "standalone_draft": LMDrafter, "causal_lm": LMDrafter}
 
 
-def make_drafter(draft: torch.nn.Module, vocab_size: int) -> Drafter:
-    """The Drafter for a draft model of any registered kind (ValueError for an unknown kind)."""
-    for kind, cls in DRAFTERS:
-        if isinstance(draft, kind):
-            return cls(draft, vocab_size)
-    raise ValueError(f"no drafter for a draft of type {type(draft).__name__}: register one in DRAFTERS")
-
-
-def draft_temperature(draft: torch.nn.Module | None, k: int, override: float | None = None) -> float:
-    """τ for rounds of k drafts: `override` when given, else the draft's own table (`draft.draft_temperature`,
-    {k: τ}, read from its spectr_draft.json at load), else 1. Drafts are sampled from softmax(logits / (τ·T)).
-    Raises ValueError for a malformed table on the draft (`draft_files.check_table`)."""
-    table = check_table(getattr(draft, "draft_temperature", None))
-    return float(override) if override is not None else table.get(k, 1.0)
+def make_drafter(draft: torch.nn.Module, vocab_size: int, settings: DraftSettings | None = None) -> Drafter:
+    """The Drafter for a draft model of the kind its settings name (None: the defaults of its type,
+    `draft_settings.default_settings`); ValueError for a kind no drafter is registered for."""
+    settings = default_settings(draft) if settings is None else settings
+    if settings.kind not in DRAFTERS:
+        raise ValueError(f"no drafter for a draft of kind {settings.kind!r}: register one in DRAFTERS")
+    return DRAFTERS[settings.kind](draft, vocab_size, settings)
 
 
 def draft_warp(warp: Warp, tau: float) -> Warp:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.draft_files import TAU_RANGE, check_lookup, check_table
+from ..models.draft_files import TAU_RANGE
+from ..models.draft_settings import DraftSettings
 from ..models.load import ModelPair
 from ..prompts import encode_chat, is_chat
 from ..theory.dists import is_int, is_real
@@ -20,20 +21,22 @@ SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of its seed: larger se
 
 
 def check_pair(pair) -> None:
-    """`pair` is a ModelPair whose draft, if any, carries a well-formed τ table and lookup default
-    (`draft_files.check_table`, `check_lookup`): TypeError for another object, ValueError for a malformed
-    attribute, before any model call."""
+    """`pair` is a ModelPair whose draft, if any, comes with its `DraftSettings` (checked when they were made):
+    TypeError otherwise, before any model call."""
     if not isinstance(pair, ModelPair):
         raise TypeError(f"pair must be a ModelPair (from load_pair() or tiny_pair()), got {type(pair).__name__}")
-    check_table(getattr(pair.draft, "draft_temperature", None))
-    check_lookup(getattr(pair.draft, "prompt_lookup", None))
+    if pair.draft is not None and not isinstance(pair.draft_settings, DraftSettings):
+        raise TypeError(f"pair.draft_settings must be a DraftSettings (models/draft_settings.py), got "
+                        f"{type(pair.draft_settings).__name__}: leave it None when building a ModelPair for the defaults")
 
 
 def lookup_arg(pair, value) -> bool:
-    """A `lookup` argument: True or False, or None for the draft's own default (`model.prompt_lookup`, from its
-    spectr_draft.json; False for a draft without one); TypeError for another value."""
+    """A `lookup` argument: True or False, or None for the draft's own default (`pair.draft_settings.prompt_lookup`,
+    from its spectr_draft.json; False for a draft without one or no draft); TypeError for another value."""
     value = flag("lookup", value)
-    return check_lookup(getattr(pair.draft, "prompt_lookup", None)) if value is None else value
+    if value is None:
+        return bool(pair.draft_settings is not None and pair.draft_settings.prompt_lookup)
+    return value
 
 
 def count(name: str, value, minimum: int = 1) -> int:

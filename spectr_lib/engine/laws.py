@@ -3,7 +3,7 @@ the decoder's empirical counts over seeded generations, and the bins of a chi-sq
 
 A speculative decoder is lossless when its output sequence has exactly the target's law (SpecTr, Sun et al.,
 NeurIPS 2023, §4, Theorem 2 for K-SEQ along the drafts; speculative sampling, Leviathan et al. 2023, §3).
-Give `chi_square_bins`'s observed and expected counts to `scipy.stats.chisquare`.
+`chi_square_pvalue` gives `chi_square_bins`'s observed and expected counts to `scipy.stats.chisquare`.
 """
 from __future__ import annotations
 
@@ -88,3 +88,12 @@ def chi_square_bins(counts: dict, law: dict, min_expected: float = 5.0) -> tuple
         observed, expected, big = observed + [rest_obs], expected + [max(rest_exp, 0.0)], big + ["other"]
     expected = np.array(expected)
     return np.array(observed, dtype=float), expected * n / expected.sum(), big
+
+
+def chi_square_pvalue(counts: dict, law: dict, min_expected: float = 5.0) -> float:
+    """The p-value of the chi-square goodness-of-fit test of `counts` (`empirical_counts`) against `law`
+    (`target_sequence_law`), on `chi_square_bins`' bins. Raises ValueError as `chi_square_bins` does."""
+    from scipy.stats import chisquare
+
+    observed, expected, _ = chi_square_bins(counts, law, min_expected)
+    return float(chisquare(observed, expected).pvalue)

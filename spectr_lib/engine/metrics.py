@@ -1,6 +1,63 @@
-"""The field's per-run metrics of speculative decoding, from a histogram of rounds by accepted draft tokens:
-mean acceptance length (vLLM's and llama.cpp's figure) and the per-position acceptance rate (vLLM's)."""
+"""What a generation measured: its `Stats` (calls, tokens, accepted lengths, where the time went), the `Generation`
+it returns, and the field's per-run metrics from a histogram of rounds by accepted draft tokens: mean acceptance
+length (vLLM's and llama.cpp's figure) and the per-position acceptance rate (vLLM's)."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .auto import Round
+
+
+@dataclass
+class Stats:
+    """What a generation cost: calls, tokens, accepted lengths and where the time went (seconds)."""
+
+    method: str
+    k: int | str  # "auto": chosen per round (see rounds)
+    L: int | str
+    new_tokens: int = 0
+    target_calls: int = 0  # verification rounds (or one call per token for "ar"); the prefill is not counted
+    draft_calls: int = 0
+    accepted_hist: list[int] = field(default_factory=list)  # rounds that emitted 0, 1, … accepted draft tokens
+    draft_lengths: list[int] = field(default_factory=list)  # tokens drafted in each round (0: a plain target step)
+    plain_steps: int = 0  # target steps without drafts (the last token of a run): not rounds, not in accepted_hist
+    rounds: list[Round] = field(default_factory=list)  # each round's k, L, accepted drafts and positions scored
+    seconds_prefill: float = 0.0
+    seconds_draft: float = 0.0
+    seconds_verify: float = 0.0
+    seconds_select: float = 0.0  # selection, with the target head's float32 logits of the positions it reads
+    seconds_total: float = 0.0
+
+    @property
+    def block_efficiency(self) -> float:
+        """Mean new tokens per target call."""
+        return self.new_tokens / max(1, self.target_calls)
+
+    @property
+    def tokens_per_second(self) -> float:
+        """New tokens per second of decoding (prefill excluded)."""
+        return self.new_tokens / max(1e-9, self.seconds_total - self.seconds_prefill)
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """1 + accepted draft tokens per round (vLLM's and llama.cpp's definition); 0 for "ar"."""
+        return mean_acceptance_length(self.accepted_hist)
+
+    @property
+    def acceptance_rate_per_position(self) -> list[float]:
+        """Rate i (i = 1..L): rounds that accepted ≥ i draft tokens / rounds that drafted ≥ i (vLLM's rate)."""
+        return acceptance_rate_per_position(self.accepted_hist, [d for d in self.draft_lengths if d])
+
+
+@dataclass
+class Generation:
+    """The new tokens [n] (EOS included when reached, on the CPU), their text and the stats."""
+
+    token_ids: torch.Tensor
+    text: str
+    stats: Stats
 
 
 def mean_acceptance_length(accepted_hist: list[int]) -> float:

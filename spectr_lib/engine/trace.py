@@ -1,9 +1,8 @@
 """One decoding round laid open: the K drafts, the drafts still alive at each position, the accepted length,
 the correction or bonus token, the positions the target call scored and how far each cache rolls back.
 
-`trace_round` runs exactly the first round of `decoder.generate` with the same seed (same drafter, verifier,
-`select_path` and commits, in the same order, drawing from the same generator), and records what the decoder
-does not keep. It is for teaching and debugging; `generate` stays the only decoding loop.
+`trace_round` runs the first round of `generate` with the same seed through the same `session.Session.round`
+(the round's one home), and records what the decoder does not keep. It is for teaching and debugging.
 Source: SpecTr (Sun et al., NeurIPS 2023), §4 (K-SEQ along the drafts' prefix tree, Algorithm 4).
 """
 from __future__ import annotations
@@ -14,17 +13,17 @@ from typing import NamedTuple
 import torch
 
 from ..models.load import ModelPair
-from ..theory.dists import check_sampling, warp
-from ..theory.selection import check_rule
 from ..theory.trees import token_tree
-from .decoder import METHODS, select_path
-from .drafters import draft_temperature as draft_temperature_of, draft_warp, make_drafter
-from .inputs import MAX_K, check_pair, count, draft_temperature_arg, flag, lookup_arg, prompt_ids, seed_of
-from .lookup import Mixer
-from .verifiers import make_verifier
+from .inputs import count
+from .methods import get_method, method_names
+from .request import make_request
+from .session import Session
 
-# the methods whose rounds are decided by `select_path` (block verification decides a round as a whole)
-TRACEABLE = tuple(m for m in METHODS if m not in ("ar", "block"))
+
+def traceable() -> tuple[str, ...]:
+    """The methods whose rounds are decided draft position by draft position (`Method.by_position`)."""
+    return tuple(n for n in method_names() if get_method(n) is not None and get_method(n).by_position)
+
 
 
 class CacheState(NamedTuple):
@@ -53,7 +52,7 @@ class RoundTrace:
     method: str
     k: int
     L: int
-    tree: bool  # True: the target scored the drafts' prefix tree in one row; False: k rows of L + 1
+    form: str  # the verification form (engine/verifiers.py): "tree", one row holding the drafts' prefix tree; "batch", k rows
     prompt_ids: torch.Tensor  # [T]
     tokens: torch.Tensor  # the drafts [k, L]
     q: torch.Tensor  # warped draft distributions [k, L, V] (float64)
@@ -95,54 +94,39 @@ def cache_state(cache) -> CacheState:
 
 
 def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L: int = 4, temperature: float = 1.0,
-                top_k: int | None = None, top_p: float | None = None, seed: int = 0, tree: bool | None = None,
-                draft_temperature: float | None = None, lookup: bool | None = None) -> RoundTrace:
+                top_k: int | None = None, top_p: float | None = None, seed: int = 0, verify: str | None = None,
+                draft_temperature: float | None = None, lookup: bool | None = None,
+                tree: bool | None = None) -> RoundTrace:
     """The first round of `generate(pair, prompt, method=method, k=k, L=L, seed=seed, ...)`, traced.
 
     Its new_tokens are the first accepted + 1 tokens that generate returns for the same arguments (when
-    max_new_tokens > L and no stop token comes earlier). prompt: any form `generate` takes. method: one of
-    TRACEABLE ("sps", "kseq", "rrs", "rrs_wor"). tree: the verification form (None: the device's default).
-    draft_temperature, lookup: as generate's (None: the draft's own τ for k, its own prompt-lookup setting).
+    max_new_tokens > L and no stop token comes earlier: the traced round is never cut at one). prompt: any form `generate` takes. method:
+    one decided position by position (`traceable()`: "sps", "kseq", "rrs", "rrs_wor"). verify: the verification
+    form (None: the device's default; tree= its deprecated spelling). draft_temperature, lookup: as generate's.
     Raises TypeError / ValueError for a bad argument, before any model call (as `generate` does).
     """
-    check_pair(pair)
-    if method not in TRACEABLE:
+    if method not in traceable():
         raise ValueError(f"trace_round follows rounds decided position by position: method must be one of "
-                         f"{', '.join(TRACEABLE)}, got {method!r}")
-    if pair.draft is None:
-        raise ValueError("a round needs a draft model: load one with load_pair(target, draft)")
-    k, L = count("k", k), count("L", L)
-    if k > MAX_K:
-        raise ValueError(f"k = {k} drafts is more than {MAX_K}")
-    check_rule(method, k)
-    check_sampling(temperature, top_k, top_p)
-    tree, seed, lookup = flag("tree", tree), seed_of(seed), lookup_arg(pair, lookup)
-    draft_temperature = draft_temperature_arg(draft_temperature)
+                         f"{', '.join(traceable())}, got {method!r}")
     if seed is None:
         raise ValueError("trace_round needs an integer seed, so that the traced round can be reproduced")
-    ids = prompt_ids(pair, prompt)
-    gen = torch.Generator(device=pair.device).manual_seed(seed)
+    k, L = count("k", k), count("L", L)
+    request = make_request(pair, prompt, method=method, k=k, L=L, max_new_tokens=L + 1, temperature=temperature,
+                           top_k=top_k, top_p=top_p, seed=seed, verify=verify, tree=tree,
+                           draft_temperature=draft_temperature, lookup=lookup, eos_token_id=[])
+    session = Session(pair, request)
+    states = {}
 
-    def w(logits: torch.Tensor) -> torch.Tensor:
-        return warp(logits, float(temperature), top_k, top_p)
+    def observe(phase: str) -> None:
+        states[phase] = (cache_state(session.verifier.cache), cache_state(session.drafter.cache))
 
-    drafter = make_drafter(pair.draft, pair.vocab_size)
-    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, tree=tree)
-    drafter.prefill(ids, target.prefill(ids))
-    wq = draft_warp(w, draft_temperature_of(pair.draft, k, draft_temperature))
-    tokens, q = drafter.draft(k, L, wq, gen, method == "rrs_wor", Mixer(ids) if lookup else None)
-    draft_after_draft = cache_state(drafter.cache)
-    logits, feats = target.verify(tokens, lazy=True)  # as generate reads them: the head row by row
-    target_after_verify = cache_state(target.cache)
-    new, row, n_acc = select_path(method, lambda r, i: w(logits[r, i]), q, tokens, gen)
-    target.commit(tokens, row, n_acc, new[-1])
-    drafter.commit(tokens, row, n_acc, new[-1], feats[row] if feats is not None else None)
-
-    rows, out, steps = tokens.tolist(), new.tolist(), []
-    for i in range(min(n_acc + 1, L)):  # the positions select_path judged; alive = rows agreeing so far
-        alive = [r for r in range(k) if rows[r][:i] == out[:i]]
-        survivors = [r for r in alive if rows[r][i] == out[i]]
-        steps.append(PositionTrace(i + 1, alive, [rows[r][i] for r in alive], out[i], bool(survivors), survivors))
-    return RoundTrace(method, k, L, type(target).__name__ == "TreeVerifier", ids.cpu(), tokens.cpu(), q.cpu(),
-                      logits.dense().cpu(), steps, new.cpu(), n_acc, row, len(token_tree(tokens)[0]), target.positions,
-                      target_after_verify, cache_state(target.cache), draft_after_draft, cache_state(drafter.cache))
+    r = session.round(k, L, observe)
+    rows, out, steps = r.tokens.tolist(), r.new.tolist(), []
+    for i in range(min(r.accepted + 1, L)):  # the positions the rule judged; alive = rows agreeing so far
+        alive = [j for j in range(k) if rows[j][:i] == out[:i]]
+        survivors = [j for j in alive if rows[j][i] == out[i]]
+        steps.append(PositionTrace(i + 1, alive, [rows[j][i] for j in alive], out[i], bool(survivors), survivors))
+    return RoundTrace(method, k, L, request.form, request.ids.cpu(), r.tokens.cpu(), r.q.cpu(), r.logits.dense().cpu(),
+                      steps, r.new.cpu(), r.accepted, r.row, len(token_tree(r.tokens)[0]), session.verifier.positions,
+                      states["verified"][0], cache_state(session.verifier.cache), states["drafted"][1],
+                      cache_state(session.drafter.cache))

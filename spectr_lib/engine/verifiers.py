@@ -7,22 +7,35 @@ from __future__ import annotations
 
 import torch
 
-from . import hf_cache
+from ..models import hf_cache
 from ..theory.trees import ancestors, token_tree
-from .heads import Float32Head, LazyLogits
+from ..models.heads import Float32Head, LazyLogits
 
-# Verification form per device type: the faster one measured by `python -m spectr_lib.tools.bench_verify` on a
-# CPU. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
-# kept there as the one that needs no tree attention mask; `gpu_check --phases forms` measures both.
-TREE_BY_DEFAULT = {"cpu": True, "cuda": False}
+TREE_POSITIONS = (1, 2, 3, 5, 9, 17, 33, 49, 65, 81)  # positions of the tree-form calls the cost model times
+BATCH_K, BATCH_L = (1, 2, 4, 8), (1, 2, 4, 8)  # drafts and lengths of the batch-form calls it times
 
 
 class Verifier:
     """The target side of speculative decoding (the protocol every verification form follows): prefill, one
     call scoring every draft position (`verify`), roll-back to the accepted path (`commit`), and a plain
     autoregressive `step`. Subclasses differ only in how `verify` lays the drafts out and `commit` rolls back;
-    a new verification path (a static cache for CUDA graphs, a fused tree kernel) is one more subclass.
+    a new verification path (a static cache for CUDA graphs, a fused tree kernel) is one more subclass, listed
+    in VERIFIERS under its name.
+
+    The cost model (engine/costs.py) times each form at its `calibration_shapes` (k drafts of length L) and
+    predicts a call from the measured calls of the same `layout` (rows, positions per row), interpolating.
     """
+
+    @staticmethod
+    def layout(k: int, L: int, positions: float | None = None) -> tuple[float, float]:
+        """(rows, positions per row) of a call verifying k drafts of length L (positions: the distinct prefixes
+        the call scores, when known)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def calibration_shapes() -> list[tuple[int, int]]:
+        """The (k, L) calls the cost model times for this form (drafts with no shared prefix)."""
+        raise NotImplementedError
 
     def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False):
         self.model, self.V = model, vocab_size
@@ -77,6 +90,14 @@ class Verifier:
 class BatchVerifier(Verifier):
     """K rows of L + 1 tokens, one per draft, on K copies of the context cache (the GPU default)."""
 
+    @staticmethod
+    def layout(k: int, L: int, positions: float | None = None) -> tuple[float, float]:
+        return k, L + 1
+
+    @staticmethod
+    def calibration_shapes() -> list[tuple[int, int]]:
+        return [(k, L) for k in BATCH_K for L in BATCH_L]
+
     @torch.no_grad()
     def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor | LazyLogits, torch.Tensor | None]:
         self.calls += 1
@@ -95,6 +116,14 @@ class BatchVerifier(Verifier):
 class TreeVerifier(Verifier):
     """One row holding the drafts' prefix tree, each distinct prefix scored once under a tree-shaped attention
     mask (fewer positions, no copy of the context cache per draft: the CPU default)."""
+
+    @staticmethod
+    def layout(k: int, L: int, positions: float | None = None) -> tuple[float, float]:
+        return 1, (1 + k * L if positions is None else positions)
+
+    @staticmethod
+    def calibration_shapes() -> list[tuple[int, int]]:
+        return [(1, n - 1) for n in TREE_POSITIONS]
 
     @torch.no_grad()
     def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor | LazyLogits, torch.Tensor | None]:
@@ -120,11 +149,38 @@ class TreeVerifier(Verifier):
         self.pending = new_token.reshape(1)
 
 
+# The verification forms by name. A new form is one subclass of Verifier and one line here; `generate(verify=...)`,
+# the cost model, auto, trace_round and the tools read this registry.
+VERIFIERS: dict[str, type[Verifier]] = {"tree": TreeVerifier, "batch": BatchVerifier}
+
+# The form a device uses when none is asked for: the faster one measured by `python -m spectr_lib.tools.bench_verify`
+# on a CPU. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
+# kept there as the one that needs no tree attention mask; `gpu_check --phases forms` measures both.
+DEFAULT_FORM = {"cpu": "tree", "cuda": "batch"}
+
+
+def default_form(device: torch.device | str) -> str:
+    """The verification form used on this device when none is asked for ("batch" on a device not listed)."""
+    return DEFAULT_FORM.get(torch.device(device).type, "batch")
+
+
+def form_arg(verify) -> str:
+    """A `verify` argument checked: the name of a registered form (ValueError naming them otherwise)."""
+    if not isinstance(verify, str) or verify not in VERIFIERS:
+        raise ValueError(f"verify must name a verification form, one of {', '.join(map(repr, VERIFIERS))} (None: "
+                         f"the device's default), got {verify!r}")
+    return verify
+
+
 def make_verifier(model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False,
-                  tree: bool | None = None) -> Verifier:
-    """The verifier for a target: the tree form (tree=True), the batch form (False), or the faster form measured
-    for the model's device (None). need_features: False, True (the last hidden state) or the hidden_states
-    indices a feature draft reads (its `feature_layers`)."""
-    if tree is None:
-        tree = TREE_BY_DEFAULT.get(next(model.parameters()).device.type, False)
-    return (TreeVerifier if tree else BatchVerifier)(model, vocab_size, need_features)
+                  form: str | None = None) -> Verifier:
+    """The verifier of `form` (a name in VERIFIERS; None: the default for the model's device) for a target.
+    need_features: False, True (the last hidden state) or the hidden_states indices a feature draft reads (its
+    `feature_layers`). Raises ValueError for an unknown form."""
+    form = default_form(next(model.parameters()).device) if form is None else form_arg(form)
+    return VERIFIERS[form](model, vocab_size, need_features)
+
+
+def form_of(verifier: Verifier) -> str:
+    """The registered name of a verifier's form."""
+    return next(name for name, cls in VERIFIERS.items() if type(verifier) is cls)

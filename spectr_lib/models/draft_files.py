@@ -84,14 +84,14 @@ def draft_temperatures(meta: dict, path="spectr_draft.json") -> dict[int, float]
 
 
 def check_table(table) -> dict[int, float]:
-    """A draft model's `draft_temperature` attribute ({k: τ}, int keys ≥ 1, τ in TAU_RANGE; None: {}), checked;
-    ValueError otherwise (a table set in code, where `draft_temperatures` checks the one read from a file)."""
+    """A τ table set in code (`DraftSettings.temperatures`: {k: τ}, int keys ≥ 1, τ in TAU_RANGE; None: {}),
+    checked; ValueError otherwise (`draft_temperatures` checks the one read from a file)."""
     if table is None:
         return {}
     bad = not isinstance(table, dict) or any(
         not (isinstance(k, int) and not isinstance(k, bool) and k >= 1 and _is_tau(v)) for k, v in table.items())
     if bad:
-        raise ValueError(f"the draft's draft_temperature must map draft counts (int ≥ 1) to temperatures in "
+        raise ValueError(f"a draft's draft_temperature table must map draft counts (int ≥ 1) to temperatures in "
                          f"[{TAU_RANGE[0]}, {TAU_RANGE[1]}], like {{1: 0.85}}, got {table!r}")
     return {k: float(v) for k, v in table.items()}
 
@@ -108,12 +108,12 @@ def prompt_lookup(meta: dict, path="spectr_draft.json") -> bool:
 
 
 def check_lookup(value) -> bool:
-    """A draft model's `prompt_lookup` attribute (a bool; None: False), checked; ValueError otherwise (an attribute
-    set in code, where `prompt_lookup` checks the field read from a file)."""
+    """A lookup default set in code (`DraftSettings.prompt_lookup`: a bool; None: False), checked; ValueError
+    otherwise (`prompt_lookup` checks the field read from a file)."""
     if value is None or isinstance(value, (bool, np.bool_)):  # numpy's bool too
         return bool(value)
-    raise ValueError(f"the draft's prompt_lookup must be True or False (generate's lookup default for this draft), "
-                     f"got {value!r}: set it to True or False, or delete the attribute")
+    raise ValueError(f"a draft's prompt_lookup must be True or False (generate's lookup default for this draft), "
+                     f"got {value!r}")
 
 
 def _is_tau(value) -> bool:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime import head_matmul
+from .matmul_order import head_matmul
 from .draft_files import CONFIG_NAME, WEIGHTS_NAME, check_shapes
 
 

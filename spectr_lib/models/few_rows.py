@@ -3,20 +3,20 @@
 A verification call scores a handful of positions, so every linear layer of the target multiplies a few rows
 of activations by a large weight. On some CPUs the BLAS product with those few rows on the left is much slower
 than the same work with them on the right, (W @ x.T).T: on a 2-core AVX2 CPU, a target call scoring 2-4
-positions took 0.76-0.81x the time transposed (`runtime.body_transposed_rows`). Only the summation order differs (float
-rounding), as in the output head's `runtime.head_matmul`.
+positions took 0.76-0.81x the time transposed (`matmul_order.body_transposed_rows`). Only the summation order differs (float
+rounding), as in the output head's `matmul_order.head_matmul`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..runtime import body_transposed_rows, transposed_matmul
+from .matmul_order import body_transposed_rows, transposed_matmul
 
 
 class FewRowsLinear(torch.nn.Linear):
     """`nn.Linear` whose forward, for x [..., in] with a few rows on a CPU (which counts:
-    `runtime.body_transposed_rows`), computes (W @ x.T).T + b; everywhere else it is `F.linear(x, W, b)`.
+    `matmul_order.body_transposed_rows`), computes (W @ x.T).T + b; everywhere else it is `F.linear(x, W, b)`.
     Made from an existing `nn.Linear` in place by `use_few_rows_order` (same parameters, hooks and ties)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..runtime import cpu_flags
 from ..theory.dists import is_int
 from . import standalone_draft
 from .draft_files import CONFIG_NAME, check_fits_target, draft_temperatures, holds_model, prompt_lookup, read_draft_config
+from .draft_settings import DraftSettings, default_settings
 from .feature_draft import FeatureDraft
 from .few_rows import use_few_rows_order
 
@@ -35,6 +36,12 @@ class ModelPair:
     device: torch.device
     dtype: torch.dtype
     vocab_size: int  # the part of the logits both models share; larger rows are padding
+    # the draft's kind, τ table, lookup default and kept head rows (None: the defaults of its kind; no draft: None)
+    draft_settings: DraftSettings | None = None
+
+    def __post_init__(self):
+        if self.draft is not None and self.draft_settings is None:
+            self.draft_settings = default_settings(self.draft)
 
     def __repr__(self) -> str:
         names = [model_name(m) for m in (self.target, self.draft) if m is not None]
@@ -276,10 +283,10 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
     if Path(draft).expanduser().is_dir():
         read_draft_config(Path(draft).expanduser())  # a damaged draft folder is named before the target loads
     target_model, tokenizer = load_target(target, device=dev, dtype=dt)
-    draft_model, draft_tokenizer = load_draft(draft, target_model, dev, dt)
+    draft_model, draft_tokenizer, settings = load_draft(draft, target_model, dev, dt)
     use_few_rows_order(target_model)  # on a CPU, a verification call's few rows in the faster order (float rounding only)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
-    return ModelPair(target_model, draft_model, tokenizer, dev, dt, n)
+    return ModelPair(target_model, draft_model, tokenizer, dev, dt, n, settings)
 
 
 def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, draft_layers: int = 1,
@@ -318,10 +325,10 @@ def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, dr
 
 def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, dtype: torch.dtype):
     """Load a draft by name or folder: a feature draft, a standalone draft (both share the target's embedding
-    and head) or any Hugging Face causal LM; returns (model, tokenizer). A spectr_lib draft carries its
-    temperatures by draft count (`model.draft_temperature`, {k: τ}, from spectr_draft.json; see
-    `draft_files.draft_temperatures`) and whether `generate` mixes it with prompt lookup by default
-    (`model.prompt_lookup`, `draft_files.prompt_lookup`). Raises ValueError /
+    and head) or any Hugging Face causal LM; returns (model, tokenizer, settings). A spectr_lib draft's
+    `DraftSettings` come from its spectr_draft.json: temperatures by draft count (`draft_files.draft_temperatures`),
+    whether `generate` mixes it with prompt lookup by default (`draft_files.prompt_lookup`) and, for a standalone
+    draft, the head rows it keeps; another model gets the defaults of its kind. Raises ValueError /
     FileNotFoundError for a damaged draft folder or one built for another target (models/draft_files.py)."""
     path = Path(spec).expanduser()
     meta = read_draft_config(path) if path.is_dir() else None
@@ -329,10 +336,12 @@ def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, 
         check_fits_target(path, meta, target.config)
         load = FeatureDraft.load if meta["kind"] == "feature_draft" else standalone_draft.load
         model = load(path, target, dtype=dtype)
-        model.draft_temperature = draft_temperatures(meta, path / CONFIG_NAME)  # {k: τ}, read by the decoder
-        model.prompt_lookup = prompt_lookup(meta, path / CONFIG_NAME)  # generate's lookup default for this draft
+        head_ids = standalone_draft.kept_head_rows(path, model.device) if meta["kind"] == "standalone_draft" else None
+        settings = DraftSettings(meta["kind"], draft_temperatures(meta, path / CONFIG_NAME),
+                                 prompt_lookup(meta, path / CONFIG_NAME), head_ids)
         tokenizer = _load_tokenizer(path)
     else:
         model, tokenizer = _load_lm(spec, device, dtype), _load_tokenizer(spec)
+        settings = default_settings(model)
     use_few_rows_order(model)  # on a CPU, a batch of drafts' few rows in the faster order
-    return model, tokenizer
+    return model, tokenizer, settings

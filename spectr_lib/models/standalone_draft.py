@@ -138,7 +138,7 @@ def load(folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> n
     model = AutoModelForCausalLM.from_config(draft_config(c, int(meta["num_hidden_layers"])), dtype=dtype)
     check_shapes(folder, {k: v.shape for k, v in model.state_dict().items()}, "standalone draft")
     tensors = load_file(str(folder / WEIGHTS_NAME))
-    head_ids = tensors.pop("head_ids", None)
+    tensors.pop("head_ids", None)  # read by kept_head_rows
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [m for m in missing if m.startswith(OWN_PREFIXES)]
     if missing or unexpected:
@@ -147,6 +147,13 @@ def load(folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> n
     model.generation_config = copy.deepcopy(target.generation_config)
     model.name_or_path = model.config._name_or_path = str(folder)
     dev = target.get_input_embeddings().weight.device
-    # the rows this library's decoder reads out (engine.drafters.LMDrafter); Hugging Face pipelines use every row
-    model.spectr_head_ids = None if head_ids is None else head_ids.long().to(dev)
     return share_from_target(model.to(device=dev, dtype=dtype), target).eval()
+
+
+def kept_head_rows(folder, device=None) -> torch.Tensor | None:
+    """The head rows [R] a saved standalone draft keeps for this library's decoder (FR-Spec style, engine.drafters.
+    LMDrafter reads only these; Hugging Face pipelines use every row), or None when it keeps them all."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / WEIGHTS_NAME), framework="pt") as f:
+        return f.get_tensor("head_ids").long().to(device) if "head_ids" in f.keys() else None

@@ -62,6 +62,13 @@ def block_verify(p, q, drafts: torch.Tensor, generator: torch.Generator | None =
     return _block_verify(p, q, drafts, generator, uniforms)
 
 
+def decide_block(logits, warp, q: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator):
+    """A decoding round of block verification on one draft: logits [1, γ+1, V] of the target (all rows read at once),
+    warped by `warp`, q [1, γ, V], tokens [1, γ]. Returns (new tokens [τ + 1], row 0, τ)."""
+    n, y = _block_verify(warp(logits[0]), q[0], tokens[0], generator)
+    return torch.cat([tokens[0, :n], y.reshape(1)]), 0, n
+
+
 def _block_verify(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, generator=None, uniforms=None):
     """`block_verify` without the checks (the decoder's hot path)."""
     w, h = block_weights(p, q, drafts)

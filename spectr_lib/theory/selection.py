@@ -137,6 +137,20 @@ def _draw_iid(q, k, generator):
     return sample_rows(q, generator, n=k)
 
 
+def first_iid(q: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A decoding round's k first draft tokens [k], i.i.d. from one q row [V]."""
+    return sample_rows(q, generator, n=k)
+
+
+def first_distinct(q: torch.Tensor, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A decoding round's k first draft tokens [k] from one q row [V]: n = min(k, tokens with q > 0) draws without
+    replacement, in draw order, then rows n..k − 1 repeat row 0's token, so that every prefix's rows continue
+    i.i.d. from there (the draft law of RRS without replacement in a round of drafts of length L)."""
+    n = min(k, int((q > 1e-200).sum()))  # multinomial may round a sub-normal q to a tie with q = 0
+    firsts = torch.multinomial(q, n, replacement=False, generator=generator)
+    return torch.cat([firsts, firsts[:1].expand(k - n)])
+
+
 def _draw_without_replacement(q, k, generator):
     return torch.multinomial(q, k, replacement=False, generator=generator)
 
@@ -239,8 +253,8 @@ def speculative_sampling(p, q, draft: torch.Tensor, uniform: torch.Tensor, gener
 class Rule:
     """Everything the library needs to know about one lossless selection rule.
 
-    A new rule is one record here (plus its tests): the decoder, the exact laws, the benchmark and the widgets
-    read these records. `iid`: drafts are i.i.d. from q, so the decoder can run the rule (the drafts of a round
+    A new rule is one record here (plus its tests): the decoder (through `first_draw` and `deeper`), the exact
+    laws, the benchmark and the widgets read these records. `iid`: drafts are i.i.d. from q, so the decoder can run the rule (the drafts of a round
     are sampled i.i.d. position by position) and its acceptance is bounded by α*(p, q^⊗k).
     """
 
@@ -256,6 +270,11 @@ class Rule:
     # optional fast path for one row on the CPU: (p [V], q [V], drafts [k], uniforms [k]) -> (index of the first
     # passing draft in trial order or −1, residual() -> [V] when −1); the same decisions as pass_probabilities
     first_pass_row: Callable | None = None
+    # the rule in a decoding round of k drafts of length L (theory/path.py): how the round's k first tokens are
+    # drawn from one q row, (q [V], k, generator) -> [k] (None: the decoder cannot run the rule), and the rule that
+    # decides deeper positions, where the drafts sharing a prefix continue i.i.d. (None: this rule itself)
+    first_draw: Callable | None = None
+    deeper: str | None = None
 
     def min_support(self, k: int) -> int:
         """Tokens with q > 0 the draft law needs."""
@@ -264,15 +283,16 @@ class Rule:
 
 RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("sps", "speculative sampling", "Leviathan et al. 2023; Chen et al. 2023", True, _kseq_pass, _draw_iid,
-         _iid_law, k=1, first_pass_row=_kseq_first_pass_row),
+         _iid_law, k=1, first_pass_row=_kseq_first_pass_row, first_draw=first_iid),
     Rule("kseq", "K-SEQ (SpecTr)", "Sun et al., NeurIPS 2023, §4", True, _kseq_pass, _draw_iid, _iid_law,
-         first_pass_row=_kseq_first_pass_row),
+         first_pass_row=_kseq_first_pass_row, first_draw=first_iid),
     Rule("rrs", "RRS (SpecInfer)", "Miao et al., ASPLOS 2024", True, _recursive_pass, _draw_iid, _iid_law,
-         first_pass_row=_recursive_first_pass_row),
+         first_pass_row=_recursive_first_pass_row, first_draw=first_iid),
     Rule("rrs_wor", "RRS w/o replacement", "Jeon et al. 2024", False,
          lambda p, q, d: _recursive_pass(p, q, d, without_replacement=True), _draw_without_replacement,
          _without_replacement_law,
-         first_pass_row=lambda p, q, d, u: _recursive_first_pass_row(p, q, d, u, without_replacement=True)),
+         first_pass_row=lambda p, q, d, u: _recursive_first_pass_row(p, q, d, u, without_replacement=True),
+         first_draw=first_distinct, deeper="rrs"),
     Rule("spechub", "SpecHub", "Sun et al., EMNLP 2024", False, _spechub_pass, lambda q, k, g: _draw_hub(q, k, g),
          _hub_law, k=2, hub=True),
 )}

@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.acceptance import next_token_logits
-from ..engine.drafters import draft_temperature, draft_warp
+from ..engine.drafters import draft_warp
 from ..engine.lookup import mix_along
 from ..models.load import ModelPair
 from ..prompts import encode_chat, sample_answers
@@ -37,7 +37,7 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
     lookup (engine/lookup.py)."""
     recs = recs if recs is not None else continuations(pair, prompts, temperature, max_new_tokens, seed)
     sums: dict[str, dict] = {}
-    taus = {k: draft_temperature(pair.draft, k) for k in ks}
+    taus = {k: pair.draft_settings.tau(k) for k in ks}
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue

@@ -18,13 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.decoder import METHODS, generate, pair_costs
+from ..engine.methods import get_method
 from ..engine.inputs import lookup_arg
-from ..engine.verifiers import TreeVerifier, make_verifier
+from ..engine.verifiers import default_form
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..runtime import attention_backends, sync
-from ..theory.selection import RULES
 from .acceptance import acceptance_by_category
-from .bench_results import HF_METHODS, Config, Result, category_table, from_json, plot, render, table, to_json  # noqa: F401 (re-exported)
+from .bench_results import HF_METHODS, Config, Result, render, to_json
 
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
 
@@ -37,7 +37,7 @@ def sweep_configs(methods=METHODS, ks=KS, Ls=LS, hf: bool = True, auto: bool = T
     if "ar" in methods:
         out.append(Config("ar"))
     spec = [m for m in METHODS if m in methods and m != "ar"]
-    fixed = {m: 1 if m == "block" else RULES[m].k for m in spec}
+    fixed = {m: get_method(m).k for m in spec}
     for L in Ls:
         for m in spec:
             out += [Config(m, fixed[m], L)] if fixed[m] else [Config(m, k, L) for k in ks if k >= 2]
@@ -118,7 +118,7 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
                for c in configs]
     ours = pair.draft is not None and any(c.drafts for c in configs)
     costs = pair_costs(pair, progress=progress) if ours else None  # predictions, and what "auto" chooses from
-    tree = isinstance(make_verifier(pair.target, pair.vocab_size), TreeVerifier)
+    form = default_form(pair.device)  # the form generate verifies with here
     bar = tqdm(total=len(prompts) * len(configs), desc=f"benchmark T={temperature}", disable=not progress)
     for i, rec in enumerate(prompts):
         ids = rec["ids"] if "ids" in rec else encode_chat(pair.tokenizer, rec["prompt"])
@@ -137,7 +137,7 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
                              temperature=temperature, seed=seed + i, costs=costs, lookup=c.lookup)
                 s = g.stats
                 res.add(rec["category"], s.new_tokens, s.target_calls, s.seconds_total - s.seconds_prefill, s.accepted_hist)
-                res.add_rounds(s, costs, tree)
+                res.add_rounds(s, costs, form)
             bar.update(1)
         if on_prompt is not None:
             on_prompt(results, i + 1)

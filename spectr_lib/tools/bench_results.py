@@ -6,7 +6,8 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..engine.decoder import METHODS, mean_acceptance_length
+from ..engine.decoder import METHODS
+from ..engine.metrics import mean_acceptance_length
 
 HF_METHODS = ("hf_ar", "hf_assisted", "hf_lookup")  # generate(): plain, assistant_model=draft, prompt lookup
 
@@ -51,12 +52,12 @@ class Result:
     predicted_seconds: float = 0.0  # the cost model's time for the same rounds (engine/costs.py)
     chosen: dict = field(default_factory=dict)  # "k,L" (or "plain") -> rounds
 
-    def add_rounds(self, stats, costs, tree: bool) -> None:
+    def add_rounds(self, stats, costs, form: str) -> None:
         """Book the cost model's predicted seconds for the rounds and plain steps of one generation, and the
         (k, L) of each round."""
         if costs is None:
             return
-        ms = sum(costs.round_ms(r.k, r.L, tree, r.accepted + 1, r.positions) for r in stats.rounds)
+        ms = sum(costs.round_ms(r.k, r.L, form, r.accepted + 1, r.positions) for r in stats.rounds)
         self.predicted_seconds += (ms + stats.plain_steps * costs.ar_ms if stats.method != "ar"
                                    else stats.new_tokens * costs.ar_ms) / 1e3
         for r in stats.rounds:

@@ -1,4 +1,5 @@
-"""Batch form vs prefix-tree form of verification, measured side by side: `python -m spectr_lib.tools.bench_verify`."""
+"""Every verification form (engine/verifiers.VERIFIERS: the batch form, the prefix-tree form, ...) measured side by
+side: `python -m spectr_lib.tools.bench_verify`."""
 from __future__ import annotations
 
 import argparse
@@ -7,17 +8,18 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.decoder import generate
+from ..engine.verifiers import VERIFIERS
 from ..prompts import encode_chat, read_prompts
 
 
 def compare(pair, prompts: list[dict], configs, max_new_tokens: int, seed: int = 0) -> list[dict]:
-    """Tokens/s and block efficiency of each (k, L) with both forms, interleaved prompt by prompt."""
-    rows = {(k, L, tree): {"k": k, "L": L, "tree": tree, "tokens": 0, "seconds": 0.0, "calls": 0}
-            for k, L in configs for tree in (False, True)}
+    """Tokens/s and block efficiency of each (k, L) with every registered form, interleaved prompt by prompt."""
+    rows = {(k, L, form): {"k": k, "L": L, "form": form, "tokens": 0, "seconds": 0.0, "calls": 0}
+            for k, L in configs for form in VERIFIERS}
     for i, rec in enumerate(tqdm(prompts, desc="verification forms")):
         ids = encode_chat(pair.tokenizer, rec["prompt"]).to(pair.device)
         for key, row in rows.items():
-            s = generate(pair, ids, method="kseq", k=key[0], L=key[1], max_new_tokens=max_new_tokens, seed=seed + i, tree=key[2],
+            s = generate(pair, ids, method="kseq", k=key[0], L=key[1], max_new_tokens=max_new_tokens, seed=seed + i, verify=key[2],
                          lookup=False).stats  # the verification forms alone
             row["tokens"] += s.new_tokens
             row["calls"] += s.target_calls
@@ -44,11 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     pair = load_pair(device=args.device, dtype=args.dtype)
     rows = compare(pair, prompts, [(4, 4), (8, 4), (8, 8)], args.max_new_tokens)
     where = torch.cuda.get_device_name() if pair.device.type == "cuda" else "CPU"
-    print(f"\n{where}, {pair.dtype}: K-SEQ tokens/s, batch form vs prefix tree\n| k | L | batch | tree | tree / batch |\n|---|---|---|---|---|")
+    forms = list(VERIFIERS)
+    print(f"\n{where}, {pair.dtype}: K-SEQ tokens/s by verification form\n| k | L | " + " | ".join(forms)
+          + " | " + " | ".join(f"{f} / {forms[0]}" for f in forms[1:]) + " |\n" + "|---" * (2 * len(forms) + 1) + "|")
     for k, L in [(4, 4), (8, 4), (8, 8)]:
-        b, t = (next(r for r in rows if r["k"] == k and r["L"] == L and r["tree"] == tree) for tree in (False, True))
-        tb, tt = b["tokens"] / b["seconds"], t["tokens"] / t["seconds"]
-        print(f"| {k} | {L} | {tb:.1f} | {tt:.1f} | {tt / tb:.2f}× |")
+        tps = [next(r["tokens"] / r["seconds"] for r in rows if (r["k"], r["L"], r["form"]) == (k, L, f)) for f in forms]
+        print(f"| {k} | {L} | " + " | ".join(f"{t:.1f}" for t in tps) + " | "
+              + " | ".join(f"{t / tps[0]:.2f}×" for t in tps[1:]) + " |")
 
 
 if __name__ == "__main__":

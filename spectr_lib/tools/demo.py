@@ -25,9 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
-    from .bench import Config, run, table
+    from .bench import run
+    from .bench_results import Config, table
     from ..engine.decoder import generate, pair_costs
     from ..engine.inputs import lookup_arg
+    from ..engine.verifiers import default_form
     from ..models.load import load_pair
 
     logging.disable_progress_bar()
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"loaded {pair!r} in {time.perf_counter() - t0:.1f} s")
     costs = pair_costs(pair, recalibrate=args.recalibrate)
     print(f"cost model: one autoregressive token {costs.ar_ms:.1f} ms, a draft step {costs.draft(1):.1f} ms, "
-          f"verifying 1 + 4·4 positions {costs.target(4, 4, tree=pair.device.type == 'cpu'):.1f} ms")
+          f"verifying 1 + 4·4 positions {costs.target(4, 4, default_form(pair.device)):.1f} ms")
     g = generate(pair, DEMO_PROMPTS[0]["prompt"], method="kseq", k="auto", L="auto",
                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed, costs=costs)
     print(f"\nuser: {DEMO_PROMPTS[0]['prompt']}\nassistant (SpecTr, k and L auto): {g.text}\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine import hf_cache
+from ..models import hf_cache
 from ..models.load import ModelPair
 from ..paths import SPEC_BENCH
 from ..prompts import first_per_category, read_prompts
@@ -68,12 +68,12 @@ def step_costs(pair: ModelPair, context: int = 256, batch=(1, 4, 8), verify_toke
     return out
 
 
-def predicted_speedups(costs, acceptance: dict, draft_s: dict | None = None, tree: bool = True, L: int = 4) -> dict:
+def predicted_speedups(costs, acceptance: dict, draft_s: dict | None = None, form: str = "tree", L: int = 4) -> dict:
     """Predicted speed-up over autoregressive decoding of rounds of k = 1 and k = 4 drafts of length L, from the
     decoder's cost model (`engine.costs.Costs`, ms) with one acceptance per depth: acceptance["k1"] / ["k4"]
     (Σ min(p, q) and K-SEQ's, taken as independent per position). draft_s: {"batch1": {"draft_step_s": s}, ..}
     replaces the calibrated draft step costs (another draft measured against the same target); None keeps
-    them. Returns {"k1_L4": {"tokens_per_round", "speedup_over_ar"}, "k4_L4": {...}}. Source: the expected
+    them. form: the verification form (a name in engine.verifiers.VERIFIERS). Returns {"k1_L4": {"tokens_per_round", "speedup_over_ar"}, "k4_L4": {...}}. Source: the expected
     tokens per round of Leviathan et al. 2023, §3.4, with the round cost of `Costs.round_ms`."""
     from dataclasses import replace
 
@@ -85,7 +85,7 @@ def predicted_speedups(costs, acceptance: dict, draft_s: dict | None = None, tre
     out = {}
     for k in (1, 4):
         alpha = [acceptance[f"k{k}"]] * L
-        tps = predict_tokens_per_second(costs, k, L, tree, alpha=alpha, nodes=None if k > 1 else [1] * L)
+        tps = predict_tokens_per_second(costs, k, L, form, alpha=alpha, nodes=None if k > 1 else [1] * L)
         out[f"k{k}_L{L}"] = {"tokens_per_round": expected_tokens(alpha, L), "speedup_over_ar": tps * costs.ar_ms / 1e3}
     return out
 
@@ -138,10 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         prompts = first_per_category(corpus.read(corpus.CORPUS_FILE, "heldout"), args.per_category)
     else:
         prompts = [r for r in spec_bench_prompts(args.prompts, args.per_category) if r["category"] in args.categories]
-    from ..engine.drafters import draft_temperature
-
     report = {"pair": repr(pair), "prompts": len(prompts), "prompt_set": "heldout" if args.heldout else f"{args.prompts.parent.name}/{args.prompts.name}",
-              "draft_temperature": {k: draft_temperature(pair.draft, k) for k in (1, 4)},
+              "draft_temperature": {k: pair.draft_settings.tau(k) for k in (1, 4)},
               "acceptance": {}, **({"lookup": {}} if args.lookup else {})}
     from dataclasses import replace
 
@@ -149,9 +147,10 @@ def main(argv: list[str] | None = None) -> None:
 
     others = {}
     for spec in args.compare:
-        others[spec] = replace(pair, draft=load_draft(spec, pair.target, pair.device, pair.dtype)[0])
+        model, _, settings = load_draft(spec, pair.target, pair.device, pair.dtype)
+        others[spec] = replace(pair, draft=model, draft_settings=settings)
         report.setdefault("compare", {}).setdefault(spec, {})["draft_temperature"] = {
-            k: draft_temperature(others[spec].draft, k) for k in (1, 4)}
+            k: settings.tau(k) for k in (1, 4)}
     for T in args.temperature:
         recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)
         for (name, p), lookup in itertools.product({args.draft or "default": pair, **others}.items(),
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 report.setdefault("compare", {}).setdefault(name, {})[("lookup " if lookup else "") + str(T)] = acc
             name = f"{name} + lookup" if lookup else name
-            taus = ", ".join(f"k={k} τ={draft_temperature(p.draft, k)}" for k in (1, 4))
+            taus = ", ".join(f"k={k} τ={p.draft_settings.tau(k)}" for k in (1, 4))
             print(f"\n{name}, T = {T}: mean acceptance per position (k=1: Σ min(p, q); k=4: K-SEQ; draft temperature {taus})")
             for cat, v in acc.items():
                 print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")
@@ -180,19 +179,19 @@ def main(argv: list[str] | None = None) -> None:
         report["compare"][name]["cost"] = c
         print(f"{name}: draft step / target step " + ", ".join(f"{b} {v['ratio']:.3f}" for b, v in c.items()))
     from ..engine.decoder import pair_costs
-    from ..engine.verifiers import TREE_BY_DEFAULT
+    from ..engine.verifiers import default_form
 
     costs = pair_costs(pair)  # the decoder's cost model on this machine (calibrated once, then cached)
     T0 = str(args.temperature[0])
-    tree = TREE_BY_DEFAULT.get(pair.device.type, False)  # the decoder's default verification form
+    form = default_form(pair.device)  # the decoder's default verification form
     own = "lookup" if lookup_arg(pair, None) else "acceptance"  # as generate drafts by default
     report["predicted_from"] = "q mixed with prompt lookup" if own == "lookup" else "raw q"
-    report["predicted"] = predicted_speedups(costs, report[own][T0]["overall"], cost, tree)
+    report["predicted"] = predicted_speedups(costs, report[own][T0]["overall"], cost, form)
     for name in others:
         mixed = lookup_arg(others[name], None) and args.lookup  # its own default, when measured
         report["compare"][name]["predicted_from"] = "q mixed with prompt lookup" if mixed else "raw q"
         report["compare"][name]["predicted"] = predicted_speedups(
-            costs, report["compare"][name][("lookup " if mixed else "") + T0]["overall"], report["compare"][name]["cost"], tree)
+            costs, report["compare"][name][("lookup " if mixed else "") + T0]["overall"], report["compare"][name]["cost"], form)
     print(f"\npredicted speed-up over AR (the decoder's cost model, one AR token {costs.ar_ms:.1f} ms, T = {T0}):")
     for name, pred in {args.draft or "default": report["predicted"],
                        **{n: report["compare"][n]["predicted"] for n in others}}.items():

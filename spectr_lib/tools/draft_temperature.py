@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     from .draft_eval import first_per_category
 
     pair = load_pair(draft=str(args.draft))
-    pair.draft.draft_temperature = {}  # measure the raw logits
+    pair.draft_settings = pair.draft_settings.replace(temperatures={})  # measure the raw logits
     prompts = first_per_category(corpus.read(corpus.CORPUS_FILE, "heldout"), args.per_category)
     result = measure(pair, prompts, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed)
     print(f"{pair!r}: {len(prompts)} held-out prompts, {result['positions']} positions, T = {args.temperature}")

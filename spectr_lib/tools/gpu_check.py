@@ -12,7 +12,7 @@ phases, each timed and written to OUT/gpu_check.json as soon as it ends, so a ru
             and by (k, L) (batch form), a draft step by batch, in ms and in autoregressive steps
     bench   the benchmark (`bench`) on the given prompts: AR, SpS, block, SpecTr, RRS, fixed and auto (k, L),
             with Hugging Face baselines, into OUT/bench/
-    forms   K-SEQ tokens/s with the batch form against the prefix-tree form (`bench_verify`)
+    forms   K-SEQ tokens/s of every verification form side by side (`bench_verify`)
 
 A failing phase prints its traceback and the next one runs; the exit status is 1 if any phase failed.
 """
@@ -53,6 +53,7 @@ def smoke(samples: int = 1500, device: str = "cuda") -> dict:
     from scipy.stats import chisquare
 
     from ..engine.decoder import METHODS, generate
+    from ..engine.verifiers import VERIFIERS
     from ..engine.laws import chi_square_bins, empirical_counts, target_sequence_law
     from ..models.load import tiny_pair
 
@@ -67,10 +68,10 @@ def smoke(samples: int = 1500, device: str = "cuda") -> dict:
     law = target_sequence_law(pair, prompt, n_tokens=2)
     out = {"greedy_equal": {}, "chi2_p": {}}
     for method in METHODS:
-        for tree in (False, True):
+        for form in VERIFIERS:
             k = 1 if method in ("ar", "sps", "block") else 4
-            got = generate(pair, prompt, method=method, k=k, L=3, max_new_tokens=16, temperature=0, seed=1, tree=tree).token_ids
-            out["greedy_equal"][f"{method}, tree={tree}"] = bool(torch.equal(got, want))
+            got = generate(pair, prompt, method=method, k=k, L=3, max_new_tokens=16, temperature=0, seed=1, verify=form).token_ids
+            out["greedy_equal"][f"{method}, {form}"] = bool(torch.equal(got, want))
     for method, k in (("kseq", 4), ("rrs_wor", 3), ("block", 1)):
         counts = empirical_counts(pair, prompt, n_tokens=2, n_samples=samples, seed=0, method=method, k=k, L=3)
         out["chi2_p"][method] = float(chisquare(*chi_square_bins(counts, law)[:2]).pvalue)
@@ -83,9 +84,8 @@ def costs_summary(costs) -> dict:
     """The calibrated costs as tables in ms and in autoregressive steps (what `auto` chooses from)."""
     ar = costs.ar_ms
     return {"ar_ms": round(ar, 3),
-            "tree_form": [{"positions": int(n), "ms": round(ms, 3), "ar_steps": round(ms / ar, 2)} for n, ms in costs.tree_ms],
-            "batch_form": [{"k": int(k), "L": int(L), "ms": round(ms, 3), "ar_steps": round(ms / ar, 2)}
-                           for k, rows in costs.batch_ms.items() for L, ms in rows],
+            **{f"{form}_form": [{"rows": int(r), "positions_per_row": int(c), "ms": round(ms, 3), "ar_steps": round(ms / ar, 2)}
+                                for r, c, ms in calls] for form, calls in costs.verify_ms.items()},
             "draft_step": [{"batch": int(b), "ms": round(ms, 3), "ar_steps": round(ms / ar, 3)} for b, ms in costs.draft_ms],
             "select_ms_per_position": round(costs.select_ms, 4), "overhead_ms_per_round": round(costs.overhead_ms, 3),
             "alpha": costs.alpha}

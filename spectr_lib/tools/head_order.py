@@ -1,6 +1,6 @@
 """Side by side: decoding with the output head's product (or, with `--part body`, every linear layer of the
 models) in the plain order (h @ W.T), in the transposed order ((W @ h.T).T) for every 2-16 rows, and by this CPU's
-rule (`runtime.transposed_rows` / `runtime.body_transposed_rows`: by dtype and CPU), interleaved prompt by prompt
+rule (`matmul_order.transposed_rows` / `matmul_order.body_transposed_rows`: by dtype and CPU), interleaved prompt by prompt
 in one process.
 
 Prints tokens/s of each method in the three settings and each against plain. The two orders differ only in
@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from .. import runtime
+from ..models import matmul_order
 from .timing import machine_note
 
 PROMPTS = ("Explain how the gears of a bicycle work.", "Summarize the plot of a heist film in three sentences.",
@@ -21,7 +21,7 @@ PROMPTS = ("Explain how the gears of a bicycle work.", "Summarize the plot of a 
 CONFIGS = (("ar", None, 1), ("sps", 1, 4), ("block", 1, 2), ("block", 1, 4), ("kseq", 4, 2), ("kseq", 4, 4))
 BODY_CONFIGS = (("ar", None, 1), ("sps", 1, 1), ("sps", 1, 2), ("block", 1, 2), ("kseq", 2, 2), ("kseq", 4, 2))
 # the body's rule acts on calls of 2-4 rows: short drafts, few drafts
-ORDERS = {"plain": (2**62, 2**62), "transposed": (2, 16), "rule": None}  # values for `runtime.FEW_ROWS` / `BODY_ROWS`
+ORDERS = {"plain": (2**62, 2**62), "transposed": (2, 16), "rule": None}  # values for `matmul_order.FEW_ROWS` / `BODY_ROWS`
 OVERRIDE = {"head": "FEW_ROWS", "body": "BODY_ROWS"}  # which rule each part's setting overrides
 
 
@@ -29,7 +29,7 @@ def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, re
             progress: bool = True, part: str = "head") -> dict:
     """{(order, method, k, L): [seconds, new tokens]} over repeats × prompts, the orders interleaved per run.
 
-    Sets `runtime.FEW_ROWS` (part="head") or `runtime.BODY_ROWS` (part="body") for each run and restores it
+    Sets `matmul_order.FEW_ROWS` (part="head") or `matmul_order.BODY_ROWS` (part="body") for each run and restores it
     afterwards. ValueError for another part."""
     if part not in OVERRIDE:
         raise ValueError(f"part must be one of {sorted(OVERRIDE)}, got {part!r}")
@@ -38,11 +38,11 @@ def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, re
     from ..engine.decoder import generate
 
     name = OVERRIDE[part]
-    saved, totals = getattr(runtime, name), {}
+    saved, totals = getattr(matmul_order, name), {}
     runs = [(r, i, order, c) for r in range(repeats) for i in range(len(prompts)) for c in configs for order in ORDERS]
     try:
         for r, i, order, (method, k, L) in tqdm(runs, desc=f"{part} order", disable=not progress):
-            setattr(runtime, name, ORDERS[order])
+            setattr(matmul_order, name, ORDERS[order])
             t = time.perf_counter()
             g = generate(pair, prompts[i], method=method, k=k, L=L, max_new_tokens=max_new_tokens, seed=r * 100 + i,
                          lookup=False)  # the head's product alone, as the committed record measured it
@@ -50,7 +50,7 @@ def compare(pair, prompts=PROMPTS, configs=CONFIGS, max_new_tokens: int = 48, re
             row[0] += time.perf_counter() - t
             row[1] += g.stats.new_tokens
     finally:
-        setattr(runtime, name, saved)
+        setattr(matmul_order, name, saved)
     return totals
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = ([1, 2, 3], [4, 5, 6, 7], [8, 9]) if args.tiny else PROMPTS
     configs = CONFIGS if args.part == "head" else BODY_CONFIGS
     totals = compare(pair, prompts, configs, args.max_new_tokens, args.repeats, part=args.part)
-    of = runtime.transposed_rows if args.part == "head" else runtime.body_transposed_rows
+    of = matmul_order.transposed_rows if args.part == "head" else matmul_order.body_transposed_rows
     rule = {str(dt).removeprefix("torch."): of(dt) for dt in (torch.float32, torch.bfloat16)}
     print(f"{pair!r}, {len(prompts)} prompts × {args.repeats}, up to {args.max_new_tokens} tokens, T = 1; {machine_note()}")
     print(f"this CPU's rule for the {args.part} (rows transposed, by dtype; None: never): {rule}")

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     from transformers.utils import logging
 
-    from ..engine import hf_cache
+    from ..models import hf_cache
     from ..models.load import load_pair
 
     logging.disable_progress_bar()

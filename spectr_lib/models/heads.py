@@ -13,7 +13,7 @@ import weakref
 import torch
 
 from . import hf_cache
-from ..runtime import head_matmul
+from .matmul_order import head_matmul
 
 _WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()  # model -> float32 head
 _SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")

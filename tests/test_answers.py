@@ -31,6 +31,6 @@ def test_a_restart_with_other_answer_lengths_is_refused(tmp_path):
     save_shard(tmp_path / "shard-0000.npz", [0], [torch.tensor([5])])  # no settings stored: the old defaults
     check_settings(tmp_path, max_new_tokens=256, max_prompt_tokens=768)
     save_shard(tmp_path / "shard-0001.npz", [1], [torch.tensor([5])], {"max_new_tokens": 128, "max_prompt_tokens": 768, "seed": 3})
-    with pytest.raises(SystemExit, match="shard-0001.npz was sampled with max-new-tokens 128, not 256"):
+    with pytest.raises(ValueError, match="shard-0001.npz was sampled with max-new-tokens 128, not 256"):
         check_settings(tmp_path, max_new_tokens=256, max_prompt_tokens=768)
     assert int(np.load(tmp_path / "shard-0001.npz")["seed"]) == 3

@@ -20,7 +20,7 @@ def test_budgets_parse():
 def test_one_draft_per_budget_resumable(target, teacher_dir, tmp_path):  # noqa: F811
     args = parse_args(["train", "--teacher-dir", str(teacher_dir), "--head-tokens", "8", "--batch-seqs", "2",
                        "--max-prompt", "6", "--lr", "3e-3", "--depth", "2"])
-    with pytest.raises(SystemExit, match="less than the budget 10,000"):
+    with pytest.raises(ValueError, match="less than the budget 10,000"):
         run_scaling(args, target, tmp_path, [20, 10_000], passes=4)
     assert not (tmp_path / "scaling").exists()  # refused before any training
     rows = run_scaling(args, target, tmp_path, [20, 50], passes=4)

@@ -70,7 +70,7 @@ def test_answer_shards_label_and_read_only_the_range(tmp_path):
     teacher.run(target, FakeTokenizer(), out=out, answers=answers, layers=(-1,), corpus_file=corpus)  # all four
     assert [r["prompt_id"] for r in teacher.load_records(out)] == [0, 1, 2, 3]
     assert [r["prompt_id"] for r in teacher.load_records(out, shards=range(2, 4))] == [2, 3]
-    with pytest.raises(SystemExit, match="they run from 0 to 3"):
+    with pytest.raises(ValueError, match="they run from 0 to 3"):
         teacher.run(target, FakeTokenizer(), out=out, answers=answers, corpus_file=corpus, shards=range(7, 9))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import StageError
 from ..paths import DATA_DIR
 from ..runtime import attention_backends, keep_freed_memory
 from . import corpus
@@ -78,14 +79,14 @@ SHAPING = {"max_new_tokens": 256, "max_prompt_tokens": 768}  # what shards writt
 
 
 def check_settings(out: Path, **settings) -> None:
-    """SystemExit when a shard in `out` was sampled with other answer/prompt lengths than `settings`: the data
+    """StageError when a shard in `out` was sampled with other answer/prompt lengths than `settings`: the data
     set would mix two recipes (write to another --out instead)."""
     for shard in sorted(Path(out).glob(SHARDS)):
         z = np.load(shard)
         for key, default in SHAPING.items():
             have = int(z[key]) if key in z.files else default
             if key in settings and have != settings[key]:
-                raise SystemExit(f"{shard.name} was sampled with {key.replace('_', '-')} {have}, not {settings[key]}: "
+                raise StageError(f"{shard.name} was sampled with {key.replace('_', '-')} {have}, not {settings[key]}: "
                                  f"use the same setting to continue this data set, or --out another folder")
 
 
@@ -164,8 +165,11 @@ def main(argv: list[str] | None = None) -> None:
     from ..models.load import load_target
 
     target, tokenizer = load_target(device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
-    run(target, tokenizer, args.out, split=args.split, shard_size=args.shard_size, batch=args.batch,
-        max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_tokens=args.batch_tokens)
+    try:
+        run(target, tokenizer, args.out, split=args.split, shard_size=args.shard_size, batch=args.batch,
+            max_new_tokens=args.max_new_tokens, limit=args.limit, seed=args.seed, batch_tokens=args.batch_tokens)
+    except StageError as err:
+        raise SystemExit(str(err)) from None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import StageError
 from ..models.draft_files import holds_model
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
 
@@ -196,9 +197,16 @@ def load_for_stage(args, command_line: bool):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the requested stages."""
-    args = parse_args(argv)
-    target, tokenizer, work = load_for_stage(args, command_line=argv is None)
+    """Run the requested stages; a stage that refuses its inputs (`StageError`) ends the command with its message."""
+    try:
+        run_stages(parse_args(argv), command_line=argv is None)
+    except StageError as err:
+        raise SystemExit(str(err)) from None
+
+
+def run_stages(args, command_line: bool = False) -> None:
+    """The stages of parsed command-line `args` (data, train, save, or all three)."""
+    target, tokenizer, work = load_for_stage(args, command_line=command_line)
     if args.stage in ("data", "all"):
         if args.source == "answers" and not args.tiny:
             from . import teacher

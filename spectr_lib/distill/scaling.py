@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from . import StageError
+
 SUFFIX = {"k": 1_000, "m": 1_000_000}
 
 
@@ -52,7 +54,7 @@ def steps_for(records: list[dict], budget: int, passes: float, batch_seqs: int, 
 def run_scaling(args, target, work: Path, budgets: list[int], passes: float, out: Path | None = None) -> list[dict]:
     """Train one draft per budget (resumable) and return the rows written to <out>/scaling.json.
 
-    args: the training stage's options (`cli.parse_args`); SystemExit, before any training, when the teacher
+    args: the training stage's options (`cli.parse_args`); StageError, before any training, when the teacher
     data holds fewer answer tokens than the largest budget."""
     from .standalone import run_train_standalone
     from .teacher import TEACHER_DIR, load_records
@@ -62,7 +64,7 @@ def run_scaling(args, target, work: Path, budgets: list[int], passes: float, out
     records = load_records(args.teacher_dir or TEACHER_DIR, shards=getattr(args, "answer_shards", None))
     total = sum(len(r["ids"]) - r["start"] for r in records)
     if not records or budgets[-1] > total:
-        raise SystemExit(f"the teacher data holds {total:,} answer tokens, less than the budget {budgets[-1]:,}: "
+        raise StageError(f"the teacher data holds {total:,} answer tokens, less than the budget {budgets[-1]:,}: "
                          f"drop that budget, or sample and label more (python -m spectr_lib.distill.answers, then "
                          f"python -m spectr_lib.distill data)")
     plan = [(n, *steps_for(records, n, passes, args.batch_seqs, args.seed)) for n in budgets]
@@ -125,7 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.init is not None or args.train_tokens is not None:
         ap.error("each budget trains a fresh draft on its own prefix of the data: --init and --train-tokens do not apply")
     target, _, work = load_for_stage(args, command_line=argv is None)
-    rows = run_scaling(args, target, work, own.budgets, own.passes, own.scaling_out)
+    try:
+        rows = run_scaling(args, target, work, own.budgets, own.passes, own.scaling_out)
+    except StageError as err:
+        raise SystemExit(str(err)) from None
     for r in rows:
         print(json.dumps(r), flush=True)
 

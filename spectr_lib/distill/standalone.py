@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from . import StageError
 from ..models import standalone_draft
 from .teacher import first_answer_tokens
-from .train import (_records, _split, batch_tensors, cosine_lr, head_token_ids, length_buckets, load_checkpoint,
-                    optimizer_state, save_checkpoint, special_token_ids)
+from .loop import fit, length_buckets, load_checkpoint, optimizer_state, save_checkpoint
+from .train import _records, _split, batch_tensors, head_token_ids, special_token_ids
 
 DEFAULT_INIT_LAYERS = (0, 1, 2)  # the target layers a fresh standalone draft starts from (--init-layers)
 
@@ -59,14 +58,14 @@ def run_train_standalone(args, target, work: Path) -> None:
     asked = None if args.init_layers is None else tuple(int(i) for i in args.init_layers)
     standalone_draft.check_init_layers(target, asked or DEFAULT_INIT_LAYERS)  # before the teacher data loads
     if asked is not None and args.init is not None and not args.resume:
-        raise SystemExit(f"--init {args.init} continues a saved draft with its own layers: drop --init-layers "
+        raise StageError(f"--init {args.init} continues a saved draft with its own layers: drop --init-layers "
                          f"(or drop --init to start a fresh draft from target layers {asked})")
     records, _ = _records(args, work)
     for r in records:
         r.pop("features", None)  # not read: frees most of the teacher cache's memory
     train, val = _split(records, args.seed)
     if not val:
-        raise SystemExit("no held-out sequence in the teacher data (the split holds out 1 prompt id in 40): "
+        raise StageError("no held-out sequence in the teacher data (the split holds out 1 prompt id in 40): "
                          "label more answers first")
     train = first_answer_tokens(train, getattr(args, "train_tokens", None))
     n_answer = sum(len(r["ids"]) - r["start"] for r in train)
@@ -74,7 +73,7 @@ def run_train_standalone(args, target, work: Path) -> None:
     ck = load_checkpoint(ckpt_path, standalone_draft.KIND) if args.resume and ckpt_path.exists() else None
     n = target.config.num_hidden_layers
     if ck and asked is not None and {int(i) % n for i in ck["init_layers"]} != {i % n for i in asked}:
-        raise SystemExit(f"the checkpoint in {work} continues a draft started from target layers {tuple(ck['init_layers'])}, "
+        raise StageError(f"the checkpoint in {work} continues a draft started from target layers {tuple(ck['init_layers'])}, "
                          f"not {asked}: drop --init-layers to continue it, or use another --work-dir for a new draft")
     layer_ids = tuple(ck["init_layers"]) if ck else asked or DEFAULT_INIT_LAYERS
     if args.init is not None and ck is None:
@@ -89,7 +88,7 @@ def run_train_standalone(args, target, work: Path) -> None:
     head = frozen_float_copies(model)
     model = model.float()
     own = [p for n, p in model.named_parameters() if n.startswith(standalone_draft.OWN_PREFIXES)]
-    opt, step, curve, seen, elapsed = optimizer_state(model, own, args.lr, ck)
+    opt, progress = optimizer_state(model, own, args.lr, ck)
     full = torch.arange(model.config.vocab_size)
     tensors = lambda group: batch_tensors(group, full, NO_COLS, NO_COLS, args.max_prompt)  # noqa: E731
     val_batch = tensors(val[:64])
@@ -103,37 +102,18 @@ def run_train_standalone(args, target, work: Path) -> None:
         with torch.no_grad():
             _, st = standalone_loss(model, head, *_labels(val_batch))
         model.train()
-        return {f"val_{k}": round(v, 4) for k, v in st.items()}
+        return st
 
-    t0 = time.perf_counter() - elapsed
-    rng = random.Random(args.seed + step)
-    batches = length_buckets(train, args.batch_seqs, rng)
-    if step == 0 and not curve:
-        curve.append({"step": 0, "answer_tokens_seen": 0, "seconds": 0, **evaluate()})
-        print(json.dumps(curve[-1]), flush=True)
-    bar = tqdm(total=args.steps, initial=step, desc="training standalone draft")
-    model.train()
-    while step < args.steps:
-        group = next(batches)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, args.steps, args.lr)
-        loss, st = standalone_loss(model, head, *_labels(tensors(group)))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(own, 1.0)
-        opt.step()
-        step += 1
-        seen += sum(len(r["ids"]) - r["start"] for r in group)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc1=f"{st['acc1']:.3f}")
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            curve.append({"step": step, "answer_tokens_seen": seen, "seconds": round(time.perf_counter() - t0), **evaluate()})
-            print(json.dumps(curve[-1]), flush=True)
-            save_checkpoint({"kind": standalone_draft.KIND, "model": standalone_draft.own_state(model),
-                             "init_layers": list(layer_ids), "head_ids": head_ids, "recipe": recipe,
-                             "opt": opt.state_dict(), "step": step, "curve": curve, "seen": seen,
-                             "elapsed": time.perf_counter() - t0}, ckpt_path)
-    bar.close()
+    def save(p) -> None:
+        save_checkpoint({"kind": standalone_draft.KIND, "model": standalone_draft.own_state(model),
+                         "init_layers": list(layer_ids), "head_ids": head_ids, "recipe": recipe,
+                         "opt": opt.state_dict(), "step": p.step, "curve": p.curve, "seen": p.seen,
+                         "elapsed": p.seconds}, ckpt_path)
+
+    rng = random.Random(args.seed + progress.step)
+    fit(model, own, opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, rng),
+        lambda group: standalone_loss(model, head, *_labels(tensors(group))), evaluate, save, args.checkpoint_every,
+        "training standalone draft")
 
 
 def _labels(batch: tuple) -> tuple:
@@ -145,12 +125,12 @@ def _labels(batch: tuple) -> tuple:
 def run_save_standalone(args, target, tokenizer, work: Path) -> None:
     """Write the standalone draft of the last checkpoint to --out (own weights, config, tokenizer, training log)."""
     if not (work / "checkpoint.pt").exists():
-        raise SystemExit(f"no checkpoint in {work}: run the 'train' stage with --kind standalone first")
+        raise StageError(f"no checkpoint in {work}: run the 'train' stage with --kind standalone first")
     ck = load_checkpoint(work / "checkpoint.pt", standalone_draft.KIND)
     model = standalone_draft.init_from_target(target, tuple(ck["init_layers"]))
     missing, _ = model.load_state_dict(ck["model"], strict=False)
     if any(m.startswith(standalone_draft.OWN_PREFIXES) for m in missing):
-        raise SystemExit(f"the checkpoint in {work} does not hold every layer of its draft (missing {missing[:3]})")
+        raise StageError(f"the checkpoint in {work} does not hold every layer of its draft (missing {missing[:3]})")
     head_ids = ck["head_ids"]
     standalone_draft.save(model, args.out, head_ids=None if len(head_ids) >= model.config.vocab_size else head_ids)
     training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"],

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import StageError
 from ..paths import cache_dir
 from ..runtime import release_freed_memory
 from . import corpus
@@ -78,11 +79,11 @@ def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR,
         corpus_file: Path = corpus.CORPUS_FILE, batch_tokens: int = 4096, shards: range | None = None) -> list[Path]:
     """Label every answer shard not labelled yet in `out` (only those numbered in `shards` when given: a run
     that continues a draft on answers it has not seen); returns the teacher shards in name order.
-    SystemExit when no answer shard is there (or none in `shards`)."""
+    StageError when no answer shard is there (or none in `shards`)."""
     try:
         picked = select_shards(answers, shards)
     except ValueError as err:
-        raise SystemExit(str(err)) from None
+        raise StageError(str(err)) from None
     prompts = {r["id"]: r["prompt"] for r in corpus.read(corpus_file, "train")}
     out.mkdir(parents=True, exist_ok=True)
     (out / "layers.txt").write_text(" ".join(str(i) for i in layers))

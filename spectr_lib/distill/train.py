@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import random
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from . import StageError
 from .data import load_shards
+from .loop import fit, length_buckets, load_checkpoint, optimizer_state, save_checkpoint
 from .teacher import first_answer_tokens
 from .unroll import unrolled_outputs
 from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
@@ -126,65 +125,13 @@ def _records(args, work: Path) -> tuple[list[dict], tuple[int, ...]]:
         records = load_records(folder, shards=shards)
         if not records:
             which = "" if shards is None else f" numbered {shards.start}-{shards.stop - 1}"
-            raise SystemExit(f"no teacher shards{which} in {folder}: run the 'data' stage first"
+            raise StageError(f"no teacher shards{which} in {folder}: run the 'data' stage first"
                              + ("" if shards is None else " with the same --answer-shards"))
         return records, teacher_layers(folder)
     records = load_shards(work / "data")
     if not records:
-        raise SystemExit(f"no data shards in {work / 'data'}: run the 'data' stage first")
+        raise StageError(f"no data shards in {work / 'data'}: run the 'data' stage first")
     return records, (-1,)
-
-
-def length_buckets(records: list[dict], batch: int, rng: random.Random, pool: int = 8):
-    """Endless batches of `batch` records: draw pool·batch at random, sort them by length, cut them into pool
-    batches and yield those in random order (similar lengths in a batch: little padding)."""
-    batch = min(batch, len(records))
-    while True:
-        drawn = sorted(rng.sample(records, min(len(records), pool * batch)), key=lambda r: len(r["ids"]))
-        groups = [drawn[i : i + batch] for i in range(0, len(drawn) - batch + 1, batch)]
-        rng.shuffle(groups)
-        yield from groups
-
-
-def cosine_lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:
-    """Learning rate at an optimizer step: linear warm-up over `warmup` steps, then cosine decay to lr / 10."""
-    warm = min(1.0, (step + 1) / warmup)
-    return lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, steps)))))
-
-
-def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None):
-    """AdamW over params and the run's (step, curve, answer tokens seen, seconds), restored from checkpoint ck
-    (model weights included) when one is given: (opt, step, curve, seen, elapsed)."""
-    params = list(params)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
-    if ck is None:
-        return opt, 0, [], 0, 0.0
-    trained = {n for n, p in model.named_parameters() if any(p is q for q in params)}  # what the checkpoint holds
-    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
-    if unexpected or trained & set(missing):
-        raise SystemExit(f"the checkpoint's weights do not fit this draft (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}): --resume with the checkpoint's own --feature-layers and --num-layers, "
-                         f"or start over in another --work-dir")
-    opt.load_state_dict(ck["opt"])
-    print(f"resumed at step {ck['step']} ({ck['seen']} tokens seen)")
-    return opt, ck["step"], ck["curve"], ck["seen"], ck["elapsed"]
-
-
-def load_checkpoint(path: Path, kind: str) -> dict:
-    """The checkpoint at path, refused (SystemExit) when it belongs to the other kind of draft ("feature_draft"
-    or "standalone_draft"; checkpoints without a kind are feature drafts')."""
-    ck = torch.load(path, weights_only=False)
-    if ck.get("kind", "feature_draft") != kind:
-        flag = "--kind standalone" if ck.get("kind") == "standalone_draft" else "--kind feature"
-        raise SystemExit(f"{path} holds a {ck.get('kind', 'feature_draft')}'s checkpoint: give {flag} to every stage "
-                         f"(train, --resume, save), or another --work-dir")
-    return ck
-
-
-def save_checkpoint(state: dict, path: Path) -> None:
-    """torch.save to path atomically (a run killed while saving keeps the previous checkpoint)."""
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").rename(path)
 
 
 def run_train(args, target, work: Path) -> None:
@@ -207,7 +154,7 @@ def run_train(args, target, work: Path) -> None:
     if model is not None:  # continue from a saved draft; a new fusion or new layers start as pass-throughs
         num_layers = num_layers or model.config.num_layers
         if num_layers < model.config.num_layers:
-            raise SystemExit(f"{num_layers} layer(s) (--num-layers, or the checkpoint --resume continues) is fewer than "
+            raise StageError(f"{num_layers} layer(s) (--num-layers, or the checkpoint --resume continues) is fewer than "
                              f"the {model.config.num_layers} of the --init draft {args.init}: give --num-layers "
                              f"{model.config.num_layers} or more, or another --work-dir")
         if (tuple(model.config.feature_layers), model.config.num_layers) != (layers, num_layers):
@@ -227,8 +174,8 @@ def run_train(args, target, work: Path) -> None:
     model = model.float()
     to_head = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
     to_head[model.head_ids.cpu()] = torch.arange(len(model.head_ids))
-    opt, step, curve, seen, elapsed = optimizer_state(model, model.own_parameters(), args.lr, ck)
-    rng = random.Random(args.seed + step)
+    opt, progress = optimizer_state(model, model.own_parameters(), args.lr, ck)
+    rng = random.Random(args.seed + progress.step)
     val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
     fw = getattr(args, "feature_weight", FEATURE_WEIGHT)
     tvw = getattr(args, "tv_weight", 0.0)
@@ -241,7 +188,11 @@ def run_train(args, target, work: Path) -> None:
               "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
               "init": Path(args.init).name if args.init else None, "bf16_autocast": bf16}
-    t0 = time.perf_counter() - elapsed
+
+    def loss_of(group: list[dict]):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return draft_loss(model, *batch_tensors(group, to_head, in_cols, last_cols, max_prompt), depth=depth,
+                              feature_weight=fw, tv_weight=tvw)
 
     def evaluate() -> dict:
         model.eval()
@@ -250,44 +201,21 @@ def run_train(args, target, work: Path) -> None:
         model.train()
         return st
 
-    bar = tqdm(total=args.steps, initial=step, desc="training draft")
-    model.train()
-    batches = length_buckets(train, args.batch_seqs, rng)
-    if step == 0 and not curve:  # the starting point (a draft continued with --init: where it stands on this data)
-        curve.append({"step": 0, "answer_tokens_seen": 0, "seconds": 0,
-                      **{f"val_{k}": round(v, 4) for k, v in evaluate().items()}})
-        print(json.dumps(curve[-1]), flush=True)
-    while step < args.steps:
-        group = next(batches)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, args.steps, args.lr)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, st = draft_loss(model, *batch_tensors(group, to_head, in_cols, last_cols, max_prompt), depth=depth,
-                                  feature_weight=fw, tv_weight=tvw)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.own_parameters(), 1.0)
-        opt.step()
-        step += 1
-        seen += sum(len(r["ids"]) - r["start"] for r in group)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", **{k: f"{v:.3f}" for k, v in st.items()})
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            curve.append({"step": step, "answer_tokens_seen": seen, "seconds": round(time.perf_counter() - t0),
-                          **{f"val_{k}": round(v, 4) for k, v in evaluate().items()}})
-            print(json.dumps(curve[-1]), flush=True)
-            own = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
-            save_checkpoint({"model": own, "head_ids": model.head_ids.cpu(), "feature_layers": list(model.config.feature_layers),
-                             "num_layers": model.config.num_layers, "recipe": recipe, "opt": opt.state_dict(), "step": step, "curve": curve,
-                             "seen": seen, "elapsed": time.perf_counter() - t0}, ckpt_path)
-    bar.close()
+    def save(p) -> None:
+        own = {n: t for n, t in model.state_dict().items() if not n.startswith("embed.")}
+        save_checkpoint({"model": own, "head_ids": model.head_ids.cpu(), "feature_layers": list(model.config.feature_layers),
+                         "num_layers": model.config.num_layers, "recipe": recipe, "opt": opt.state_dict(), "step": p.step,
+                         "curve": p.curve, "seen": p.seen, "elapsed": p.seconds}, ckpt_path)
+
+    fit(model, list(model.own_parameters()), opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, rng),
+        loss_of, evaluate, save, args.checkpoint_every, "training draft")
 
 
 def run_save(args, target, tokenizer, work: Path) -> None:
     """Write the trained draft from the last checkpoint to --out (weights, config, tokenizer, training log)."""
     ckpt_path = work / "checkpoint.pt"
     if not ckpt_path.exists():
-        raise SystemExit(f"no checkpoint in {work}: run the 'train' stage first")
+        raise StageError(f"no checkpoint in {work}: run the 'train' stage first")
     ck = load_checkpoint(ckpt_path, "feature_draft")
     head_ids = ck["head_ids"]
     cfg = FeatureDraftConfig.from_target(target.config, args.head_tokens, tuple(ck.get("feature_layers", (-1,))),

@@ -48,7 +48,7 @@ def test_a_new_verification_form_is_one_class_and_one_registry_line(pair, monkey
     assert chi_square_pvalue(samples_of(pair, 5000, method="kseq", k=4, L=3, verify="dedup"), exact_law(pair)) > 1e-3
     monkeypatch.setitem(verifiers.VERIFIERS, "shifted", ShiftedRows)  # the negative control, by the same test
     assert chi_square_pvalue(samples_of(pair, 2000, method="kseq", k=4, L=3, verify="shifted"), exact_law(pair)) < 1e-6
-    with pytest.raises(ValueError, match="'tree', 'batch', 'dedup', 'shifted'"):
+    with pytest.raises(ValueError, match="'batch', 'tree', 'dedup', 'shifted'"):
         generate(pair, [1, 4, 2], verify="fused")
 
 
@@ -107,3 +107,15 @@ def test_no_engine_function_is_longer_than_60_lines():
             for file, tree in _engine_sources().items() for node in ast.walk(tree)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60]
     assert not long, long
+
+
+def test_settings_of_another_kind_of_draft_are_refused(pair):
+    """dataclasses.replace(pair, draft=other) keeps the old draft's settings: a feature draft's settings on a causal
+    LM are refused before any model call, with what to do instead."""
+    from dataclasses import replace
+
+    from spectr_lib.models.draft_settings import DraftSettings
+
+    wrong = replace(pair, draft_settings=DraftSettings(kind="feature_draft"))
+    with pytest.raises(ValueError, match="give the draft its own settings"):
+        generate(wrong, [1, 4, 2], method="sps", L=2)

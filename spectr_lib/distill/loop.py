@@ -88,7 +88,8 @@ def cosine_lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:
 
 def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None) -> tuple[torch.optim.Optimizer, Progress]:
     """AdamW over params and the run's `Progress`, restored from checkpoint ck (model weights included) when one
-    is given; the clock starts now, minus the seconds the checkpoint had trained."""
+    is given; the clock starts now, minus the seconds the checkpoint had trained. StageError when the checkpoint's
+    weights do not fit the model."""
     params = list(params)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     if ck is None:

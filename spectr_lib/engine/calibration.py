@@ -132,7 +132,7 @@ def load_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True
     if path.exists() and not recalibrate:
         try:
             costs = Costs(**json.loads(path.read_text()))
-            if costs.key == key:
+            if costs.key == key and set(VERIFIERS) <= set(costs.verify_ms):  # a form registered since: measure again
                 return costs
         except (TypeError, ValueError):
             pass  # an old or damaged file: measure again

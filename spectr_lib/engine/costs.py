@@ -59,7 +59,11 @@ class Costs:
     def target(self, k: int, L: int, form: str, positions: float | None = None) -> float:
         """ms of one verification call of k drafts of length L in `form` (a name in VERIFIERS; the tree form
         counts the positions it scores, default 1 + kL: no shared prefix): interpolated between the measured calls
-        by rows, then by positions per row (`Verifier.layout`). KeyError for a form this calibration lacks."""
+        by rows, then by positions per row (`Verifier.layout`). ValueError for a form this calibration lacks."""
+        form = form_name(form)
+        if form not in self.verify_ms:
+            raise ValueError(f"these costs hold no measurement of the {form!r} verification form (they have "
+                             f"{', '.join(map(repr, self.verify_ms))}): recalibrate with pair_costs(pair, recalibrate=True)")
         rows, cols = VERIFIERS[form].layout(k, L, positions)
         by_rows: dict[float, list[list[float]]] = {}
         for r, c, ms in self.verify_ms[form]:

@@ -21,13 +21,15 @@ SEED_LIMIT = 2**32  # torch's CPU generator keeps 32 bits of its seed: larger se
 
 
 def check_pair(pair) -> None:
-    """`pair` is a ModelPair whose draft, if any, comes with its `DraftSettings` (checked when they were made):
-    TypeError otherwise, before any model call."""
+    """`pair` is a ModelPair whose draft, if any, comes with its `DraftSettings` (checked when they were made) of
+    the draft's kind: TypeError / ValueError otherwise, before any model call."""
     if not isinstance(pair, ModelPair):
         raise TypeError(f"pair must be a ModelPair (from load_pair() or tiny_pair()), got {type(pair).__name__}")
     if pair.draft is not None and not isinstance(pair.draft_settings, DraftSettings):
         raise TypeError(f"pair.draft_settings must be a DraftSettings (models/draft_settings.py), got "
                         f"{type(pair.draft_settings).__name__}: leave it None when building a ModelPair for the defaults")
+    if pair.draft is not None:
+        pair.draft_settings.check_fits(pair.draft)
 
 
 def lookup_arg(pair, value) -> bool:

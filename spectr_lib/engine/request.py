@@ -22,7 +22,7 @@ from .methods import Method, get_method, method_names
 from .verifiers import default_form, form_arg
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds a tensor: compared by identity
 class Request:
     """A checked request. method: its record (None for "ar"); k, L: the fixed configuration, or the largest
     when auto_k / auto_L (chosen per round); form: the verification form's name (engine/verifiers.py); ids [T]:
@@ -93,6 +93,10 @@ def make_request(pair: ModelPair, prompt, *, method: str = "kseq", k=None, L=4, 
         raise TypeError(f"costs must be a Costs from pair_costs(pair), got {type(costs).__name__}")
     check_sampling(temperature, top_k, top_p)
     form = verification_form(pair, verify, tree)
+    if (auto_k or auto_L) and costs is not None and form not in costs.verify_ms:
+        raise ValueError(f"these costs hold no measurement of the {form!r} verification form (they have "
+                         f"{', '.join(map(repr, costs.verify_ms))}): pass verify= one of those, or costs=None to "
+                         f"calibrate every registered form")
     seed, lookup = seed_of(seed), lookup_arg(pair, lookup)
     draft_temperature = draft_temperature_arg(draft_temperature)
     stop = stop_token_ids(pair, eos_token_id)
@@ -108,7 +112,8 @@ def make_request(pair: ModelPair, prompt, *, method: str = "kseq", k=None, L=4, 
 
 def verification_form(pair: ModelPair, verify, tree) -> str:
     """The form's name from `verify` (a name in VERIFIERS, or None: the device's default) and the deprecated
-    `tree` flag (True: "tree", False: "batch"); ValueError when both are given, TypeError for a bad type."""
+    `tree` flag (True: "tree", False: "batch"); ValueError when both are given or for an unknown name, TypeError
+    for a `verify` that is not a string or a `tree` that is not a bool."""
     tree = flag("tree", tree)
     if tree is not None:
         if verify is not None:

@@ -99,8 +99,12 @@ class Session:
     def round(self, k: int, L: int, observe: Callable[[str], None] | None = None) -> RoundResult:
         """One round of k drafts of length L ≥ 1: draft, verify in one target call, decide by the method's record,
         roll both caches back to the kept path, emit the new tokens. observe(phase) is called after "drafted" and
-        after "verified" (trace_round reads the caches there)."""
+        after "verified" (trace_round reads the caches there). ValueError for L < 1, a k the method does not take, or
+        a session that drafts nothing ("ar")."""
         req, pair, stats = self.request, self.pair, self.stats
+        if req.method is None or L < 1 or k < 1 or req.method.k not in (None, k):
+            raise ValueError(f"a round of {req.name!r} takes L ≥ 1 and k = {req.method.k if req.method else '–'} "
+                             f"(any k ≥ 1 where that is None), got k = {k}, L = {L}")
         t0 = time.perf_counter()
         mix = Mixer(torch.cat([req.ids, *[t.reshape(1) for t in self.out]])) if req.lookup else None
         if k not in self.draft_warps:

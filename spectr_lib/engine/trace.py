@@ -69,6 +69,11 @@ class RoundTrace:
     draft_after_commit: CacheState
 
     @property
+    def tree(self) -> bool:
+        """True when the round was verified in the prefix-tree form (`form == "tree"`)."""
+        return self.form == "tree"
+
+    @property
     def bonus(self) -> bool:
         """True when every draft position was accepted and the last token is the free bonus token."""
         return self.accepted == self.L

@@ -151,7 +151,7 @@ class TreeVerifier(Verifier):
 
 # The verification forms by name. A new form is one subclass of Verifier and one line here; `generate(verify=...)`,
 # the cost model, auto, trace_round and the tools read this registry.
-VERIFIERS: dict[str, type[Verifier]] = {"tree": TreeVerifier, "batch": BatchVerifier}
+VERIFIERS: dict[str, type[Verifier]] = {"batch": BatchVerifier, "tree": TreeVerifier}
 
 # The form a device uses when none is asked for: the faster one measured by `python -m spectr_lib.tools.bench_verify`
 # on a CPU. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
@@ -165,8 +165,12 @@ def default_form(device: torch.device | str) -> str:
 
 
 def form_arg(verify) -> str:
-    """A `verify` argument checked: the name of a registered form (ValueError naming them otherwise)."""
-    if not isinstance(verify, str) or verify not in VERIFIERS:
+    """A `verify` argument checked: the name of a registered form (TypeError for a non-string, ValueError naming
+    the forms for an unknown name)."""
+    if not isinstance(verify, str):
+        raise TypeError(f"verify must be the name of a verification form, one of {', '.join(map(repr, VERIFIERS))} "
+                        f"(None: the device's default), got {type(verify).__name__}")
+    if verify not in VERIFIERS:
         raise ValueError(f"verify must name a verification form, one of {', '.join(map(repr, VERIFIERS))} (None: "
                          f"the device's default), got {verify!r}")
     return verify
@@ -180,7 +184,3 @@ def make_verifier(model: torch.nn.Module, vocab_size: int, need_features: bool |
     form = default_form(next(model.parameters()).device) if form is None else form_arg(form)
     return VERIFIERS[form](model, vocab_size, need_features)
 
-
-def form_of(verifier: Verifier) -> str:
-    """The registered name of a verifier's form."""
-    return next(name for name, cls in VERIFIERS.items() if type(verifier) is cls)

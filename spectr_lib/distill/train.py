@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from . import StageError
 from .data import load_shards
-from .loop import fit, length_buckets, load_checkpoint, optimizer_state, save_checkpoint
+from .loop import fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
 from .teacher import first_answer_tokens
 from .unroll import unrolled_outputs
 from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
@@ -222,7 +222,7 @@ def run_save(args, target, tokenizer, work: Path) -> None:
                                          ck.get("num_layers", 1))
     cfg.head_tokens = len(head_ids)
     model = FeatureDraft(cfg, target.get_input_embeddings(), target.get_output_embeddings().weight, head_ids)
-    model.load_state_dict(ck["model"], strict=False)
+    load_weights(model, ck["model"])
     training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"], "train_seconds": round(ck["elapsed"]),
                 "learning_curve": ck["curve"], "torch_threads": torch.get_num_threads()}
     model.save(args.out, extra={"shared_from_target": ["embed_tokens", "lm_head"]})

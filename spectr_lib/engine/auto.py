@@ -52,12 +52,14 @@ def _prior(table: dict[str, list[float]], k: int, default: float) -> np.ndarray:
     return np.array((row + [row[-1]] * L_MAX)[:L_MAX], float)
 
 
-def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str, alpha=None, nodes=None) -> float:
+def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str | None = None, alpha=None, nodes=None, *,
+                              tree: bool | None = None) -> float:
     """Predicted tokens/s of rounds of k drafts of length L (L = 0: plain target steps) verified in `form` (a name
     in engine.verifiers.VERIFIERS, e.g. "tree" or "batch") from the costs and conditional acceptances alpha [≥ L]
     (default: the calibrated priors of k) and distinct prefixes per depth nodes [≥ L] (the positions a call
     scores where the form counts them; default: the priors). Raises TypeError / ValueError for costs that are
-    not a `Costs`, k not an integer ≥ 1, L not an integer in 0..L_MAX, or an unknown form."""
+    not a `Costs`, k not an integer ≥ 1, L not an integer in 0..L_MAX, or an unknown form. tree=True / False is
+    the form's deprecated spelling ("tree" / "batch")."""
     from ..theory.dists import is_int
 
     if not isinstance(costs, Costs):
@@ -66,6 +68,12 @@ def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str, alpha=Non
         raise ValueError(f"k must be an integer ≥ 1, got {k!r}")
     if not is_int(L) or not 0 <= L <= L_MAX:
         raise ValueError(f"L must be an integer in 0..{L_MAX} (0: a plain target step), got {L!r}")
+    if tree is not None:
+        if form is not None:
+            raise ValueError("pass the verification form once: form='tree' / 'batch' (tree= is its old spelling)")
+        form = tree
+    if form is None:
+        raise ValueError("form must name the verification form the rounds use, e.g. 'tree' or 'batch'")
     form = form_name(form)
     if L == 0:
         return 1e3 / costs.ar_ms

@@ -13,7 +13,7 @@ from .metrics import Generation
 from .request import make_request
 from .session import Session
 
-METHODS = method_names()  # "ar", "block", "sps", "kseq", "rrs", "rrs_wor"
+METHODS = method_names()  # the shipped methods: "ar", "block", "sps", "kseq", "rrs", "rrs_wor" (method_names() is live)
 
 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | None = None, L: int | str = 4,

@@ -27,7 +27,8 @@ def check_pair(pair) -> None:
         raise TypeError(f"pair must be a ModelPair (from load_pair() or tiny_pair()), got {type(pair).__name__}")
     if pair.draft is not None and not isinstance(pair.draft_settings, DraftSettings):
         raise TypeError(f"pair.draft_settings must be a DraftSettings (models/draft_settings.py), got "
-                        f"{type(pair.draft_settings).__name__}: leave it None when building a ModelPair for the defaults")
+                        f"{type(pair.draft_settings).__name__}: set pair.draft_settings = "
+                        f"spectr_lib.models.draft_settings.default_settings(pair.draft) for the defaults")
     if pair.draft is not None:
         pair.draft_settings.check_fits(pair.draft)
 

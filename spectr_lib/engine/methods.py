@@ -61,4 +61,7 @@ def get_method(name: str) -> Method | None:
             return BLOCK_METHODS[name]
         if name in RULES and RULES[name].first_draw is not None:
             return _path_method(name)
+    if isinstance(name, str) and name in RULES:
+        raise ValueError(f"the rule {name!r} has no draft law for a decoding round (its Rule record's first_draw is "
+                         f"None): choose one of {', '.join(method_names())}")
     raise ValueError(f"unknown method {name!r}: choose one of {', '.join(method_names())}")

@@ -131,7 +131,7 @@ def trace_round(pair: ModelPair, prompt, *, method: str = "kseq", k: int = 4, L:
         alive = [j for j in range(k) if rows[j][:i] == out[:i]]
         survivors = [j for j in alive if rows[j][i] == out[i]]
         steps.append(PositionTrace(i + 1, alive, [rows[j][i] for j in alive], out[i], bool(survivors), survivors))
-    return RoundTrace(method, k, L, request.form, request.ids.cpu(), r.tokens.cpu(), r.q.cpu(), r.logits.dense().cpu(),
+    return RoundTrace(method, k, L, request.form, request.ids.cpu(), r.tokens.cpu(), r.q.cpu(), (r.logits.dense() if hasattr(r.logits, "dense") else r.logits).cpu(),
                       steps, r.new.cpu(), r.accepted, r.row, len(token_tree(r.tokens)[0]), session.verifier.positions,
                       states["verified"][0], cache_state(session.verifier.cache), states["drafted"][1],
                       cache_state(session.drafter.cache))

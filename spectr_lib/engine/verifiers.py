@@ -30,12 +30,14 @@ class Verifier:
     def layout(k: int, L: int, positions: float | None = None) -> tuple[float, float]:
         """(rows, positions per row) of a call verifying k drafts of length L (positions: the distinct prefixes
         the call scores, when known)."""
-        raise NotImplementedError
+        raise NotImplementedError("a verification form gives layout(k, L, positions): how it lays out a call, for the "
+                                  "cost model")
 
     @staticmethod
     def calibration_shapes() -> list[tuple[int, int]]:
         """The (k, L) calls the cost model times for this form (drafts with no shared prefix)."""
-        raise NotImplementedError
+        raise NotImplementedError("a verification form gives calibration_shapes(): the (k, L) calls the cost model "
+                                  "times")
 
     def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False):
         self.model, self.V = model, vocab_size
@@ -68,11 +70,11 @@ class Verifier:
         """Logits [k, L+1, V] of every draft position of tokens [k, L] (and the features there), in one call.
         lazy=True returns the logits as a `heads.LazyLogits`: the model call is made, the float32 output head
         runs only on the positions selection reads (the decoder's form)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement verify()")
 
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
         """Keep draft `row` with its first n_accepted tokens (and the old pending one); new_token is pending."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement commit()")
 
     @torch.no_grad()
     def step(self) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -72,7 +72,9 @@ def test_verify_values_and_costs_without_the_form_are_refused(pair, no_model_cal
     with pytest.warns(DeprecationWarning, match="verify='tree'"):
         with pytest.raises(AssertionError, match="a model ran"):  # the old flag still works (then the model runs)
             generate(pair, [1, 2, 3], tree=True)
-    tree_only = type(CHEAP)(**{**vars(CHEAP), "verify_ms": {"tree": CHEAP.verify_ms["tree"]}})
+    from dataclasses import replace
+
+    tree_only = replace(CHEAP, verify_ms={"tree": CHEAP.verify_ms["tree"]})
     with pytest.raises(ValueError, match="no measurement of the 'batch' verification form"):
         generate(pair, [1, 2, 3], k="auto", verify="batch", costs=tree_only)
     assert list(VERIFIERS) == ["batch", "tree"]

@@ -52,6 +52,16 @@ class Costs:
     alpha: dict[str, list[float]] = field(default_factory=dict)
     nodes: dict[str, list[float]] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # each form's calls grouped by rows once, when made: [(rows, [[positions per row, ms], ...]), ...] sorted
+        # by rows (auto predicts every option after each round; verify_ms is not read again)
+        self._by_rows = {}
+        for form, calls in self.verify_ms.items():
+            grouped: dict[float, list[list[float]]] = {}
+            for r, c, ms in calls:
+                grouped.setdefault(r, []).append([c, ms])
+            self._by_rows[form] = sorted(grouped.items())
+
     def draft(self, batch: int) -> float:
         """ms of one draft step at this batch (linear between measured batches and beyond)."""
         return _interp(batch, self.draft_ms)
@@ -65,14 +75,11 @@ class Costs:
             raise ValueError(f"these costs hold no measurement of the {form!r} verification form (they have "
                              f"{', '.join(map(repr, self.verify_ms))}): recalibrate with pair_costs(pair, recalibrate=True)")
         rows, cols = VERIFIERS[form].layout(k, L, positions)
-        by_rows: dict[float, list[list[float]]] = {}
-        for r, c, ms in self.verify_ms[form]:
-            by_rows.setdefault(r, []).append([c, ms])
-        measured = sorted(by_rows)
-        lo = max([x for x in measured if x <= rows] or measured[:1])
-        hi = min([x for x in measured if x >= rows] or measured[-1:])
-        a, b = _interp(cols, by_rows[lo]), _interp(cols, by_rows[hi])
-        return a if hi == lo else a + (b - a) * (rows - lo) / (hi - lo)
+        tables = self._by_rows[form]
+        lo = max([t for t in tables if t[0] <= rows] or tables[:1])
+        hi = min([t for t in tables if t[0] >= rows] or tables[-1:])
+        a, b = _interp(cols, lo[1]), _interp(cols, hi[1])
+        return a if hi[0] == lo[0] else a + (b - a) * (rows - lo[0]) / (hi[0] - lo[0])
 
     def round_ms(self, k: int, L: int, form: str, visited: float, positions: float | None = None) -> float:
         """ms of one round of k drafts of length L ≥ 1, verified in `form`, whose accepted path visits `visited`

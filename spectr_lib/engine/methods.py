@@ -54,14 +54,15 @@ def method_names() -> tuple[str, ...]:
 
 def get_method(name: str) -> Method | None:
     """The record of a method (None for "ar"); ValueError naming the choices for an unknown name."""
-    if isinstance(name, str):
-        if name == AR:
-            return None
-        if name in BLOCK_METHODS:
-            return BLOCK_METHODS[name]
-        if name in RULES and RULES[name].first_draw is not None:
-            return _path_method(name)
-    if isinstance(name, str) and name in RULES:
+    if not isinstance(name, str):
+        raise ValueError(f"unknown method {name!r}: choose one of {', '.join(method_names())}")
+    if name == AR:
+        return None
+    if name in BLOCK_METHODS:
+        return BLOCK_METHODS[name]
+    if name in RULES and RULES[name].first_draw is not None:
+        return _path_method(name)
+    if name in RULES:
         raise ValueError(f"the rule {name!r} has no draft law for a decoding round (its Rule record's first_draw is "
                          f"None): choose one of {', '.join(method_names())}")
     raise ValueError(f"unknown method {name!r}: choose one of {', '.join(method_names())}")

@@ -12,7 +12,7 @@ import torch
 
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, warp
-from ..theory.selection import RULES, check_rule
+from ..theory.selection import RULES
 from .auto import K_AUTO, L_MAX
 from .costs import Costs
 from .drafters import draft_warp
@@ -85,8 +85,6 @@ def make_request(pair: ModelPair, prompt, *, method: str = "kseq", k=None, L=4, 
     if m is not None and m.k is not None and k != m.k:
         takes, hint = ("one draft (k = 1)", ": use 'kseq' or 'rrs' for several") if m.k == 1 else (f"k = {m.k} drafts", "")
         raise ValueError(f"{method!r} ({m.label}) takes {takes}, got k = {k}{hint}")
-    if m is not None and m.name in RULES:
-        check_rule(method, k)
     if auto_k and not auto_L and L > L_MAX:
         raise ValueError(f"k='auto' chooses among rounds of L ≤ {L_MAX}, got L = {L}: pass L ≤ {L_MAX} or L='auto'")
     if costs is not None and not isinstance(costs, Costs):

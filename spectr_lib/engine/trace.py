@@ -15,14 +15,14 @@ import torch
 from ..models.load import ModelPair
 from ..theory.trees import token_tree
 from .inputs import count
-from .methods import get_method, method_names
+from .methods import AR, get_method, method_names
 from .request import make_request
 from .session import Session
 
 
 def traceable() -> tuple[str, ...]:
     """The methods whose rounds are decided draft position by draft position (`Method.by_position`)."""
-    return tuple(n for n in method_names() if get_method(n) is not None and get_method(n).by_position)
+    return tuple(n for n in method_names() if n != AR and get_method(n).by_position)
 
 
 

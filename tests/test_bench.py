@@ -2,7 +2,7 @@
 import torch
 
 from spectr_lib.tools.bench import run
-from spectr_lib.tools.bench_results import Config, category_table, from_json, render, table, to_json
+from spectr_lib.tools.bench_results import Config, category_table, from_json, profile_table, render, table, to_json
 from spectr_lib.models.load import tiny_pair
 
 
@@ -47,6 +47,25 @@ def test_saved_results_render_back_to_the_same_table(tmp_path):
     md = render(report, tmp_path)
     assert "a note" in md and table(results) in md and (tmp_path / "plots_T1.0.png").exists()
     assert (tmp_path / "table.md").read_text() == md + "\n"
+
+
+def test_the_round_profile_splits_each_configurations_time(tmp_path):
+    """bench --profile: per configuration and (k, L) chosen, rounds, tokens per round and ms by phase; the rounds
+    and tokens add up to the row's, it survives the JSON round trip, and render prints it only when asked."""
+    pair = tiny_pair(vocab_size=32, seed=6)
+    prompts = [{"category": c, "ids": torch.tensor([4, 5, 6])} for c in ("x", "y")]
+    results = run(pair, prompts, [Config("ar"), Config("kseq", 2, 3)], max_new_tokens=10, temperature=1.0, seed=0,
+                  progress=False)
+    for r in results:
+        assert sum(row["tokens"] for row in r.profile.values()) == r.tokens == 20
+        assert all(row["verify_ms"] > 0 for row in r.profile.values())
+    assert set(results[0].profile) == {"plain"} and "2,3" in results[1].profile
+    md = profile_table(results)
+    assert "| ar | 1 | – | plain | 20 | 1.00 |" in md and "| kseq | 2 | 3 | 2,3 |" in md
+    assert profile_table(from_json(to_json(results))) == md
+    report = {"pair": "tiny", "device": "cpu", "prompts": 2, "max_new_tokens": 10,
+              "runs": {"1.0": {"results": to_json(results), "token_acceptance": {}}}}
+    assert md not in render(report, tmp_path) and md in render({**report, "profile": True}, tmp_path)
 
 
 def test_machine_note_names_threads_and_warns_when_busy(monkeypatch):

@@ -5,13 +5,24 @@ probability α_d (given positions < d were) yields E = 1 + Σ_{i ≤ L} Π_{d �
 `Costs.round_ms` (the accepted path visits E positions; the tree form scores 1 + Σ_{d ≤ L} n_d positions,
 n_d the distinct draft prefixes at depth d). L = 0 is a plain target step: one token for `ar_ms`.
 
-The α_d and n_d of each k start from the priors measured at calibration and follow the rounds of the current
-generation: one factor c (accepted / expected under the priors, over every round so far, with 8 pseudo-trials
-at c = 1) moves the priors of every k, since a prompt that is easy for one k is easy for all; then each
-(k, d) blends its own tries with 4 pseudo-trials at the moved prior. After 16 plain steps in a row, one round
-is drafted at the best L ≥ 1 to look again; each look that does not change the choice doubles the wait (up to
-256 steps), so that a machine where drafting cannot pay loses little to looking. The choice depends only on past rounds, so every round is an
-exact round of its rule and the output law is the target's whatever is chosen.
+The calibration is a prior; the generation's own rounds correct it, for acceptance and for time:
+
+- acceptance: the α_d and n_d of each k start from the priors measured at calibration; one factor c (accepted /
+  expected under the priors, over every round so far, with 8 pseudo-trials at c = 1) moves the priors of every
+  k, since a prompt that is easy for one k is easy for all; then each (k, d) blends its own tries with 4
+  pseudo-trials at the moved prior.
+- time: each drafted round's measured ms over its predicted ms gives a ratio; their mean over all rounds (with
+  one pseudo-round at 1) scales every drafted option, and each (k, L) blends its own ratios with one pseudo-round
+  at that shared scale. Plain steps learn `ar_ms` the same way (one pseudo-step at the prior). A ratio is
+  clipped to [1/3, 3], so one stalled round cannot switch drafting off. `time_disagreement` is how far the
+  measured time of the whole generation is from the calibration's prediction for the same rounds and steps.
+- looks: the first round of a generation drafts (at the best L ≥ 1) whatever the prior says, and after 16 plain
+  steps in a row one round is drafted to look again; each look that does not change the choice doubles the
+  wait (up to 256 steps), so that a machine where drafting cannot pay loses little to looking, and a prior that
+  undervalues drafting is corrected by measured rounds within the generation.
+
+The choice depends only on past rounds (their tokens and their clock), so every round is an exact round of its
+rule and the output law is the target's whatever is chosen.
 """
 from __future__ import annotations
 
@@ -25,6 +36,8 @@ K_AUTO = CALIBRATION_K  # draft counts "auto" chooses among
 L_MAX = 8  # longest draft "auto" considers
 EXPLORE_AFTER = 16  # plain steps in a row before one drafted round looks again (doubling after each look)
 EXPLORE_MAX = 256
+RATIO_CLIP = 3.0  # a round's measured / predicted time is clipped to [1/3, 3] before it is learnt from
+LEARN_TIMES = True  # learn costs from measured rounds (tests of the choice under synthetic costs turn it off)
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,15 @@ class Round:
     accepted: int  # accepted draft tokens
     positions: int  # positions the target call scored
     distinct: tuple[int, ...]  # distinct draft prefixes at depths 1..L
+    draft_ms: float = 0.0  # drafting, the draft's roll-back included
+    verify_ms: float = 0.0  # the target call and the target's roll-back
+    select_ms: float = 0.0  # selection, with the target head's rows it reads
+    other_ms: float = 0.0  # the rest of the round (book-keeping, prompt-lookup tables, auto's update)
+
+    @property
+    def ms(self) -> float:
+        """The round's measured wall time (ms); 0 when it was not timed."""
+        return self.draft_ms + self.verify_ms + self.select_ms + self.other_ms
 
 
 def expected_tokens(alpha, L: int) -> float:
@@ -85,7 +107,8 @@ def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str | None = N
 
 
 class AutoConfig:
-    """Chooses (k, L) for each round and learns from the rounds it sees (see the module docstring)."""
+    """Chooses (k, L) for each round and learns acceptance and time from the rounds it sees (see the module
+    docstring). `update(round)` after each drafted round, `update_plain(ms)` after each plain step."""
 
     def __init__(self, costs: Costs, ks: tuple[int, ...], Ls: tuple[int, ...], form: str):
         self.costs, self.ks, self.Ls, self.form = costs, ks, Ls, form_name(form)
@@ -96,8 +119,11 @@ class AutoConfig:
         self.nodes = {k: np.zeros(L_MAX) for k in ks}
         self.seen = {k: np.zeros(L_MAX) for k in ks}
         self.accepted_total = self.expected_total = 0.0
-        self.plain_in_a_row = 0
-        self.explore_after, self.explored = EXPLORE_AFTER, False
+        self.ratio_sum, self.ratio_n = {}, {}  # (k, L) -> Σ measured / predicted ms, rounds timed
+        self.plain_ms, self.plain_n = 0.0, 0  # Σ ms of the plain steps, their count
+        self.measured_ms = self.predicted_ms = 0.0  # the whole generation, against the calibration's prediction
+        self.plain_in_a_row = EXPLORE_AFTER  # the first round looks (and a first look that changes nothing
+        self.explore_after, self.explored, self.first = EXPLORE_AFTER, False, True  # does not lengthen the wait)
         self._speeds = None
 
     def alpha(self, k: int) -> np.ndarray:
@@ -110,12 +136,36 @@ class AutoConfig:
         """Current distinct draft prefixes per depth for k drafts."""
         return (self.nodes[k] + 2.0 * self.prior_nodes[k]) / (self.seen[k] + 2.0)
 
+    def time_scale(self, k: int | None = None, L: int | None = None) -> float:
+        """Learnt measured / predicted time of a drafted round: over all rounds (k = None) with one pseudo-round
+        at 1, or of (k, L), blended with one pseudo-round at the shared scale."""
+        shared = (sum(self.ratio_sum.values()) + 1.0) / (sum(self.ratio_n.values()) + 1.0)
+        if k is None:
+            return shared
+        return (self.ratio_sum.get((k, L), 0.0) + shared) / (self.ratio_n.get((k, L), 0) + 1.0)
+
+    def ar_ms(self) -> float:
+        """Learnt ms of a plain step: the measured steps with one pseudo-step at the calibrated `ar_ms`."""
+        return (self.plain_ms + self.costs.ar_ms) / (self.plain_n + 1.0)
+
+    def time_disagreement(self) -> float:
+        """Measured / predicted (by the calibration alone) time of the rounds and plain steps timed so far; 1.0
+        before any."""
+        return self.measured_ms / self.predicted_ms if self.predicted_ms > 0 else 1.0
+
     def speeds(self) -> np.ndarray:
-        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step), through
-        `predict_tokens_per_second`, kept until the next round is learnt from (plain steps teach nothing)."""
+        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step at the learnt `ar_ms`;
+        the drafted columns as `predict_tokens_per_second` from the current acceptance and distinct prefixes,
+        scaled by the learnt time, kept until the next round is learnt from)."""
         if self._speeds is None:
-            self._speeds = np.array([[predict_tokens_per_second(self.costs, k, L, self.form, self.alpha(k), self.distinct(k))
-                                      for L in range(L_MAX + 1)] for k in self.ks])
+            self._speeds = np.zeros((len(self.ks), L_MAX + 1))
+            for i, k in enumerate(self.ks):
+                tokens = 1.0 + np.cumsum(np.cumprod(self.alpha(k)))  # E for L = 1..L_MAX
+                positions = 1.0 + np.cumsum(self.distinct(k))
+                for L in range(1, L_MAX + 1):
+                    ms = self.costs.round_ms(k, L, self.form, tokens[L - 1], positions[L - 1])
+                    self._speeds[i, L] = 1e3 * tokens[L - 1] / (ms * self.time_scale(k, L))
+        self._speeds[:, 0] = 1e3 / self.ar_ms()
         return self._speeds
 
     def choose(self, left: int) -> tuple[int, int]:
@@ -134,12 +184,12 @@ class AutoConfig:
             self.explore_after = min(EXPLORE_MAX, 2 * self.explore_after)
         elif L > 0 and not explore:  # drafting pays again: look at the usual pace
             self.explore_after = EXPLORE_AFTER
-        self.explored = explore
+        self.explored, self.first = explore and not self.first, False
         self.plain_in_a_row = self.plain_in_a_row + 1 if L == 0 else 0
         return self.ks[int(i)], int(L)
 
     def update(self, r: Round) -> None:
-        """Learn from one finished round."""
+        """Learn from one finished round (its time too, when timed)."""
         if r.k not in self.acc:
             return
         d = np.arange(r.L)
@@ -150,4 +200,20 @@ class AutoConfig:
         self.expected_total += float(self.prior[r.k][tried].sum())
         self.nodes[r.k][d] += np.asarray(r.distinct, float)
         self.seen[r.k][d] += 1
+        if r.ms > 0:
+            predicted = self.costs.round_ms(r.k, r.L, self.form, r.accepted + 1, r.positions)
+            self.measured_ms += r.ms
+            self.predicted_ms += predicted
+            if LEARN_TIMES and predicted > 0:
+                key = (r.k, r.L)
+                self.ratio_sum[key] = self.ratio_sum.get(key, 0.0) + float(np.clip(r.ms / predicted, 1 / RATIO_CLIP, RATIO_CLIP))
+                self.ratio_n[key] = self.ratio_n.get(key, 0) + 1
         self._speeds = None
+
+    def update_plain(self, ms: float) -> None:
+        """Learn from one plain target step that took ms."""
+        self.measured_ms += ms
+        self.predicted_ms += self.costs.ar_ms
+        if LEARN_TIMES:
+            self.plain_ms += float(np.clip(ms, self.costs.ar_ms / RATIO_CLIP, self.costs.ar_ms * RATIO_CLIP))
+            self.plain_n += 1

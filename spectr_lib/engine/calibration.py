@@ -18,6 +18,11 @@ from .request import make_request
 from .session import Session
 from .verifiers import VERIFIERS, default_form, make_verifier
 
+AR_TOKENS = 48  # tokens of each autoregressive run that times `ar_ms` (and the context the calls are timed on)
+DISAGREEMENT = 1.5  # a generation whose measured time is off the prediction by more than this factor (either
+# way) over at least DISAGREEMENT_MIN_MS of rounds and steps marks the cached calibration for re-measuring
+DISAGREEMENT_MIN_MS = 1000.0
+
 
 def run(pair: ModelPair, prompt, **kw):
     """A generation through the round's one home (what `generate` does for a request without "auto")."""
@@ -63,19 +68,18 @@ def draft_step_ms(pair: ModelPair, context: torch.Tensor, k: int) -> float:
 
 
 def measure(pair: ModelPair, prompts: list[torch.Tensor], max_new_tokens: int, progress: bool) -> Costs:
-    """Every number of `Costs` for the pair (see engine/costs.py)."""
+    """Every number of `Costs` for the pair (see engine/costs.py). Each term is measured on its own (no term is a
+    residual of the others): our autoregressive step over AR_TOKENS tokens, verification calls and draft steps on
+    top of a context as long as a generation's (the prompt and AR_TOKENS generated tokens), and from real rounds
+    the selection per visited position and the rest of a round as each round's own timers split it."""
     form = default_form(pair.device)
     shapes = {name: cls.calibration_shapes() for name, cls in VERIFIERS.items()}
     n_steps = 1 + sum(map(len, shapes.values())) + len(CALIBRATION_K) * (1 + len(prompts))
     bar = progress_bar(n_steps, progress, "calibrating the cost model")
-    context = prompts[0]
-
-    def ar_ms() -> float:
-        s = run(pair, context, method="ar", max_new_tokens=16, seed=0).stats
-        return (s.seconds_total - s.seconds_prefill) / s.new_tokens * 1e3
-
-    ar_ms()  # warm-up
-    ar = float(np.median([ar_ms() for _ in range(3)]))
+    run(pair, prompts[0], method="ar", max_new_tokens=4, seed=0)  # warm-up
+    ar_runs = [run(pair, prompts[0], method="ar", max_new_tokens=AR_TOKENS, seed=i) for i in range(2)]
+    ar = float(np.median([(g.stats.seconds_total - g.stats.seconds_prefill) / g.stats.new_tokens * 1e3 for g in ar_runs]))
+    context = torch.cat([prompts[0], ar_runs[0].token_ids.to(pair.device)])
     bar.update(1)
     verify_ms = {}
     for name, cls in VERIFIERS.items():
@@ -88,36 +92,35 @@ def measure(pair: ModelPair, prompts: list[torch.Tensor], max_new_tokens: int, p
         draft_ms.append([k, draft_step_ms(pair, context, k)])
         bar.update(1)
     costs = Costs(costs_key(pair), ar, verify_ms, draft_ms, select_ms=0.0, overhead_ms=0.0)
-    # real rounds: selection per visited position, what the model leaves out (overhead), acceptance priors
-    select_s = visited = unexplained = n_rounds = 0.0
+    # real rounds: selection per visited position, the rest of a round, acceptance priors
+    select_ms, other_ms, visited, n_rounds = 0.0, 0.0, 0, 0
     for k in CALIBRATION_K:
         accepted, tried, nodes, seen = np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L), np.zeros(CALIBRATION_L)
         for i, ids in enumerate(prompts):
             g = run(pair, ids, method="sps" if k == 1 else "kseq", k=k, L=CALIBRATION_L, max_new_tokens=max_new_tokens,
                     seed=i, verify=form)
             s = g.stats
-            select_s += s.seconds_select
             # a round cut by a stop token books an accepted stop token as the round's end: leave it out
             rounds = s.rounds[:-1] if s.new_tokens < max_new_tokens and s.rounds else s.rounds
             for r in s.rounds:
                 visited += r.accepted + 1
                 n_rounds += 1
-                unexplained -= costs.round_ms(r.k, r.L, form, 0, r.positions) / 1e3
+                select_ms += r.select_ms
+                other_ms += r.other_ms
             for r in rounds:
                 d = np.arange(r.L)
                 tried[d[d <= r.accepted]] += 1  # depth d + 1 was tried when d drafts before it were accepted
                 accepted[d[d < r.accepted]] += 1
                 nodes[d] += r.distinct
                 seen[d] += 1
-            unexplained += s.seconds_total - s.seconds_prefill - s.plain_steps * ar / 1e3
             bar.update(1)
         # conditional acceptance per depth with one pseudo-round at the overall rate (depths rarely reached)
         overall = accepted.sum() / max(1.0, tried.sum())
         costs.alpha[str(k)] = ((accepted + overall) / (tried + 1)).round(4).tolist()
         costs.nodes[str(k)] = (nodes / np.maximum(seen, 1)).round(3).tolist()
     bar.close()
-    costs.select_ms = select_s / max(1.0, visited) * 1e3
-    costs.overhead_ms = max(0.0, (unexplained - select_s) / max(1.0, n_rounds) * 1e3)
+    costs.select_ms = select_ms / max(1, visited)
+    costs.overhead_ms = other_ms / max(1, n_rounds)
     return costs
 
 
@@ -142,6 +145,30 @@ def load_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True
     tmp.write_text(costs.to_json())
     tmp.replace(path)
     return costs
+
+
+def check_agreement(costs: Costs, measured_ms: float, predicted_ms: float) -> bool:
+    """After a generation with "auto": when its rounds and plain steps took more than DISAGREEMENT times (or less
+    than 1/DISAGREEMENT of) what the costs predicted for them, over at least DISAGREEMENT_MIN_MS, the cached
+    calibration of these costs is dropped (with a warning) so that the next `pair_costs` measures again (the
+    running generation already corrected its own estimate from its rounds). Returns whether it was dropped."""
+    if measured_ms < DISAGREEMENT_MIN_MS or predicted_ms <= 0 or not costs.key:
+        return False
+    ratio = measured_ms / predicted_ms
+    if 1 / DISAGREEMENT <= ratio <= DISAGREEMENT:
+        return False
+    path = cache_path(costs.key)
+    try:
+        if json.loads(path.read_text()).get("key") != costs.key:
+            return False
+        path.unlink()
+    except (OSError, ValueError, AttributeError):
+        return False
+    import warnings
+
+    warnings.warn(f"this generation took {ratio:.2f}× the time the cached cost model predicted for its rounds: "
+                  "the calibration will be measured again on the next pair_costs(pair)", RuntimeWarning, stacklevel=3)
+    return True
 
 
 def calibration_prompts(pair: ModelPair, n: int = 2) -> list[torch.Tensor]:

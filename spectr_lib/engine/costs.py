@@ -8,7 +8,8 @@ where draft(b) is one draft step at batch b, target one verification call of the
 the tree form scores the drafts' distinct prefixes in one row, the batch form k rows of L + 1; measured per form
 at its `calibration_shapes` and predicted from calls of the same `layout`; the model's body: its float32 output
 head runs lazily, on the positions selection reads), select the selection work per position on the accepted
-path (the head's logits and warping p included) and overhead the rest of a round (roll-backs, book-keeping).
+path (the head's logits and warping p included) and overhead the rest of a round (book-keeping), each measured
+on its own by the round's timers (engine/session.py), never as the residual of the others.
 Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
 autoregressive steps. `calibration.calibrate` measures it all on the pair, with priors for the acceptance per depth;
 `calibration.load_costs` keeps the result under the user cache folder (`cache_path`), keyed by device, dtype,
@@ -19,6 +20,7 @@ the key changes.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import platform
@@ -48,23 +50,32 @@ class Costs:
     verify_ms: dict[str, list[list[float]]]  # form -> [[rows, positions per row, ms], ...] (Verifier.layout)
     draft_ms: list[list[float]]  # [[batch, ms per step], ...]
     select_ms: float  # per position on the accepted path
-    overhead_ms: float  # per round
+    overhead_ms: float  # per round: what a round's own timers book outside drafting, verification and selection
     alpha: dict[str, list[float]] = field(default_factory=dict)
     nodes: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
         # each form's calls grouped by rows once, when made: [(rows, [[positions per row, ms], ...]), ...] sorted
-        # by rows (auto predicts every option after each round; verify_ms is not read again)
+        # by rows, made monotone as physics says (more positions per row, or more rows, never cost less: a noisy
+        # call timed cheaper than a smaller one takes the smaller one's time); verify_ms keeps what was measured
         self._by_rows = {}
         for form, calls in self.verify_ms.items():
             grouped: dict[float, list[list[float]]] = {}
             for r, c, ms in calls:
                 grouped.setdefault(r, []).append([c, ms])
-            self._by_rows[form] = sorted(grouped.items())
+            tables = []
+            for rows, table in sorted(grouped.items()):
+                table = [[c, ms] for c, ms in sorted(table)]
+                for point in table:
+                    if tables and tables[-1][1][0][0] <= point[0] <= tables[-1][1][-1][0]:
+                        point[1] = max(point[1], _interp(point[0], tables[-1][1]))
+                tables.append((rows, _cummax(table)))
+            self._by_rows[form] = tables
+        self._draft = _cummax([list(t) for t in sorted(self.draft_ms)])
 
     def draft(self, batch: int) -> float:
         """ms of one draft step at this batch (linear between measured batches and beyond)."""
-        return _interp(batch, self.draft_ms)
+        return _interp(batch, self._draft)
 
     def target(self, k: int, L: int, form: str, positions: float | None = None) -> float:
         """ms of one verification call of k drafts of length L in `form` (a name in VERIFIERS; the tree form
@@ -105,21 +116,30 @@ def form_name(form) -> str:
     return form
 
 
+def _cummax(table: list[list[float]]) -> list[list[float]]:
+    """[[x, y], ...] sorted by x with each y raised to the largest y before it."""
+    top = -np.inf
+    for point in table:
+        top = point[1] = max(top, point[1])
+    return table
+
+
 def _interp(x: float, table: list[list[float]]) -> float:
-    """Piecewise-linear through the measured points, extended linearly past both ends, never below 0."""
-    xs, ys = np.array([t[0] for t in table], float), np.array([t[1] for t in table], float)
-    if len(xs) == 1:
-        return float(ys[0])
-    if x > xs[-1]:
-        return max(0.0, float(ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1])))
-    if x < xs[0]:
-        return max(0.0, float(ys[0] - (ys[1] - ys[0]) / (xs[1] - xs[0]) * (xs[0] - x)))
-    return float(np.interp(x, xs, ys))
+    """Piecewise-linear through the measured points [[x, y], ...] (sorted by x), extended linearly past both ends,
+    never below 0 (plain Python: auto predicts every option after each round)."""
+    if len(table) == 1:
+        return float(table[0][1])
+    i = min(max(bisect.bisect_left(table, [x]), 1), len(table) - 1)  # the segment [i - 1, i] holding x, or the end one
+    (x0, y0), (x1, y1) = table[i - 1], table[i]
+    if x0 <= x <= x1 and x1 > x0:
+        return float(y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+    return max(0.0, float(y0 + (y1 - y0) / (x1 - x0) * (x - x0))) if x1 > x0 else float(y1)
 
 
-ENGINE_VERSION = 6  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
+ENGINE_VERSION = 7  # bumped when the engine's own cost changes (2: the head's product for a few rows on a CPU;
 # 3: the verification head runs lazily, a bf16 feature draft's head in bf16; 4: the head's order by dtype and CPU;
-# 5: the models' linear layers in the faster order for a few rows, models/few_rows.py; 6: costs kept per form)
+# 5: the models' linear layers in the faster order for a few rows, models/few_rows.py; 6: costs kept per form;
+# 7: every term measured on its own at a generation's context length, overhead no longer a residual)
 
 
 def costs_key(pair: ModelPair) -> dict:

@@ -5,7 +5,7 @@ distributed exactly as the (warped) target would produce it.
 from __future__ import annotations
 
 from ..models.load import ModelPair
-from .calibration import load_costs
+from .calibration import check_agreement, load_costs
 from .costs import Costs
 from .inputs import check_pair
 from .methods import method_names
@@ -37,8 +37,10 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
 
     k="auto" (methods that take any k: k ∈ {1, 2, 4, 8}) and L="auto" (L ∈ 0..8, 0 a plain target step) choose
     each round's configuration with the most predicted tokens/s (engine/auto.py) from the pair's calibrated
-    costs (`costs`, default `pair_costs(pair)`: measured once, about a minute, then cached) and the acceptance
-    of this generation's earlier rounds; the choice depends only on past rounds, so the output law is unchanged.
+    costs (`costs`, default `pair_costs(pair)`: measured once, about a minute, then cached), corrected by the
+    acceptance and the measured time of this generation's earlier rounds; the choice depends only on past rounds,
+    so the output law is unchanged. A generation whose rounds took over 1.5× (or under 1/1.5) the predicted time
+    drops the cached calibration, with a RuntimeWarning: the next `pair_costs` measures again.
 
     lookup=True mixes each drafting step's q with a point mass on the token that followed the latest earlier
     occurrence of the sequence's last n ≥ 2 tokens (prompt lookup, engine/lookup.py); draft_temperature τ samples
@@ -58,7 +60,11 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
                            eos_token_id=eos_token_id, costs=costs, lookup=lookup, draft_temperature=draft_temperature)
     if request.auto and costs is None:
         costs = pair_costs(pair)
-    return Session(pair, request, costs).run()
+    session = Session(pair, request, costs)
+    generation = session.run()
+    if session.auto is not None:  # rounds that disagree with the calibration: measure it again next time
+        check_agreement(costs, session.auto.measured_ms, session.auto.predicted_ms)
+    return generation
 
 
 def pair_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True) -> Costs:

@@ -58,7 +58,7 @@ class Session:
         self.drafter = make_drafter(pair.draft, pair.vocab_size, pair.draft_settings) if m is not None else None
         self.verifier = make_verifier(pair.target, pair.vocab_size, form=request.form,
                                       need_features=self.drafter.needs_features if self.drafter else False)
-        self.auto = None
+        self.auto, self._choice_s = None, 0.0
         if request.auto:
             ks = tuple(x for x in K_AUTO if m.k in (None, x)) if request.auto_k else (request.k,)
             self.auto = AutoConfig(costs, ks, tuple(range(L_MAX + 1)) if request.auto_L else (request.L,), request.form)
@@ -88,11 +88,19 @@ class Session:
         logits, feature = self.verifier.step()
         token = sample_rows(self.warp(logits), self.generator)
         self.verifier.push(token)
-        self.stats.seconds_verify += time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.stats.seconds_verify += t1 - t0
         if self.drafter is not None:
             self.drafter.push(token, feature)
+            sync(self.pair.device)
+            self.stats.seconds_draft += time.perf_counter() - t1
             self.stats.plain_steps += 1
             self.stats.draft_lengths.append(0)
+        ms = (time.perf_counter() - t0 + self._choice_s) * 1e3
+        self._choice_s = 0.0
+        self.stats.plain_ms.append(ms)
+        if self.auto is not None:
+            self.auto.update_plain(ms)
         self.out.append(token)
         return token
 
@@ -105,10 +113,13 @@ class Session:
         if req.method is None or L < 1 or k < 1 or req.method.k not in (None, k):
             raise ValueError(f"a round of {req.name!r} takes L ≥ 1 and k = {req.method.k if req.method else '–'} "
                              f"(any k ≥ 1 where that is None), got k = {k}, L = {L}")
-        t0 = time.perf_counter()
+        t_in = time.perf_counter()
         mix = Mixer(torch.cat([req.ids, *[t.reshape(1) for t in self.out]])) if req.lookup else None
         if k not in self.draft_warps:
             self.draft_warps[k] = req.draft_warp(pair.draft_settings, k)
+        t0 = time.perf_counter()
+        self._other_s = t0 - t_in + self._choice_s  # the choice of (k, L) and the Mixer are this round's "other"
+        self._choice_s = 0.0
         tokens, q = self.drafter.draft(k, L, self.draft_warps[k], self.generator, req.method.first_draw, mix)
         sync(pair.device)
         if observe is not None:
@@ -127,21 +138,29 @@ class Session:
         self.verifier.commit(tokens, row, n_acc, new[-1])  # roll-backs are booked to the side they belong to
         t4 = time.perf_counter()
         self.drafter.commit(tokens, row, n_acc, new[-1], features[row] if features is not None else None)
-        stats.seconds_draft += t1 - t0 + time.perf_counter() - t4
-        stats.seconds_verify += t2 - t1 + t4 - t3
-        stats.seconds_select += t3 - t2
+        sync(pair.device)
+        t5 = time.perf_counter()
         stats.accepted_hist[n_acc] += 1
         stats.draft_lengths.append(L)
-        stats.rounds.append(Round(k, L, n_acc, self.verifier.positions, tuple(distinct_prefixes(tokens))))
+        draft_s, verify_s, select_s = t1 - t0 + t5 - t4, t2 - t1 + t4 - t3, t3 - t2
+        stats.seconds_draft += draft_s
+        stats.seconds_verify += verify_s
+        stats.seconds_select += select_s
+        self.out.extend(new)
+        distinct = tuple(distinct_prefixes(tokens))
+        other_s = time.perf_counter() - t5 + self._other_s  # this round's book-keeping, and the Mixer's before t0
+        stats.rounds.append(Round(k, L, n_acc, self.verifier.positions, distinct, draft_s * 1e3, verify_s * 1e3,
+                                  select_s * 1e3, other_s * 1e3))
         if self.auto is not None:
             self.auto.update(stats.rounds[-1])
-        self.out.extend(new)
         return RoundResult(tokens, q, logits, features, new, row, n_acc)
 
     def run(self) -> Generation:
         """Rounds and plain steps until done; the generation."""
         while not self.done:
+            t0 = time.perf_counter()
             k, L = self.next_config()
+            self._choice_s = time.perf_counter() - t0  # booked to the round or step it chose
             if L == 0:
                 self.step()
             else:

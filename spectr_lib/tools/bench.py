@@ -138,6 +138,7 @@ def run(pair, prompts: list[dict], configs: list[Config], max_new_tokens: int, t
                 s = g.stats
                 res.add(rec["category"], s.new_tokens, s.target_calls, s.seconds_total - s.seconds_prefill, s.accepted_hist)
                 res.add_rounds(s, costs, form)
+                res.add_profile(s)
             bar.update(1)
         if on_prompt is not None:
             on_prompt(results, i + 1)
@@ -180,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where each configuration's rounds spent their time: ms per round of drafting, "
+                         "verification, selection and the rest, and tokens per round, by (k, L) chosen")
     ap.add_argument("--out", type=Path, default=Path("results") / "bench")
     ap.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
                     help="only re-write table.md and the plots of a saved results.json (into its folder)")
@@ -242,7 +246,7 @@ def _run_main(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if pair.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     report = {"device": device, "dtype": str(pair.dtype), "pair": repr(pair), "prompts": len(prompts),
-              "max_new_tokens": args.max_new_tokens, "runs": {}}
+              "max_new_tokens": args.max_new_tokens, "profile": args.profile, "runs": {}}
     lookup = (f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate "
               "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill.")
     no_assist = "Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted."

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.decoder import METHODS
-from ..engine.metrics import mean_acceptance_length
+from ..engine.metrics import PHASES, mean_acceptance_length, profile_sums, round_profile
 
 HF_METHODS = ("hf_ar", "hf_assisted", "hf_lookup")  # generate(): plain, assistant_model=draft, prompt lookup
 
@@ -51,6 +51,11 @@ class Result:
     per_category: dict = field(default_factory=dict)
     predicted_seconds: float = 0.0  # the cost model's time for the same rounds (engine/costs.py)
     chosen: dict = field(default_factory=dict)  # "k,L" (or "plain") -> rounds
+    profile: dict = field(default_factory=dict)  # "k,L" (or "plain") -> rounds, tokens and ms summed by phase
+
+    def add_profile(self, stats) -> None:
+        """Add one generation's rounds and plain steps, timed by phase, to the profile (metrics.profile_sums)."""
+        profile_sums(stats, self.profile)
 
     def add_rounds(self, stats, costs, form: str) -> None:
         """Book the cost model's predicted seconds for the rounds and plain steps of one generation, and the
@@ -146,6 +151,21 @@ def table(results: list[Result], baseline: str = "hf_ar") -> str:
     return "\n".join(lines)
 
 
+def profile_table(results: list[Result]) -> str:
+    """Markdown table of where each configuration's rounds spent their time: per (k, L) chosen (or plain steps),
+    the rounds, tokens per round and mean ms per round of drafting, verification, selection and the rest."""
+    lines = ["| method | k | L | round (k, L) | rounds | tokens per round | draft ms | verify ms | select ms | other ms | "
+             "ms per round | tokens/s of these rounds |", "|---" * 12 + "|"]
+    for r in results:
+        for key, row in round_profile(sums=r.profile).items():
+            cells = " | ".join(f"{row[name]:.1f}" for name in PHASES)
+            lines.append(f"| {r.config.label} | {r.config.k} | {r.config.L or '–'} | {key} | {row['rounds']} | "
+                         f"{row['tokens_per_round']:.2f} | {cells} | {row['ms']:.1f} | "
+                         f"{1e3 * row['tokens_per_round'] / max(row['ms'], 1e-9):.1f} |")
+    return ("Round profile (`--profile`): mean ms per round by phase; a plain step's whole time is its verify ms.\n\n"
+            + "\n".join(lines)) if len(lines) > 2 else ""
+
+
 def category_table(results: list[Result]) -> str:
     """Markdown table per category: block efficiency, and speed-up over our AR measured on the same prompts."""
     ours = next((r for r in results if r.config.name == "ar" and r.tokens), None)
@@ -202,7 +222,7 @@ def to_json(results: list[Result]) -> list[dict]:
     return [{"method": r.config.method, "k": r.config.k, "L": r.config.L, "lookup": r.config.lookup, "tokens": r.tokens,
              "target_calls": r.target_calls, "seconds": r.seconds, "block_efficiency": r.block_efficiency,
              "tokens_per_second": r.tokens_per_second, "accepted_hist": r.accepted_hist,
-             "predicted_seconds": r.predicted_seconds, "chosen": r.chosen,
+             "predicted_seconds": r.predicted_seconds, "chosen": r.chosen, "profile": r.profile,
              "per_category": {c: {**v, "block_efficiency": v["tokens"] / max(1, v["target_calls"])}
                               for c, v in r.per_category.items()}} for r in results if r.tokens]
 
@@ -212,7 +232,7 @@ def from_json(records: list[dict]) -> list[Result]:
     keep = ("tokens", "target_calls", "seconds")
     return [Result(Config(d["method"], d["k"], d["L"], d.get("lookup", False)), d["tokens"], d["target_calls"], d["seconds"], list(d["accepted_hist"]),
                    {c: {key: v[key] for key in keep} for c, v in d["per_category"].items()},
-                   d.get("predicted_seconds", 0.0), dict(d.get("chosen", {}))) for d in records]
+                   d.get("predicted_seconds", 0.0), dict(d.get("chosen", {})), dict(d.get("profile", {}))) for d in records]
 
 
 def render(report: dict, out: Path) -> str:
@@ -231,6 +251,9 @@ def render(report: dict, out: Path) -> str:
         per_category = category_table(results)
         if per_category:
             md += ["", per_category]
+        profile = profile_table(results) if report.get("profile") else ""
+        if profile:
+            md += ["", profile]
         fig = plot(results, float(T))
         fig.savefig(out / f"plots_T{T}.png", dpi=110)
         plt.close(fig)

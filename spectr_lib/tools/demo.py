@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(DEMO_PROMPTS)} prompts, T = {args.temperature}, up to {args.max_new_tokens} new tokens each, "
           f"{pair.device} {str(pair.dtype).replace('torch.', '')}, {torch.get_num_threads()} threads:\n")
     print(table(results, baseline="ar"))
-    print("\n'auto' picks each round's (k, L) from the cost model calibrated on this machine and the acceptance "
-          "seen so far; 'plain' rounds are target steps without drafts, taken when drafting cannot pay here."
+    print("\n'auto' picks each round's (k, L) from the cost model calibrated on this machine, corrected by the "
+          "acceptance and the time of the rounds seen so far; 'plain' rounds are target steps without drafts, taken "
+          "when drafting cannot pay here."
           + (" '+lookup': the draft's q is mixed with prompt lookup, this draft's default (generate(lookup=False) "
              "turns it off)." if lookup_arg(pair, None) else ""))
 

@@ -70,8 +70,9 @@ NEAR_TIE = 0.5  # logits: bf16 runs of the target differ from float32 by up to 0
 def test_greedy_in_bf16_departs_from_the_target_only_at_near_ties(pair32):
     """In bf16 the batch shape of a call moves the hidden state; with float32 output heads the speculative path
     may leave the autoregressive one only where the two tokens' float32 logits are within bf16's noise (the
-    target's head is float32; a bf16 draft's head only decides what is drafted)."""
-    pair16 = load_pair(device="cpu", dtype=torch.bfloat16)
+    target's head is float32, `head_dtype="float32"`; a bf16 draft's head only decides what is drafted)."""
+    pair16 = load_pair(device="cpu", dtype=torch.bfloat16, head_dtype="float32")
+    assert pair16.head_dtype == torch.float32 and "head torch.float32" in repr(pair16)
     same, agreed, total = 0, 0, 0
     for prompt in GREEDY_PROMPTS:
         ids = encode_chat(pair16.tokenizer, prompt)

@@ -40,9 +40,9 @@ def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
 def label(model, records: list[dict], layers=(-1,), batch_tokens: int = 4096, progress: bool = True) -> list[dict]:
     """Add the target's features [T, n·d] (bf16: hidden_states at `layers`, concatenated; default the last) and
     its top-k next-token probabilities (float32 head) at every position to each record."""
-    from ..models.heads import Float32Head
+    from ..models.heads import OutputHead
 
-    head = Float32Head(model, model.config.vocab_size)
+    head = OutputHead(model, model.config.vocab_size)  # float32 labels
     bar = tqdm(total=sum(len(r["ids"]) for r in records), desc="teacher pass", unit="tok", disable=not progress,
                leave=False)
     for batch in length_batches([len(r["ids"]) for r in records], batch_tokens):

@@ -7,7 +7,7 @@ import torch
 from ..models.load import ModelPair
 from ..theory.dists import check_sampling, is_real, warp
 from .drafters import draft_warp, make_drafter
-from ..models.heads import Float32Head
+from ..models.heads import OutputHead
 from . import inputs
 from .inputs import check_pair, context_limit, count, draft_temperature_arg, lookup_arg
 from .lookup import mix_along
@@ -15,11 +15,12 @@ from .lookup import mix_along
 
 @torch.no_grad()
 def next_token_logits(pair: ModelPair, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The target's and the draft's logits [T, V] (float32) of the token after each prefix of token_ids [T]
-    (teacher forcing, both models, output heads as in decoding: the target's in float32, the draft's in its dtype)."""
+    """The target's and the draft's logits [T, V] of the token after each prefix of token_ids [T] (teacher forcing,
+    both models, output heads as in decoding: the target's in `pair.head_dtype`, the draft's as its drafter runs it)."""
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=pair.device).reshape(-1)
     drafter = make_drafter(pair.draft, pair.vocab_size, pair.draft_settings)
-    logits, h = Float32Head(pair.target, pair.vocab_size)(ids[None], None, layers=drafter.needs_features or None)
+    head = OutputHead(pair.target, pair.vocab_size, dtype=pair.head_dtype)
+    logits, h = head(ids[None], None, layers=drafter.needs_features or None)
     return logits[0], drafter.teacher_forced_logits(ids, h[0] if drafter.needs_features else None)
 
 

@@ -33,7 +33,7 @@ def run(pair: ModelPair, prompt, **kw):
 def call_ms(pair: ModelPair, context: torch.Tensor, k: int, L: int, form: str) -> float:
     """Median ms of one verification call of `form` verifying k drafts of length L (distinct tokens: no shared
     prefix) on top of a cached context [T]; L = 0 is a plain target step."""
-    target = make_verifier(pair.target, pair.vocab_size, form=form)
+    target = make_verifier(pair.target, pair.vocab_size, form=form, head_dtype=pair.head_dtype)
     target.prefill(context)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, pair.vocab_size, (k, max(L, 1)), generator=g).to(pair.device)
@@ -55,7 +55,8 @@ def draft_step_ms(pair: ModelPair, context: torch.Tensor, k: int) -> float:
     """Median ms of one batched draft step at batch k: drafting L = 3 minus drafting L = 1, halved (each
     followed by the roll-back); never below 0."""
     drafter = make_drafter(pair.draft, pair.vocab_size, pair.draft_settings)
-    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, form="batch")
+    target = make_verifier(pair.target, pair.vocab_size, need_features=drafter.needs_features, form="batch",
+                           head_dtype=pair.head_dtype)
     drafter.prefill(context, target.prefill(context))
     gen = torch.Generator(device=pair.device).manual_seed(0)
     d = pair.target.config.hidden_size

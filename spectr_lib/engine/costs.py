@@ -6,8 +6,8 @@ A round of k drafts of length L costs (`Costs.round_ms`, docs/cheatsheet.md, "Ro
 
 where draft(b) is one draft step at batch b, target one verification call of the form (engine/verifiers.py:
 the tree form scores the drafts' distinct prefixes in one row, the batch form k rows of L + 1; measured per form
-at its `calibration_shapes` and predicted from calls of the same `layout`; the model's body: its float32 output
-head runs lazily, on the positions selection reads), select the selection work per position on the accepted
+at its `calibration_shapes` and predicted from calls of the same `layout`; the model's body: its output head
+(in `ModelPair.head_dtype`) runs lazily, on the positions selection reads), select the selection work per position on the accepted
 path (the head's logits and warping p included) and overhead the rest of a round (book-keeping), each measured
 on its own by the round's timers (engine/session.py), never as the residual of the others.
 Everything is in milliseconds and, divided by `ar_ms` (one token of our own autoregressive decoding), in
@@ -156,7 +156,8 @@ def costs_key(pair: ModelPair) -> dict:
     weights = [float(next(m.parameters()).detach().float().sum()) for m in (pair.target, pair.draft) if m is not None]
     settings = pair.draft_settings
     taus = {str(k): t for k, t in sorted(settings.temperatures.items())} if settings is not None else {}
-    return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "threads": torch.get_num_threads(),
+    return {"device": device, "device_type": pair.device.type, "dtype": str(pair.dtype), "head_dtype": str(pair.head_dtype),
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__, "pair": repr(pair), "weights": [round(w, 4) for w in weights],
             "engine": ENGINE_VERSION, **({"draft_temperature": taus} if taus else {}),
             **({"prompt_lookup": True} if settings is not None and settings.prompt_lookup else {})}

@@ -49,8 +49,10 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     draft, 1.1 for eight, chosen on held-out prompts). Either keeps the output law exact (drafts are verified
     against the q they came from).
 
-    Greedy (temperature 0): the target's head runs in float32, so in float32 the output equals the target's
-    greedy output token for token; in bfloat16 too, except at genuine near-ties of the hidden state.
+    Greedy (temperature 0): in float32 the output equals the target's greedy output token for token. In a bf16
+    pair the head runs in bf16 by default (`pair.head_dtype`), whose logits can tie, and a tie can break another
+    way in a call of another shape; `load_pair(..., head_dtype="float32")` removes those ties, and the output
+    then equals the target's greedy output except at genuine near-ties of the hidden state.
 
     Raises TypeError / ValueError, before any model call, for a bad argument or prompt, or a sequence longer than
     the models' context (prompt + max_new_tokens must fit).

@@ -13,7 +13,7 @@ from typing import Callable, Protocol
 import torch
 
 from ..models import hf_cache
-from ..models.heads import Float32Head
+from ..models.heads import OutputHead
 from ..models.draft_settings import DraftSettings, default_settings
 from ..models.feature_draft import FeatureDraft, KVCache, previous_features
 from ..theory.dists import sample_rows
@@ -80,7 +80,7 @@ class LMDrafter:
     def __init__(self, model: torch.nn.Module, vocab_size: int, settings: DraftSettings):
         self.model, self.V = model, vocab_size
         # a standalone draft may keep only its most frequent head rows (q = 0 elsewhere: still exact, cheaper)
-        self.head = Float32Head(model, vocab_size, rows=settings.head_ids)
+        self.head = OutputHead(model, vocab_size, rows=settings.head_ids)  # float32: decides only what is drafted
         self.calls = 0
 
     def prefill(self, ids: torch.Tensor, features: torch.Tensor | None = None) -> None:

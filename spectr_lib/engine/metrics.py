@@ -28,7 +28,7 @@ class Stats:
     seconds_prefill: float = 0.0
     seconds_draft: float = 0.0
     seconds_verify: float = 0.0
-    seconds_select: float = 0.0  # selection, with the target head's float32 logits of the positions it reads
+    seconds_select: float = 0.0  # selection, with the target head's logits of the positions it reads
     seconds_total: float = 0.0
 
     @property

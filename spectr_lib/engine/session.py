@@ -56,7 +56,7 @@ class Session:
         self.warp, self.draft_warps = request.warp, {}  # the target's warp; the draft's, by k (its τ for k)
         self.t_start = time.perf_counter()
         self.drafter = make_drafter(pair.draft, pair.vocab_size, pair.draft_settings) if m is not None else None
-        self.verifier = make_verifier(pair.target, pair.vocab_size, form=request.form,
+        self.verifier = make_verifier(pair.target, pair.vocab_size, form=request.form, head_dtype=pair.head_dtype,
                                       need_features=self.drafter.needs_features if self.drafter else False)
         self.auto, self._choice_s = None, 0.0
         if request.auto:
@@ -125,7 +125,7 @@ class Session:
         if observe is not None:
             observe("drafted")
         t1 = time.perf_counter()
-        logits, features = self.verifier.verify(tokens, lazy=True)  # the float32 head runs on the positions read
+        logits, features = self.verifier.verify(tokens, lazy=True)  # the head runs on the positions read
         sync(pair.device)
         if observe is not None:
             observe("verified")

@@ -56,7 +56,7 @@ class RoundTrace:
     prompt_ids: torch.Tensor  # [T]
     tokens: torch.Tensor  # the drafts [k, L]
     q: torch.Tensor  # warped draft distributions [k, L, V] (float64)
-    target_logits: torch.Tensor  # float32 target logits [k, L + 1, V] at every draft position
+    target_logits: torch.Tensor  # target logits [k, L + 1, V] at every draft position (in the pair's head dtype)
     positions: list[PositionTrace]  # one per depth the round reached (accepted + 1, at most L)
     new_tokens: torch.Tensor  # [accepted + 1]: the accepted draft tokens, then the correction or bonus token
     accepted: int  # accepted draft tokens

@@ -9,7 +9,7 @@ import torch
 
 from ..models import hf_cache
 from ..theory.trees import ancestors, token_tree
-from ..models.heads import Float32Head, LazyLogits
+from ..models.heads import LazyLogits, OutputHead
 
 TREE_POSITIONS = (1, 2, 3, 5, 9, 17, 33, 49, 65, 81)  # positions of the tree-form calls the cost model times
 BATCH_K, BATCH_L = (1, 2, 4, 8), (1, 2, 4, 8)  # drafts and lengths of the batch-form calls it times
@@ -39,16 +39,17 @@ class Verifier:
         raise NotImplementedError("a verification form gives calibration_shapes(): the (k, L) calls the cost model "
                                   "times")
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False):
+    def __init__(self, model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False,
+                 head_dtype: torch.dtype = torch.float32):
         self.model, self.V = model, vocab_size
         # which hidden states a feature draft reads: True is the last one; a tuple names hidden_states indices
         self.layers = ((-1,) if need_features is True else tuple(need_features)) if need_features else None
-        self.head = Float32Head(model, vocab_size)
+        self.head = OutputHead(model, vocab_size, dtype=head_dtype)
         self.calls = 0
         self.positions = 0  # positions the last verification call scored
 
     def _run(self, ids: torch.Tensor, lazy: bool = False, **kw):
-        """Float32 logits [B, T, V] (a `LazyLogits` when lazy) and, when a feature draft needs them, its
+        """Logits [B, T, V] in the head's dtype (a `LazyLogits` when lazy) and, when a feature draft needs them, its
         features [B, T, n·d]."""
         logits, h = self.head(ids, self.cache, layers=self.layers, lazy=lazy, **kw)
         return logits, (h if self.layers is not None else None)
@@ -68,7 +69,7 @@ class Verifier:
     @torch.no_grad()
     def verify(self, tokens: torch.Tensor, lazy: bool = False) -> tuple[torch.Tensor | LazyLogits, torch.Tensor | None]:
         """Logits [k, L+1, V] of every draft position of tokens [k, L] (and the features there), in one call.
-        lazy=True returns the logits as a `heads.LazyLogits`: the model call is made, the float32 output head
+        lazy=True returns the logits as a `heads.LazyLogits`: the model call is made, the output head
         runs only on the positions selection reads (the decoder's form)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement verify()")
 
@@ -179,10 +180,11 @@ def form_arg(verify) -> str:
 
 
 def make_verifier(model: torch.nn.Module, vocab_size: int, need_features: bool | tuple[int, ...] = False,
-                  form: str | None = None) -> Verifier:
+                  form: str | None = None, head_dtype: torch.dtype = torch.float32) -> Verifier:
     """The verifier of `form` (a name in VERIFIERS; None: the default for the model's device) for a target.
     need_features: False, True (the last hidden state) or the hidden_states indices a feature draft reads (its
-    `feature_layers`). Raises ValueError for an unknown form."""
+    `feature_layers`); head_dtype: the output head's dtype (the decoder passes `ModelPair.head_dtype`). Raises
+    ValueError for an unknown form."""
     form = default_form(next(model.parameters()).device) if form is None else form_arg(form)
-    return VERIFIERS[form](model, vocab_size, need_features)
+    return VERIFIERS[form](model, vocab_size, need_features, head_dtype)
 

@@ -1,9 +1,12 @@
-"""The output head in float32: logits that bf16 rounding cannot tie.
+"""The output head, run apart from the model's body: in a dtype of its own, lazily on the positions read.
 
-In bfloat16 a logit near 17.5 is resolved only to 0.125, so two tokens whose logits differ by less can come
-out equal, and which one wins then depends on the batch shape of the call (one token at a time, a batch of
-drafts, a token tree). Computing the head from the model's hidden state in float32 removes those ties; what
-remains are genuine near-ties of the hidden state itself (see `generate`'s docstring).
+By default the decoder's head runs in the model's own dtype (`ModelPair.head_dtype`), as Hugging Face's
+`generate` does: the output law is exact whatever the head's dtype, since every rule verifies against the p it
+computed. In bfloat16 a logit near 17.5 is resolved only to 0.125, so two tokens whose logits differ by less can
+come out equal, and which one wins then depends on the batch shape of the call (one token at a time, a batch of
+drafts, a token tree); a float32 head (`load_pair(head_dtype="float32")`) removes those ties, at about 3× the
+head's cost in a bf16 model on a CPU; what remains are genuine near-ties of the hidden state itself (see
+`generate`'s docstring).
 """
 from __future__ import annotations
 
@@ -15,22 +18,23 @@ import torch
 from . import hf_cache
 from .matmul_order import head_matmul
 
-_WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()  # model -> float32 head
+_WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()  # model -> heads by dtype
 _SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
 
 
-class Float32Head:
-    """Runs a Hugging Face causal LM as body (in its dtype) + output head (in float32).
+class OutputHead:
+    """Runs a Hugging Face causal LM as body (in its dtype) + output head (in `dtype`, default float32).
 
-    `__call__(ids [B, T], cache, layers, **kw)` returns (logits [B, T, V] float32, features [B, T, n·d]: the
+    `__call__(ids [B, T], cache, layers, **kw)` returns (logits [B, T, V] in `dtype`, features [B, T, n·d]: the
     last hidden state by default, or the states of several layers for a draft that fuses them). With `rows`
     [R] (a draft's kept head rows, FR-Spec style) only those R logits are computed, the rest are −inf. Models
     whose config scales or caps logits after the head (Gemma 2, Cohere, ...) keep their own forward, with the
-    logits cast to float32.
+    logits cast to `dtype`.
     """
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int, rows: torch.Tensor | None = None):
-        self.model, self.V = model, vocab_size
+    def __init__(self, model: torch.nn.Module, vocab_size: int, rows: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32):
+        self.model, self.V, self.dtype = model, vocab_size, dtype
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         body = model.get_decoder() if hasattr(model, "get_decoder") else None
         scaled = any(getattr(model.config, name, None) not in (None, 1, 1.0) for name in _SCALED)
@@ -38,17 +42,17 @@ class Float32Head:
         self.rows = None if self.own or rows is None else rows.to(head.weight.device).long()
         if not self.own:
             self.body = body
-            self.weight, self.bias = _float32_weights(model, head, vocab_size, self.rows)
+            self.weight, self.bias = _head_weights(model, head, vocab_size, self.rows, dtype)
 
     def __call__(self, ids: torch.Tensor, cache, layers: tuple[int, ...] | None = None, lazy: bool = False,
                  **kw) -> tuple["torch.Tensor | LazyLogits", torch.Tensor]:
-        """Logits [B, T, V] (float32) and features [B, T, n·d]: the hidden states at the given indices of the
+        """Logits [B, T, V] (in the head's dtype) and features [B, T, n·d]: the hidden states at the given indices of the
         model's hidden_states, concatenated (default (-1,): the last, normed state the head reads). lazy=True
         returns the logits as a `LazyLogits` [B, T, V] that runs the head only on the positions read."""
         layers = tuple(layers) if layers else (-1,)
         if self.own:
             out = hf_cache.forward(self.model, ids, cache, output_hidden_states=True, **kw)
-            logits = out.logits[..., : self.V].float()
+            logits = out.logits[..., : self.V].to(self.dtype)
             return (LazyLogits(logits, lambda x: x) if lazy else logits), _pick(out.hidden_states, layers)
         if layers == (-1,):
             h = feats = hf_cache.forward(self.body, ids, cache, **kw).last_hidden_state
@@ -58,8 +62,9 @@ class Float32Head:
         return (LazyLogits(h, self.logits) if lazy else self.logits(h)), feats
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Float32 logits [..., V] of the model's last hidden states h [..., d] (−inf outside `rows` if set)."""
-        logits = head_matmul(h.float(), self.weight)
+        """Logits [..., V] in the head's dtype of the model's last hidden states h [..., d] (−inf outside `rows` if
+        set)."""
+        logits = head_matmul(h.to(self.dtype), self.weight)
         logits = logits + self.bias if self.bias is not None else logits
         if self.rows is not None:  # kept rows only: the other tokens get logit −inf (probability 0)
             logits = logits.new_full(logits.shape[:-1] + (self.V,), float("-inf")).scatter_(
@@ -68,7 +73,7 @@ class Float32Head:
 
 
 class LazyLogits:
-    """A verification call's logits [k, L + 1, V], computed when read: `logits[r, i]` runs the float32 head on
+    """A verification call's logits [k, L + 1, V], computed when read: `logits[r, i]` runs the output head on
     that one position (once; positions that share a node of the drafts' tree share it), `logits[r]` on row r,
     `dense()` on all. Selection reads only the accepted path and one position after it, so a round pays the head
     for about accepted + 1 positions instead of every scored one: on a 2-core AMX Xeon, the 49,152-row float32
@@ -107,7 +112,7 @@ class LazyLogits:
         return self.head(self.h[self.index[key].to(self.h.device)])
 
     def dense(self) -> torch.Tensor:
-        """All logits [*index.shape, V] (float32)."""
+        """All logits [*index.shape, V] (in the head's dtype)."""
         return self.head(self.h[self.index.to(self.h.device)])
 
 
@@ -116,14 +121,15 @@ def _pick(hidden_states: tuple[torch.Tensor, ...], layers: tuple[int, ...]) -> t
     return hidden_states[layers[0]] if len(layers) == 1 else torch.cat([hidden_states[i] for i in layers], -1)
 
 
-def _float32_weights(model: torch.nn.Module, head: torch.nn.Linear, V: int, rows: torch.Tensor | None = None):
-    """The head's first V rows [V, d] (or the given rows [R, d]) and bias in float32, made once per model and
-    weight version."""
+def _head_weights(model: torch.nn.Module, head: torch.nn.Linear, V: int, rows: torch.Tensor | None, dtype: torch.dtype):
+    """The head's first V rows [V, d] (or the given rows [R, d]) and bias in `dtype` (the model's own tensors,
+    not copies, where the dtype is theirs and all rows are kept), made once per model, dtype and weight version."""
     key = (head.weight.data_ptr(), head.weight._version, V, None if rows is None else rows.data_ptr())
-    hit = _WEIGHTS.get(model)
+    cached = _WEIGHTS.setdefault(model, {})
+    hit = cached.get(dtype)
     if hit is None or hit[0] != key:
         pick = slice(0, V) if rows is None else rows
-        bias = head.bias[pick].detach().float() if head.bias is not None else None
-        hit = (key, head.weight[pick].detach().float(), bias)
-        _WEIGHTS[model] = hit
+        bias = head.bias[pick].detach().to(dtype) if head.bias is not None else None
+        hit = (key, head.weight[pick].detach().to(dtype), bias)
+        cached[dtype] = hit
     return hit[1], hit[2]

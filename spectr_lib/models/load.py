@@ -39,10 +39,15 @@ class ModelPair:
     vocab_size: int  # the part of the logits both models share; larger rows are padding
     # the draft's kind, τ table, lookup default and kept head rows (None: the defaults of its kind; no draft: None)
     draft_settings: DraftSettings | None = None
+    # the dtype the decoder runs the target's output head in (None: the models' dtype, as Hugging Face's generate;
+    # float32 in a bf16 pair: logits that bf16 rounding cannot tie, for bit-for-bit greedy studies; models/heads.py)
+    head_dtype: torch.dtype | None = None
 
     def __post_init__(self):
         if self.draft is not None and self.draft_settings is None:
             self.draft_settings = default_settings(self.draft)
+        if self.head_dtype is None:
+            self.head_dtype = self.dtype
 
     def with_draft(self, draft: torch.nn.Module, settings: DraftSettings | None = None) -> "ModelPair":
         """This pair with another draft and its settings (None: the defaults of its kind). Use this rather than
@@ -51,7 +56,8 @@ class ModelPair:
 
     def __repr__(self) -> str:
         names = [model_name(m) for m in (self.target, self.draft) if m is not None]
-        return f"ModelPair({' <- '.join(names)}, vocab={self.vocab_size}, {self.device}, {self.dtype})"
+        head = f", head {self.head_dtype}" if self.head_dtype != self.dtype else ""
+        return f"ModelPair({' <- '.join(names)}, vocab={self.vocab_size}, {self.device}, {self.dtype}{head})"
 
 
 def model_name(model: torch.nn.Module) -> str:
@@ -262,10 +268,14 @@ def load_target(target: str | Path | None = None, *, device=None, dtype=None):
     return _load_lm(spec, dev, dt), _load_tokenizer(spec)
 
 
-def load_pair(target: str | Path | None = None, draft: str | Path | None = None, *, device=None, dtype=None) -> ModelPair:
+def load_pair(target: str | Path | None = None, draft: str | Path | None = None, *, device=None, dtype=None,
+              head_dtype=None) -> ModelPair:
     """Load a target and a draft by Hugging Face name or local folder; None means the embedded default (the
     embedded SmolLM2-135M-Instruct target, the project's feature draft). dtype: a torch dtype, a name such as
-    "float32" / "bf16", or None (bfloat16 on CUDA and on CPUs with native bf16, else float32). On a CPU the
+    "float32" / "bf16", or None (bfloat16 on CUDA and on CPUs with native bf16, else float32). head_dtype: the
+    dtype the decoder runs the target's output head in, the same kinds of value (None: dtype, as Hugging Face's
+    `generate`; "float32" in a bf16 pair gives logits bf16 rounding cannot tie, for greedy studies, at about 3×
+    the head's cost on a CPU; either way the output law is the target's as its head computes it). On a CPU the
     models' `nn.Linear` layers become `few_rows.FewRowsLinear` (same parameters; tools that match the exact
     type, such as `torch.ao.quantization.quantize_dynamic`, then pass them over).
 
@@ -273,6 +283,7 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    head_dt = None if head_dtype is None else resolve_dtype(head_dtype, dev)
     if draft is None:
         draft = DEFAULT_DRAFT_DIR
         if not holds_model(draft):
@@ -292,7 +303,7 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
     draft_model, draft_tokenizer, settings = load_draft(draft, target_model, dev, dt)
     use_few_rows_order(target_model)  # on a CPU, a verification call's few rows in the faster order (float rounding only)
     n = shared_vocab_size(target_model, draft_model, tokenizer, draft_tokenizer)
-    return ModelPair(target_model, draft_model, tokenizer, dev, dt, n, settings)
+    return ModelPair(target_model, draft_model, tokenizer, dev, dt, n, settings, head_dt)
 
 
 def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, draft_layers: int = 1,

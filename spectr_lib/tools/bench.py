@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--draft", default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--head-dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                    help="the dtype our decoder runs the target's output head in (default: --dtype, as HF generate)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", action="store_true",
                     help="also print where each configuration's rounds spent their time: ms per round of drafting, "
@@ -228,7 +230,7 @@ def _run_main(args: argparse.Namespace) -> None:
     from ..models.load import load_pair
 
     logging.disable_progress_bar()
-    pair = load_pair(args.target, args.draft, device=args.device, dtype=getattr(torch, args.dtype) if args.dtype else None)
+    pair = load_pair(args.target, args.draft, device=args.device, dtype=args.dtype, head_dtype=args.head_dtype)
     prompts = read_prompts(args.prompts)
     if args.categories:
         prompts = [r for r in prompts if r["category"] in args.categories]
@@ -245,7 +247,7 @@ def _run_main(args: argparse.Namespace) -> None:
         configs[1:1] = [Config("hf_assisted"), Config("hf_lookup", 1, args.lookup_L)]
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if pair.device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    report = {"device": device, "dtype": str(pair.dtype), "pair": repr(pair), "prompts": len(prompts),
+    report = {"device": device, "dtype": str(pair.dtype), "head_dtype": str(pair.head_dtype), "pair": repr(pair), "prompts": len(prompts),
               "max_new_tokens": args.max_new_tokens, "profile": args.profile, "runs": {}}
     lookup = (f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate "
               "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill.")

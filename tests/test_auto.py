@@ -11,6 +11,7 @@ from spectr_lib.engine.auto import AutoConfig, Round, expected_tokens, predict_t
 from spectr_lib.engine.calibration import load_costs
 from spectr_lib.engine.costs import Costs
 from spectr_lib.engine.decoder import generate
+from spectr_lib.models.load import tiny_pair
 from conftest import PROMPT, chi_square_pvalue, exact_law, samples_of
 
 
@@ -23,6 +24,7 @@ def synthetic_costs(draft_ms: float, ar_ms: float = 10.0) -> Costs:
 
 
 CHEAP, DEAR = synthetic_costs(0.3), synthetic_costs(50.0)
+DEAR_OVERHEAD = dataclasses.replace(CHEAP, overhead_ms=25.0)  # ar_ms 10: a round "costs" 3-4 plain steps
 
 
 @pytest.mark.parametrize("method,k,L", [("kseq", "auto", "auto"), ("rrs", "auto", "auto"), ("sps", 1, "auto"),
@@ -55,33 +57,54 @@ def test_auto_takes_plain_steps_when_drafting_cannot_pay(pair, monkeypatch):
     assert len(s.plain_ms) == s.plain_steps and all(ms > 0 for ms in s.plain_ms)
 
 
+def simulate(costs, round_scale, plain_scale, steps=60, ks=(1, 4)):
+    """(k, L) chosen by an AutoConfig over `steps` choices when every drafted round takes round_scale × its
+    predicted ms (accepting one draft token) and every plain step plain_scale × ar_ms."""
+    a, chosen = AutoConfig(costs, ks, tuple(range(9)), "tree"), []
+    for _ in range(steps):
+        k, L = a.choose(100)
+        chosen.append((k, L))
+        if L == 0:
+            a.update_plain(costs.ar_ms * plain_scale)
+        else:
+            ms = costs.round_ms(k, L, "tree", 2, 1 + 2 * L) * round_scale
+            a.update(Round(k, L, 1, 1 + 2 * L, (2,) * L, ms / 2, ms / 4, ms / 8, ms / 8))
+    return chosen, a
+
+
 def test_measured_rounds_overrule_a_prior_that_switched_drafting_off():
     """A calibration whose overhead term is far too large (as a residual of noisy terms was) predicts that
-    drafting cannot pay; rounds measured at their real cost move the estimate of every option until drafting is
-    chosen. The negative control: rounds as dear as predicted leave the choice at plain steps."""
-    dear = dataclasses.replace(CHEAP, overhead_ms=60.0)  # ar_ms 10: a round "costs" > 6 plain steps
-    for real_ms, drafts in ((12.0, True), (None, False)):
-        a = AutoConfig(dear, (1, 4), tuple(range(9)), "tree")
-        first = a.choose(100)
-        assert first[1] >= 1  # the first round looks, whatever the prior says
-        for _ in range(6):
-            k, L = a.choose(100) if a.plain_in_a_row < a.explore_after else first
-            predicted = dear.round_ms(k, max(L, 1), "tree", 2, 1 + 2 * max(L, 1))
-            ms = real_ms if real_ms is not None else predicted
-            a.update(Round(k, max(L, 1), 1, 1 + 2 * max(L, 1), (2,) * max(L, 1), ms / 2, ms / 4, ms / 8, ms / 8))
-        assert (a.choose(100)[1] >= 1) == drafts
-        assert a.time_disagreement() == pytest.approx(1.0) if real_ms is None else a.time_disagreement() < 0.5
+    drafting cannot pay; the first round looks anyway, and rounds measured far cheaper than predicted, next to
+    plain steps measured as predicted, move the drafted options until drafting is chosen. The negative control:
+    rounds as dear as predicted leave the choice at plain steps but for the looks."""
+    chosen, a = simulate(DEAR_OVERHEAD, 0.4, 1.0)
+    assert chosen[0][1] >= 1 and sum(L > 0 for _, L in chosen[-20:]) >= 18
+    assert a.time_disagreement() < 0.6
+    chosen, a = simulate(DEAR_OVERHEAD, 1.0, 1.0)
+    assert sum(L > 0 for _, L in chosen) <= 3 and a.time_disagreement() == pytest.approx(1.0)
+
+
+def test_a_machine_uniformly_slower_than_calibrated_keeps_the_choice():
+    """Every round and plain step 2.5× (or 0.4×) the calibrated time: the same choices as at 1×. The control:
+    only the drafted rounds faster changes them (more drafted rounds)."""
+    for costs in (CHEAP, DEAR_OVERHEAD):
+        base, _ = simulate(costs, 1.0, 1.0)
+        for scale in (2.5, 0.4):
+            assert simulate(costs, scale, scale)[0] == base
+    faster, _ = simulate(DEAR_OVERHEAD, 0.4, 1.0)
+    assert sum(L > 0 for _, L in faster) > sum(L > 0 for _, L in base) + 20
 
 
 def test_plain_steps_learn_their_own_time():
     """Plain steps measured slower than the calibrated ar_ms raise the learnt ar_ms (one pseudo-step at the
-    prior), which makes drafting relatively more attractive; a stalled step counts at most 3× ar_ms."""
+    machine's scale, here theirs), which makes drafting relatively more attractive; a stalled step counts at most
+    3× ar_ms."""
     a = AutoConfig(CHEAP, (1,), tuple(range(9)), "tree")
     for _ in range(9):
         a.update_plain(20.0)
-    assert a.ar_ms() == pytest.approx((9 * 20.0 + 10.0) / 10)
+    assert a.machine_scale() == pytest.approx(2.0) and a.ar_ms() == pytest.approx(20.0)
     a.update_plain(1e6)
-    assert a.ar_ms() == pytest.approx((9 * 20.0 + 30.0 + 10.0) / 11)
+    assert a.machine_scale() == pytest.approx(2.1) and a.ar_ms() == pytest.approx(10.0 * (21.0 + 2.1) / 11)
     assert a.speeds()[0, 0] == pytest.approx(1e3 / a.ar_ms())
 
 
@@ -124,16 +147,54 @@ def test_a_calibration_rounds_disagree_with_is_measured_again(pair, tmp_path, mo
 
     monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
     c = load_costs(pair)
-    assert not calibration.check_agreement(c, 2000.0, 1800.0) and not calibration.check_agreement(c, 100.0, 10.0)
+    assert not calibration.check_agreement(c, pair, 2000.0, 1800.0) and not calibration.check_agreement(c, pair, 100.0, 10.0)
     load_costs(pair)
     assert len(calls) == 1
     with pytest.warns(RuntimeWarning, match="measured again"):
-        assert calibration.check_agreement(c, 4000.0, 1000.0)
+        assert calibration.check_agreement(c, pair, 4000.0, 1000.0)
     load_costs(pair)
     assert len(calls) == 2
     with pytest.warns(RuntimeWarning):
-        assert calibration.check_agreement(c, 1000.0, 4000.0)  # too fast is as wrong as too slow
-    assert not calibration.check_agreement(synthetic_costs(1.0), 4000.0, 1000.0)  # no key: no cached file
+        assert calibration.check_agreement(c, pair, 1000.0, 4000.0)  # too fast is as wrong as too slow
+    load_costs(pair)
+    assert not calibration.check_agreement(synthetic_costs(1.0), pair, 4000.0, 1000.0)  # no key: no cached file
+    other = tiny_pair(vocab_size=6, seed=9)  # another pair's rounds never drop this pair's calibration
+    assert not calibration.check_agreement(c, other, 4000.0, 1000.0) and len(list((tmp_path / "costs").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("ar_ms", float("nan"), "ar_ms"), ("ar_ms", 0.0, "ar_ms"), ("select_ms", -1.0, "select_ms"),
+    ("overhead_ms", "fast", "overhead_ms"), ("draft_ms", [], "draft_ms"), ("draft_ms", [[1, float("nan")]], "draft_ms"),
+    ("verify_ms", {"tree": []}, "verify_ms"), ("verify_ms", {"tree": [[1, 0, 3.0]]}, "verify_ms"), ("verify_ms", "x", "verify_ms"),
+    ("alpha", {"x": [0.5]}, "alpha"), ("alpha", {"2": [1.5]}, "alpha"), ("nodes", {"2": [-1.0]}, "nodes")])
+def test_costs_no_machine_measures_are_refused(field, value, match):
+    with pytest.raises(ValueError, match=f"{match}.*recalibrate=True"):
+        dataclasses.replace(CHEAP, **{field: value})
+
+
+def test_a_damaged_cache_file_is_measured_again_and_a_folder_in_its_place_is_named(pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_calibrate(p, progress=True):
+        calls.append(1)
+        c = synthetic_costs(1.0)
+        c.key = costs_mod.costs_key(p)
+        return c
+
+    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+    load_costs(pair)
+    (path,) = (tmp_path / "costs").glob("*.json")
+    good = json.loads(path.read_text())
+    for damage in ({**good, "ar_ms": float("nan")}, {**good, "draft_ms": []}, {**good, "verify_ms": "x"},
+                   {**good, "alpha": {"2": [2.0]}}):
+        path.write_text(json.dumps(damage))
+        assert load_costs(pair).ar_ms == 10.0
+    assert len(calls) == 5
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        load_costs(pair)
 
 
 def test_auto_arguments_are_checked(pair):
@@ -162,6 +223,9 @@ def test_expected_tokens_and_prediction_follow_the_round_formula():
             predict_tokens_per_second(*bad, "tree")
     with pytest.raises(TypeError, match="pair_costs"):
         predict_tokens_per_second(None, 2, 2, "tree")
+    for name, bad in (("alpha", [0.9]), ("alpha", 0.5), ("alpha", [5.0] * 8), ("nodes", [float("nan")] * 8), ("nodes", "x")):
+        with pytest.raises(ValueError, match=f"{name} must be a 1-D sequence"):
+            predict_tokens_per_second(c, 2, 2, "tree", **{name: bad})
 
 
 def test_the_estimate_learns_from_rounds():

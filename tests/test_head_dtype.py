@@ -38,9 +38,14 @@ def test_a_bf16_head_keeps_the_target_law(pair16):
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair16, PROMPT, 3, temperature=0.6)) < 1e-6
 
 
-def test_a_bad_head_dtype_is_refused_before_loading():
+@pytest.mark.parametrize("bad", ["int8", torch.int64, torch.uint8, True, 1])
+def test_a_bad_head_dtype_is_refused_before_loading(pair16, bad):
     with pytest.raises(ValueError, match="dtype must be one of"):
-        load_pair(head_dtype="int8")
+        load_pair(head_dtype=bad)
+    with pytest.raises(ValueError, match="dtype must be one of"):  # a pair made by hand or replaced
+        dataclasses.replace(pair16, head_dtype=bad)
+    assert dataclasses.replace(pair16, head_dtype="float32").head_dtype == torch.float32
+    assert tiny_pair(vocab_size=6, head_dtype="bf16").head_dtype == torch.bfloat16
 
 
 def test_greedy_with_a_float32_head_in_a_float32_pair_is_unchanged():

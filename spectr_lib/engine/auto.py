@@ -11,11 +11,15 @@ The calibration is a prior; the generation's own rounds correct it, for acceptan
   expected under the priors, over every round so far, with 8 pseudo-trials at c = 1) moves the priors of every
   k, since a prompt that is easy for one k is easy for all; then each (k, d) blends its own tries with 4
   pseudo-trials at the moved prior.
-- time: each drafted round's measured ms over its predicted ms gives a ratio; their mean over all rounds (with
-  one pseudo-round at 1) scales every drafted option, and each (k, L) blends its own ratios with one pseudo-round
-  at that shared scale. Plain steps learn `ar_ms` the same way (one pseudo-step at the prior). A ratio is
-  clipped to [1/3, 3], so one stalled round cannot switch drafting off. `time_disagreement` is how far the
-  measured time of the whole generation is from the calibration's prediction for the same rounds and steps.
+- time: each round's and plain step's measured ms over its predicted ms gives a ratio, clipped to [1/3, 3] so
+  that one stalled round cannot switch drafting off. The mean ratio of everything timed is the machine's scale
+  (1 before anything is timed); the drafted rounds' mean (with one pseudo-round at the machine's scale) is the
+  scale of every drafted option, and each (k, L) blends its own ratios with one pseudo-round at that; plain
+  steps blend theirs with one pseudo-step at the machine's scale (`AutoConfig.time_scales`). A machine that
+  runs uniformly slower or faster than calibrated thus scales every option alike, while a calibration that
+  misjudged drafting alone (a round dearer or cheaper than predicted, plain steps as predicted) moves the drafted
+  options against plain steps. `time_disagreement` is how far the measured time of the whole generation is from
+  the calibration's prediction for the same rounds and steps.
 - looks: the first round of a generation drafts (at the best L ≥ 1) whatever the prior says, and after 16 plain
   steps in a row one round is drafted to look again; each look that does not change the choice doubles the
   wait (up to 256 steps), so that a machine where drafting cannot pay loses little to looking, and a prior that
@@ -52,7 +56,7 @@ class Round:
     draft_ms: float = 0.0  # drafting, the draft's roll-back included
     verify_ms: float = 0.0  # the target call and the target's roll-back
     select_ms: float = 0.0  # selection, with the target head's rows it reads
-    other_ms: float = 0.0  # the rest of the round (book-keeping, prompt-lookup tables, auto's update)
+    other_ms: float = 0.0  # the rest of the round (book-keeping, prompt-lookup tables, auto's choice of (k, L))
 
     @property
     def ms(self) -> float:
@@ -80,8 +84,9 @@ def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str | None = N
     in engine.verifiers.VERIFIERS, e.g. "tree" or "batch") from the costs and conditional acceptances alpha [≥ L]
     (default: the calibrated priors of k) and distinct prefixes per depth nodes [≥ L] (the positions a call
     scores where the form counts them; default: the priors). Raises TypeError / ValueError for costs that are
-    not a `Costs`, k not an integer ≥ 1, L not an integer in 0..L_MAX, or an unknown form. tree=True / False is
-    the form's deprecated spelling ("tree" / "batch")."""
+    not a `Costs`, k not an integer ≥ 1, L not an integer in 0..L_MAX, an unknown form, or alpha / nodes that are
+    not 1-D with ≥ L finite values (alpha in [0, 1], nodes ≥ 0). tree=True / False is the form's deprecated
+    spelling ("tree" / "batch")."""
     from ..theory.dists import is_int
 
     if not isinstance(costs, Costs):
@@ -99,11 +104,23 @@ def predict_tokens_per_second(costs: Costs, k: int, L: int, form: str | None = N
     form = form_name(form)
     if L == 0:
         return 1e3 / costs.ar_ms
-    alpha = _prior(costs.alpha, k, 0.3) if alpha is None else alpha
-    nodes = _prior(costs.nodes, k, k) if nodes is None else nodes
+    alpha = _prior(costs.alpha, k, 0.3) if alpha is None else _per_depth("alpha", alpha, L, 1.0)
+    nodes = _prior(costs.nodes, k, k) if nodes is None else _per_depth("nodes", nodes, L, np.inf)
     e = expected_tokens(alpha, L)
     positions = 1 + float(np.sum(np.asarray(nodes, float)[:L]))
     return 1e3 * e / costs.round_ms(k, L, form, e, positions)
+
+
+def _per_depth(name: str, values, L: int, top: float) -> np.ndarray:
+    """values as a float array [≥ L] of finite numbers in [0, top]; ValueError otherwise."""
+    try:
+        arr = np.asarray(values, float)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 1 or len(arr) < L or not np.isfinite(arr).all() or (arr < 0).any() or (arr > top).any():
+        raise ValueError(f"{name} must be a 1-D sequence of at least L = {L} finite numbers in [0, {top:g}] (one per "
+                         f"depth), got {values!r}")
+    return arr
 
 
 class AutoConfig:
@@ -119,8 +136,10 @@ class AutoConfig:
         self.nodes = {k: np.zeros(L_MAX) for k in ks}
         self.seen = {k: np.zeros(L_MAX) for k in ks}
         self.accepted_total = self.expected_total = 0.0
-        self.ratio_sum, self.ratio_n = {}, {}  # (k, L) -> Σ measured / predicted ms, rounds timed
-        self.plain_ms, self.plain_n = 0.0, 0  # Σ ms of the plain steps, their count
+        # measured / predicted ms, clipped: Σ and count per drafted option [len(ks), L_MAX + 1] (column 0 unused),
+        # and of the plain steps
+        self.ratio_sum, self.ratio_n = np.zeros((len(ks), L_MAX + 1)), np.zeros((len(ks), L_MAX + 1))
+        self.plain_sum, self.plain_n = 0.0, 0
         self.measured_ms = self.predicted_ms = 0.0  # the whole generation, against the calibration's prediction
         self.plain_in_a_row = EXPLORE_AFTER  # the first round looks (and a first look that changes nothing
         self.explore_after, self.explored, self.first = EXPLORE_AFTER, False, True  # does not lengthen the wait)
@@ -136,17 +155,26 @@ class AutoConfig:
         """Current distinct draft prefixes per depth for k drafts."""
         return (self.nodes[k] + 2.0 * self.prior_nodes[k]) / (self.seen[k] + 2.0)
 
-    def time_scale(self, k: int | None = None, L: int | None = None) -> float:
-        """Learnt measured / predicted time of a drafted round: over all rounds (k = None) with one pseudo-round
-        at 1, or of (k, L), blended with one pseudo-round at the shared scale."""
-        shared = (sum(self.ratio_sum.values()) + 1.0) / (sum(self.ratio_n.values()) + 1.0)
-        if k is None:
-            return shared
-        return (self.ratio_sum.get((k, L), 0.0) + shared) / (self.ratio_n.get((k, L), 0) + 1.0)
+    def machine_scale(self) -> float:
+        """Measured / predicted time of everything timed so far (rounds and plain steps alike; 1 before any): how
+        much slower or faster than calibrated this machine runs now."""
+        n = self.ratio_n.sum() + self.plain_n
+        return float((self.ratio_sum.sum() + self.plain_sum) / n) if n else 1.0
+
+    def time_scales(self) -> np.ndarray:
+        """Learnt measured / predicted time of every option [len(ks), L_MAX + 1] (column 0: a plain step): each
+        option's own ratios with one pseudo-observation at its family's scale, where a drafted round's family is
+        every drafted round (with one pseudo-round at `machine_scale`) and a plain step's is `machine_scale`. A
+        machine uniformly slower than calibrated thus scales every option alike, and leaves the choice as it was."""
+        machine = self.machine_scale()
+        drafted = (self.ratio_sum.sum() + machine) / (self.ratio_n.sum() + 1.0)
+        scales = (self.ratio_sum + drafted) / (self.ratio_n + 1.0)
+        scales[:, 0] = (self.plain_sum + machine) / (self.plain_n + 1.0)
+        return scales
 
     def ar_ms(self) -> float:
-        """Learnt ms of a plain step: the measured steps with one pseudo-step at the calibrated `ar_ms`."""
-        return (self.plain_ms + self.costs.ar_ms) / (self.plain_n + 1.0)
+        """Learnt ms of a plain step (`time_scales` of a plain step times the calibrated `ar_ms`)."""
+        return self.costs.ar_ms * float(self.time_scales()[0, 0])
 
     def time_disagreement(self) -> float:
         """Measured / predicted (by the calibration alone) time of the rounds and plain steps timed so far; 1.0
@@ -154,19 +182,19 @@ class AutoConfig:
         return self.measured_ms / self.predicted_ms if self.predicted_ms > 0 else 1.0
 
     def speeds(self) -> np.ndarray:
-        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step at the learnt `ar_ms`;
-        the drafted columns as `predict_tokens_per_second` from the current acceptance and distinct prefixes,
-        scaled by the learnt time, kept until the next round is learnt from)."""
+        """Predicted tokens/s of every option [len(ks), L_MAX + 1] (column 0: a plain step): the calibrated
+        prediction (`predict_tokens_per_second` from the current acceptance and distinct prefixes, kept until the
+        next round is learnt from) divided by the learnt `time_scales`."""
         if self._speeds is None:
             self._speeds = np.zeros((len(self.ks), L_MAX + 1))
+            self._speeds[:, 0] = 1e3 / self.costs.ar_ms
             for i, k in enumerate(self.ks):
                 tokens = 1.0 + np.cumsum(np.cumprod(self.alpha(k)))  # E for L = 1..L_MAX
                 positions = 1.0 + np.cumsum(self.distinct(k))
                 for L in range(1, L_MAX + 1):
                     ms = self.costs.round_ms(k, L, self.form, tokens[L - 1], positions[L - 1])
-                    self._speeds[i, L] = 1e3 * tokens[L - 1] / (ms * self.time_scale(k, L))
-        self._speeds[:, 0] = 1e3 / self.ar_ms()
-        return self._speeds
+                    self._speeds[i, L] = 1e3 * tokens[L - 1] / ms
+        return self._speeds / self.time_scales()
 
     def choose(self, left: int) -> tuple[int, int]:
         """(k, L) for the next round, with L ≤ left − 1 tokens (L = 0: a plain target step)."""
@@ -204,10 +232,10 @@ class AutoConfig:
             predicted = self.costs.round_ms(r.k, r.L, self.form, r.accepted + 1, r.positions)
             self.measured_ms += r.ms
             self.predicted_ms += predicted
-            if LEARN_TIMES and predicted > 0:
-                key = (r.k, r.L)
-                self.ratio_sum[key] = self.ratio_sum.get(key, 0.0) + float(np.clip(r.ms / predicted, 1 / RATIO_CLIP, RATIO_CLIP))
-                self.ratio_n[key] = self.ratio_n.get(key, 0) + 1
+            if LEARN_TIMES and predicted > 0 and 1 <= r.L <= L_MAX:
+                i = self.ks.index(r.k)
+                self.ratio_sum[i, r.L] += float(np.clip(r.ms / predicted, 1 / RATIO_CLIP, RATIO_CLIP))
+                self.ratio_n[i, r.L] += 1
         self._speeds = None
 
     def update_plain(self, ms: float) -> None:
@@ -215,5 +243,5 @@ class AutoConfig:
         self.measured_ms += ms
         self.predicted_ms += self.costs.ar_ms
         if LEARN_TIMES:
-            self.plain_ms += float(np.clip(ms, self.costs.ar_ms / RATIO_CLIP, self.costs.ar_ms * RATIO_CLIP))
+            self.plain_sum += float(np.clip(ms / self.costs.ar_ms, 1 / RATIO_CLIP, RATIO_CLIP))
             self.plain_n += 1

@@ -133,13 +133,16 @@ def load_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True
         raise ValueError("a cost model needs a draft model: load one with load_pair(target, draft)")
     key = costs_key(pair)
     path = cache_path(key)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder where the cost model's cache file belongs: remove it, or set "
+                         "SPECTR_CACHE to another folder")
     if path.exists() and not recalibrate:
         try:
             costs = Costs(**json.loads(path.read_text()))
             if costs.key == key and set(VERIFIERS) <= set(costs.verify_ms):  # a form registered since: measure again
                 return costs
-        except (TypeError, ValueError):
-            pass  # an old or damaged file: measure again
+        except (TypeError, ValueError, AttributeError, KeyError, OSError):
+            pass  # an old, damaged or unreadable file (Costs checks every number): measure again
     costs = calibrate(pair, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -148,15 +151,17 @@ def load_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True
     return costs
 
 
-def check_agreement(costs: Costs, measured_ms: float, predicted_ms: float) -> bool:
-    """After a generation with "auto": when its rounds and plain steps took more than DISAGREEMENT times (or less
-    than 1/DISAGREEMENT of) what the costs predicted for them, over at least DISAGREEMENT_MIN_MS, the cached
-    calibration of these costs is dropped (with a warning) so that the next `pair_costs` measures again (the
-    running generation already corrected its own estimate from its rounds). Returns whether it was dropped."""
+def check_agreement(costs: Costs, pair: ModelPair, measured_ms: float, predicted_ms: float) -> bool:
+    """After a generation with "auto" on `pair`: when its rounds and plain steps took more than DISAGREEMENT times
+    (or less than 1/DISAGREEMENT of) what the costs predicted for them, over at least DISAGREEMENT_MIN_MS, and the
+    costs are this pair's calibration (their key is the pair's `costs_key`), the cached calibration is dropped
+    (with a warning) so that the next `pair_costs` measures again (the running generation already corrected its
+    own estimate from its rounds). Costs of another pair or made by hand are never dropped. Returns whether it
+    was dropped."""
     if measured_ms < DISAGREEMENT_MIN_MS or predicted_ms <= 0 or not costs.key:
         return False
     ratio = measured_ms / predicted_ms
-    if 1 / DISAGREEMENT <= ratio <= DISAGREEMENT:
+    if 1 / DISAGREEMENT <= ratio <= DISAGREEMENT or costs.key != costs_key(pair):
         return False
     path = cache_path(costs.key)
     try:

@@ -55,6 +55,7 @@ class Costs:
     nodes: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
+        _check(self)
         # each form's calls grouped by rows once, when made: [(rows, [[positions per row, ms], ...]), ...] sorted
         # by rows, made monotone as physics says (more positions per row, or more rows, never cost less: a noisy
         # call timed cheaper than a smaller one takes the smaller one's time); verify_ms keeps what was measured
@@ -100,6 +101,46 @@ class Costs:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
+
+
+def _check(c: "Costs") -> None:
+    """ValueError, naming the field, for costs that no machine measures: a missing or non-finite number, a
+    negative time, ar_ms ≤ 0, an empty table, a call of < 1 row or position, an acceptance outside [0, 1]."""
+    import math
+
+    def bad(what: str):
+        raise ValueError(f"these costs are not a calibration: {what} (measure again with pair_costs(pair, "
+                         "recalibrate=True))")
+
+    def real(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    if not isinstance(c.key, dict):
+        bad(f"key must be a dict, got {type(c.key).__name__}")
+    if not real(c.ar_ms) or c.ar_ms <= 0:
+        bad(f"ar_ms must be a finite number > 0, got {c.ar_ms!r}")
+    for name in ("select_ms", "overhead_ms"):
+        if not real(getattr(c, name)) or getattr(c, name) < 0:
+            bad(f"{name} must be a finite number ≥ 0, got {getattr(c, name)!r}")
+    tables = {f"verify_ms[{f!r}]": t for f, t in c.verify_ms.items()} if isinstance(c.verify_ms, dict) else None
+    if not tables:
+        bad(f"verify_ms must map verification forms to their measured calls, got {c.verify_ms!r}")
+    for name, table, width in [(n, t, 3) for n, t in tables.items()] + [("draft_ms", c.draft_ms, 2)]:
+        if not isinstance(table, list) or not table:
+            bad(f"{name} must be a non-empty list of measurements, got {table!r}")
+        for point in table:
+            if (not isinstance(point, (list, tuple)) or len(point) != width or not all(map(real, point))
+                    or min(point[:-1]) < 1 or point[-1] < 0):
+                bad(f"{name} holds {point!r}: each measurement is [{'rows, positions per row' if width == 3 else 'batch'}"
+                    f" (≥ 1), ms (finite, ≥ 0)]")
+    for name, table, top in (("alpha", c.alpha, 1.0), ("nodes", c.nodes, math.inf)):
+        if not isinstance(table, dict):
+            bad(f"{name} must map draft counts to a list per depth, got {type(table).__name__}")
+        for k, row in table.items():
+            if not (isinstance(k, str) and k.isdigit() and int(k) >= 1):
+                bad(f"{name} has key {k!r}: keys are draft counts ≥ 1 written as strings ('1', '2', ...)")
+            if not isinstance(row, list) or not all(real(x) and 0 <= x <= top for x in row):
+                bad(f"{name}[{k!r}] must be a list of finite numbers in [0, {top}], got {row!r}")
 
 
 def form_name(form) -> str:

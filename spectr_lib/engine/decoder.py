@@ -39,8 +39,9 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     each round's configuration with the most predicted tokens/s (engine/auto.py) from the pair's calibrated
     costs (`costs`, default `pair_costs(pair)`: measured once, about a minute, then cached), corrected by the
     acceptance and the measured time of this generation's earlier rounds; the choice depends only on past rounds,
-    so the output law is unchanged. A generation whose rounds took over 1.5× (or under 1/1.5) the predicted time
-    drops the cached calibration, with a RuntimeWarning: the next `pair_costs` measures again.
+    so the output law is unchanged. A generation whose rounds and plain steps took over 1.5× (or under 1/1.5) the
+    time the pair's own calibration predicted, over at least a second, drops the cached calibration, with a
+    RuntimeWarning: the next `pair_costs` measures again.
 
     lookup=True mixes each drafting step's q with a point mass on the token that followed the latest earlier
     occurrence of the sequence's last n ≥ 2 tokens (prompt lookup, engine/lookup.py); draft_temperature τ samples
@@ -65,7 +66,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     session = Session(pair, request, costs)
     generation = session.run()
     if session.auto is not None:  # rounds that disagree with the calibration: measure it again next time
-        check_agreement(costs, session.auto.measured_ms, session.auto.predicted_ms)
+        check_agreement(costs, pair, session.auto.measured_ms, session.auto.predicted_ms)
     return generation
 
 

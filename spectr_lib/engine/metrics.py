@@ -22,7 +22,7 @@ class Stats:
     draft_calls: int = 0
     accepted_hist: list[int] = field(default_factory=list)  # rounds that emitted 0, 1, … accepted draft tokens
     draft_lengths: list[int] = field(default_factory=list)  # tokens drafted in each round (0: a plain target step)
-    plain_steps: int = 0  # target steps without drafts (the last token of a run): not rounds, not in accepted_hist
+    plain_steps: int = 0  # a speculative method's target steps without drafts: not rounds, not in accepted_hist ("ar": 0)
     rounds: list[Round] = field(default_factory=list)  # each round's k, L, accepted drafts, positions scored, ms
     plain_ms: list[float] = field(default_factory=list)  # each plain target step's ms (every step of "ar")
     seconds_prefill: float = 0.0

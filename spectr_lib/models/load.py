@@ -46,8 +46,8 @@ class ModelPair:
     def __post_init__(self):
         if self.draft is not None and self.draft_settings is None:
             self.draft_settings = default_settings(self.draft)
-        if self.head_dtype is None:
-            self.head_dtype = self.dtype
+        # checked here, so that a pair made by hand or by dataclasses.replace cannot run an integer head
+        self.head_dtype = self.dtype if self.head_dtype is None else resolve_dtype(self.head_dtype, self.device)
 
     def with_draft(self, draft: torch.nn.Module, settings: DraftSettings | None = None) -> "ModelPair":
         """This pair with another draft and its settings (None: the defaults of its kind). Use this rather than
@@ -307,9 +307,9 @@ def load_pair(target: str | Path | None = None, draft: str | Path | None = None,
 
 
 def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, draft_layers: int = 1,
-              hidden: int = 32, device=None, dtype=torch.float32) -> ModelPair:
+              hidden: int = 32, device=None, dtype=torch.float32, head_dtype=None) -> ModelPair:
     """Two small random Llama-style LMs sharing a vocabulary (draft smaller), deterministic for a seed;
-    a context of 256 tokens, no tokenizer (prompts are token ids) and no EOS token."""
+    a context of 256 tokens, no tokenizer (prompts are token ids) and no EOS token. head_dtype as in `load_pair`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     for name, value, low in (("vocab_size", vocab_size, 2), ("seed", seed, 0), ("target_layers", target_layers, 1),
@@ -337,7 +337,7 @@ def tiny_pair(vocab_size: int = 16, seed: int = 0, *, target_layers: int = 2, dr
 
     target = make(target_layers, hidden, 1)
     draft = make(draft_layers, max(8, hidden // 2), 2)
-    return ModelPair(target, draft, None, dev, dtype, vocab_size)
+    return ModelPair(target, draft, None, dev, dtype, vocab_size, head_dtype=head_dtype)
 
 
 def load_draft(spec: str | Path, target: torch.nn.Module, device: torch.device, dtype: torch.dtype):

@@ -118,8 +118,7 @@ class Session:
         if k not in self.draft_warps:
             self.draft_warps[k] = req.draft_warp(pair.draft_settings, k)
         t0 = time.perf_counter()
-        self._other_s = t0 - t_in + self._choice_s  # the choice of (k, L) and the Mixer are this round's "other"
-        self._choice_s = 0.0
+        before_s, self._choice_s = t0 - t_in + self._choice_s, 0.0  # the choice of (k, L) and the Mixer: "other"
         tokens, q = self.drafter.draft(k, L, self.draft_warps[k], self.generator, req.method.first_draw, mix)
         sync(pair.device)
         if observe is not None:
@@ -148,7 +147,7 @@ class Session:
         stats.seconds_select += select_s
         self.out.extend(new)
         distinct = tuple(distinct_prefixes(tokens))
-        other_s = time.perf_counter() - t5 + self._other_s  # this round's book-keeping, and the Mixer's before t0
+        other_s = time.perf_counter() - t5 + before_s  # this round's book-keeping, and what came before t0
         stats.rounds.append(Round(k, L, n_acc, self.verifier.positions, distinct, draft_s * 1e3, verify_s * 1e3,
                                   select_s * 1e3, other_s * 1e3))
         if self.auto is not None:

@@ -57,6 +57,23 @@ def test_auto_takes_plain_steps_when_drafting_cannot_pay(pair, monkeypatch):
     assert len(s.plain_ms) == s.plain_steps and all(ms > 0 for ms in s.plain_ms)
 
 
+@pytest.fixture
+def fake_calibration(tmp_path, monkeypatch):
+    """The cost cache under tmp_path and a calibration that returns synthetic_costs(1.0) under the pair's key
+    at once; the list it returns grows by one per calibration."""
+    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
+    calls = []
+
+    def fake_calibrate(p, progress=True):
+        calls.append(1)
+        c = synthetic_costs(1.0)
+        c.key = costs_mod.costs_key(p)
+        return c
+
+    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+    return calls
+
+
 def simulate(costs, round_scale, plain_scale, steps=60, ks=(1, 4)):
     """(k, L) chosen by an AutoConfig over `steps` choices when every drafted round takes round_scale × its
     predicted ms (accepting one draft token) and every plain step plain_scale × ar_ms."""
@@ -133,19 +150,10 @@ def test_the_cost_tables_are_monotone():
     assert c.verify_ms["tree"][1] == [1, 2, 9.0] and c.draft_ms[1] == [4, 1.5]
 
 
-def test_a_calibration_rounds_disagree_with_is_measured_again(pair, tmp_path, monkeypatch):
+def test_a_calibration_rounds_disagree_with_is_measured_again(pair, tmp_path, fake_calibration):
     """A generation whose time is off the prediction by more than calibration.DISAGREEMENT drops the cached file
     (with a RuntimeWarning) so the next load_costs calibrates again; one within the margin keeps it."""
-    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
-    calls = []
-
-    def fake_calibrate(p, progress=True):
-        calls.append(1)
-        c = synthetic_costs(1.0)
-        c.key = costs_mod.costs_key(p)
-        return c
-
-    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+    calls = fake_calibration
     c = load_costs(pair)
     assert not calibration.check_agreement(c, pair, 2000.0, 1800.0) and not calibration.check_agreement(c, pair, 100.0, 10.0)
     load_costs(pair)
@@ -172,17 +180,8 @@ def test_costs_no_machine_measures_are_refused(field, value, match):
         dataclasses.replace(CHEAP, **{field: value})
 
 
-def test_a_damaged_cache_file_is_measured_again_and_a_folder_in_its_place_is_named(pair, tmp_path, monkeypatch):
-    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
-    calls = []
-
-    def fake_calibrate(p, progress=True):
-        calls.append(1)
-        c = synthetic_costs(1.0)
-        c.key = costs_mod.costs_key(p)
-        return c
-
-    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+def test_a_damaged_cache_file_is_measured_again_and_a_folder_in_its_place_is_named(pair, tmp_path, fake_calibration):
+    calls = fake_calibration
     load_costs(pair)
     (path,) = (tmp_path / "costs").glob("*.json")
     good = json.loads(path.read_text())
@@ -238,18 +237,9 @@ def test_the_estimate_learns_from_rounds():
     assert hi.alpha(1)[0] > 0.5 > lo.alpha(1)[0]  # moved through the shared factor
 
 
-def test_costs_are_cached_by_key(pair, tmp_path, monkeypatch):
+def test_costs_are_cached_by_key(pair, tmp_path, monkeypatch, fake_calibration):
     """The first call calibrates and writes the cache; the second reads it; a changed key calibrates again."""
-    monkeypatch.setenv("SPECTR_CACHE", str(tmp_path))
-    calls = []
-
-    def fake_calibrate(p, progress=True):
-        calls.append(1)
-        c = synthetic_costs(1.0)
-        c.key = costs_mod.costs_key(p)
-        return c
-
-    monkeypatch.setattr(calibration, "calibrate", fake_calibrate)
+    calls = fake_calibration
     a = load_costs(pair)
     b = load_costs(pair)
     assert len(calls) == 1 and a == b

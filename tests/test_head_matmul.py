@@ -89,7 +89,8 @@ def test_head_order_tool_runs_every_setting_and_restores_it(capsys):
     out = capsys.readouterr().out
     assert matmul_order.FEW_ROWS == before
     assert "| kseq | 4 | 4 |" in out and "| block | 1 | 2 |" in out and "| ar | 1 | – |" in out
-    assert "transposed / plain" in out and "rule / plain" in out and "this CPU's rule" in out
+    assert "transposed / plain" in out and "packed / plain" in out and "rule / plain" in out and "this CPU's rule" in out
+    assert matmul_order.PACKED_ROWS is None
     with pytest.raises(SystemExit):
         main(["--tiny", "--repeats", "0"])
 

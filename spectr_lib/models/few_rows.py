@@ -3,26 +3,31 @@
 A verification call scores a handful of positions, so every linear layer of the target multiplies a few rows
 of activations by a large weight. On some CPUs the BLAS product with those few rows on the left is much slower
 than the same work with them on the right, (W @ x.T).T: on a 2-core AVX2 CPU, a target call scoring 2-4
-positions took 0.76-0.81x the time transposed (`matmul_order.body_transposed_rows`). Only the summation order differs (float
-rounding), as in the output head's `matmul_order.head_matmul`.
+positions took 0.76-0.81x the time transposed (`matmul_order.body_transposed_rows`), and oneDNN's product on a
+packed weight (models/packed.py, `matmul_order.packed_rows`) is faster still for the large weights. Only the
+summation order differs (float rounding), as in the output head's `matmul_order.head_matmul`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .matmul_order import body_transposed_rows, transposed_matmul
+from . import packed
+from .matmul_order import body_transposed_rows, transposed_matmul, uses_packed
 
 
 class FewRowsLinear(torch.nn.Linear):
-    """`nn.Linear` whose forward, for x [..., in] with a few rows on a CPU (which counts:
-    `matmul_order.body_transposed_rows`), computes (W @ x.T).T + b; everywhere else it is `F.linear(x, W, b)`.
+    """`nn.Linear` whose forward, for x [..., in] with a few rows on a CPU, runs on oneDNN's packed weight (which
+    counts and weights: `matmul_order.packed_rows`) or computes (W @ x.T).T + b (`matmul_order.body_transposed_rows`);
+    everywhere else it is `F.linear(x, W, b)`.
     Made from an existing `nn.Linear` in place by `use_few_rows_order` (same parameters, hooks and ties)."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         x = input
         if x.device.type != "cpu" or x.dim() < 2:
             return F.linear(x, self.weight, self.bias)
+        if uses_packed(x, self.weight):
+            return packed.linear(x, self.weight, self.bias)
         rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
         span = body_transposed_rows(x.dtype)
         if span is None or not span[0] <= rows <= span[1]:

@@ -1,14 +1,73 @@
-"""The order of a matrix product with a few rows: the output head's (`head_matmul`) and the models' linear layers'
+"""How a matrix product with a few rows runs: the output head's (`head_matmul`) and the models' linear layers'
 (`few_rows.FewRowsLinear`). On a CPU the BLAS product with a few rows on the left can be 2-3x slower than the same
-work with the few rows on the right; which row counts, by dtype and the CPU's flags (`runtime.cpu_flags`), are the
-rules below. Only the summation order differs (float rounding).
+work with the few rows on the right, and on some CPUs oneDNN's product on a packed weight (models/packed.py) beats
+both; which row counts, by dtype, weight size and the CPU's flags (`runtime.cpu_flags`), are the rules below
+(`packed_rows` first, then `transposed_rows` / `body_transposed_rows`). Only the summation order differs (float
+rounding).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from ..runtime import cpu_flags
+from . import packed
 
 FEW_ROWS: tuple[int, int] | None = None  # None: `transposed_rows`' measured rule; (lo, hi): that range, any dtype
 BODY_ROWS: tuple[int, int] | None = None  # the same for the models' linear layers (`body_transposed_rows`)
+PACKED_ROWS: tuple[int, int] | None = None  # None: `packed_rows`' measured rule; (lo, hi): that range, any dtype
+PACKED_MIN_WEIGHT = 2**18  # weights with fewer elements (a small model's key and value projections) never pack
+NEVER = (2**62, 2**62)  # a (lo, hi) no row count reaches: an override that turns an order off
+
+
+@contextmanager
+def plain_products():
+    """Within it, every few-rows product runs as the plain `h @ W.T` / `F.linear` (all three overrides set to
+    `NEVER`): the models' linear layers behave as stock `nn.Linear` ones, as in a Hugging Face model nobody
+    changed (the benchmark's HF baselines run this way). Restores the overrides afterwards."""
+    global FEW_ROWS, BODY_ROWS, PACKED_ROWS
+    saved = FEW_ROWS, BODY_ROWS, PACKED_ROWS
+    FEW_ROWS = BODY_ROWS = PACKED_ROWS = NEVER
+    try:
+        yield
+    finally:
+        FEW_ROWS, BODY_ROWS, PACKED_ROWS = saved
+
+
+def packed_rows(dtype, weight_numel: int) -> tuple[int, int] | None:
+    """(lo, hi): the row counts for which a product with a weight of `weight_numel` elements runs on oneDNN's
+    packed weight (`packed.linear`) on a CPU, by dtype, or None where it never does.
+
+    Measured (2 threads, SmolLM2-135M-Instruct in float32 on top of a 200-token context, medians of 10-16
+    interleaved calls, packed / the order used before) on a 2-core AVX2 CPU (AMD EPYC, no AVX-512): the target's
+    body (every linear layer of 2**18 elements or more packed) 1.23 at 4 positions (against the transposed order of
+    `body_transposed_rows`), 0.74-0.82 at 5-8, 0.81-0.85 at 9-33; the 49,152 x 576 output head alone 0.57 at one
+    row, 0.68-0.75 at 2-9, 0.35 at 17 (a product of a few rows by a weight that fits the CPU's caches gains more,
+    up to 3x, but a model's weights stream from memory). -> (1, 96) for weights of 2**22 elements or more, (5, 96)
+    from 2**18 (96: the largest verification call, 81 tree positions or 8 drafts of 9, with room). Not measured on
+    CPUs with AVX-512 or AMX, nor in bfloat16 (which oneDNN's packed product runs only with AVX-512): off there.
+    `PACKED_ROWS`, when set, overrides the rule for every dtype (`tools/head_order.py` compares settings that way).
+    """
+    import torch
+
+    if weight_numel < PACKED_MIN_WEIGHT:
+        return None
+    if PACKED_ROWS is not None:
+        return PACKED_ROWS
+    flags = cpu_flags()
+    if dtype == torch.float32 and "avx2" in flags and "avx512f" not in flags:
+        return (1 if weight_numel >= 2**22 else 5, 96)
+    return None
+
+
+def uses_packed(x, weight) -> bool:
+    """Whether the product x [..., in] @ weight.T runs on the packed weight: a CPU, the same dtype, a row count
+    in `packed_rows`, no gradient needed, and a torch build and CPU that run it (`packed.usable`)."""
+    if x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype != weight.dtype or not x.shape[-1]:
+        return False
+    span = packed_rows(x.dtype, weight.numel())
+    rows = x.numel() // x.shape[-1]
+    return (span is not None and span[0] <= rows <= span[1] and not packed.needs_grad(x, weight)
+            and packed.usable(x.dtype))
 
 
 def transposed_rows(dtype) -> tuple[int, int]:
@@ -64,11 +123,13 @@ def head_matmul(h, weight):
     """h [..., d] @ weight.T → logits [..., V], the output head's product, shaped and valued as `h @ weight.T`.
 
     On a CPU, with a few rows of h (a verification call, a batch of drafts; which counts: `transposed_rows`),
-    it runs as (weight @ h.T).T: for some row counts the BLAS product with a few rows on the left is 2–3× slower
-    than the same work with the few rows on the right, and which counts depends on the CPU and the dtype. Only
+    it runs on oneDNN's packed weight (`uses_packed`) or as (weight @ h.T).T: for some row counts the BLAS product
+    with a few rows on the left is 2–3× slower than either, and which counts depends on the CPU and the dtype. Only
     the summation order differs (float rounding). Elsewhere (GPU, one row, many rows) it is `h @ weight.T`.
     """
     rows = h.numel() // h.shape[-1] if h.shape[-1] else 0
+    if uses_packed(h, weight):
+        return packed.linear(h, weight)
     if uses_transposed(rows, h.dtype, h.device.type):
         return transposed_matmul(h, weight)
     return h @ weight.T

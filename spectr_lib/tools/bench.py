@@ -21,6 +21,7 @@ from ..engine.decoder import METHODS, generate, pair_costs
 from ..engine.methods import get_method
 from ..engine.inputs import lookup_arg
 from ..engine.verifiers import default_form
+from ..models.matmul_order import plain_products
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..runtime import attention_backends, sync
 from .acceptance import acceptance_by_category
@@ -88,7 +89,8 @@ def _hf_generate(pair, ids: torch.Tensor, max_new_tokens: int, temperature: floa
     try:
         sync()
         t0 = time.perf_counter()
-        with attention_backends(pair.device):  # the attention kernels our decoder uses: a like-for-like baseline
+        # the attention kernels our decoder uses, and the linear layers' stock products (as a model nobody changed)
+        with attention_backends(pair.device), plain_products():
             out = pair.target.generate(ids[None], **kw)
         sync()
         seconds = time.perf_counter() - t0 - clock.first_seconds
@@ -250,7 +252,8 @@ def _run_main(args: argparse.Namespace) -> None:
     report = {"device": device, "dtype": str(pair.dtype), "head_dtype": str(pair.head_dtype), "pair": repr(pair), "prompts": len(prompts),
               "max_new_tokens": args.max_new_tokens, "profile": args.profile, "runs": {}}
     lookup = (f"hf_lookup is Hugging Face's draft-free speculative decoding (prompt lookup, {args.lookup_L} candidate "
-              "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill.")
+              "tokens). HF rows exclude their first target call (the prompt), as ours exclude the prefill, and run the "
+              "models' linear layers as stock nn.Linear (no few-rows product order, no packed weights).")
     no_assist = "Hugging Face assisted generation cannot drive this draft (a feature draft): that baseline is omitted."
     report["notes"] = [] if args.no_hf else ([] if hf_can_assist(pair) else [no_assist]) + [lookup]  # notes on HF rows
     def save_partial(results, done, T):  # a run cut short keeps every finished prompt

@@ -6,6 +6,7 @@ import torch
 
 from conftest import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
 from spectr_lib.engine.decoder import generate
+from spectr_lib.engine.verifiers import VERIFIERS
 from spectr_lib.models.load import tiny_pair
 
 
@@ -129,7 +130,9 @@ def test_bad_prompts_are_refused(pair):
         generate(pair, "hello")  # a tiny pair has no tokenizer
 
 
-def test_tree_and_batch_verification_score_the_same(pair):
+@pytest.mark.parametrize("form", [f for f in VERIFIERS if f != "batch"])
+@pytest.mark.parametrize("room", [None, 1])  # 1: a static cache grows on the first call
+def test_every_form_scores_as_the_batch_form_and_rolls_back_to_the_kept_path(pair, form, room):
     from spectr_lib.engine.verifiers import make_verifier
     from spectr_lib.theory.trees import token_tree
 
@@ -137,20 +140,26 @@ def test_tree_and_batch_verification_score_the_same(pair):
     node_tok, parent, depth, node_of = token_tree(tokens)
     assert len(node_tok) == 1 + 9 and depth[node_of[1, 3]] == 3 and node_of[0, 2] == node_of[1, 2]
     outs = []
-    for tree in (False, True):
-        ver = make_verifier(pair.target, V, form="tree" if tree else "batch")
-        ver.prefill(torch.tensor(PROMPT))
+    for name in ("batch", form):
+        ver = make_verifier(pair.target, V, form=name)
+        ver.prefill(torch.tensor(PROMPT), room=room)
         logits, _ = ver.verify(tokens)
         ver.commit(tokens, row=1, n_accepted=2, new_token=torch.tensor(5))
-        outs.append((logits, ver.step()[0]))
-    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(outs[0][1], outs[1][1], atol=1e-5, rtol=1e-5)  # roll-back kept the same path
+        step = ver.step()[0]
+        ver.push(torch.tensor(0))
+        again, _ = ver.verify(tokens.flip(0))  # a second round over the first one's stale positions
+        ver.commit(tokens.flip(0), row=0, n_accepted=1, new_token=torch.tensor(4))
+        outs.append((logits, step, again, ver.step()[0]))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # same scores, roll-backs kept the same paths
     with torch.no_grad():
         ref = pair.target(torch.tensor([PROMPT + [3, 1, 5]])).logits[0, -1]
+        ref2 = pair.target(torch.tensor([PROMPT + [3, 1, 5, 0, 3, 4]])).logits[0, -1]
     torch.testing.assert_close(outs[1][1], ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[1][3], ref2, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("form", ["batch", "tree"])
+@pytest.mark.parametrize("form", list(VERIFIERS))
 def test_both_verification_forms_are_exact(pair, form):
     samples = samples_of(pair, 5000, method="kseq", k=4, L=3, verify=form)
     assert chi_square_pvalue(samples, exact_law(pair)) > 1e-3

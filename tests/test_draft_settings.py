@@ -77,7 +77,7 @@ def test_verify_values_and_costs_without_the_form_are_refused(pair, no_model_cal
     tree_only = replace(CHEAP, verify_ms={"tree": CHEAP.verify_ms["tree"]})
     with pytest.raises(ValueError, match="no measurement of the 'batch' verification form"):
         generate(pair, [1, 2, 3], k="auto", verify="batch", costs=tree_only)
-    assert list(VERIFIERS) == ["batch", "tree"]
+    assert list(VERIFIERS) == ["batch", "tree", "static"]
 
 
 def test_predict_takes_the_old_tree_keyword_with_a_warning():

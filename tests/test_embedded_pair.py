@@ -8,6 +8,7 @@ from transformers import AutoTokenizer
 
 from spectr_lib import draft_acceptance, generate, load_pair
 from spectr_lib.models.feature_draft import FeatureDraft
+from spectr_lib.engine.verifiers import VERIFIERS
 from spectr_lib.models.few_rows import FewRowsLinear
 from spectr_lib.paths import DEFAULT_DRAFT_DIR
 from spectr_lib.prompts import encode_chat
@@ -140,7 +141,7 @@ def test_the_default_draft_is_the_fused_one_and_decodes_exactly_in_both_verifica
     assert pair32.draft.config.feature_layers == (4, 16, -1)
     ids = encode_chat(pair32.tokenizer, PROMPTS[3])
     ar = generate(pair32, ids, method="ar", max_new_tokens=24, temperature=0).token_ids
-    for form in ("tree", "batch"):
+    for form in VERIFIERS:
         assert torch.equal(generate(pair32, ids, method="kseq", k=4, L=3, max_new_tokens=24, temperature=0, verify=form).token_ids, ar)
 
 

@@ -10,7 +10,7 @@ from spectr_lib.distill.cli import main as distill_main
 from spectr_lib.distill.unroll import unroll_mask, unrolled_outputs
 from spectr_lib.engine.acceptance import next_token_probs
 from spectr_lib.engine.drafters import FeatureDrafter
-from spectr_lib.engine.verifiers import make_verifier
+from spectr_lib.engine.verifiers import VERIFIERS, make_verifier
 from spectr_lib.models.feature_draft import (CONFIG_NAME, FeatureDraft, FeatureDraftConfig, KVCache, init_from_target,
                                              previous_features)
 from spectr_lib.models.load import ModelPair, tiny_pair
@@ -88,7 +88,7 @@ def test_fused_incremental_drafting_matches_one_pass(fused):
     torch.testing.assert_close(q[0, 0], q_full[-1], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("form", ["tree", "batch"])
+@pytest.mark.parametrize("form", list(VERIFIERS))
 def test_greedy_with_a_fused_draft(fused, form):
     got = generate(fused, PROMPT, method="kseq", k=3, L=3, max_new_tokens=20, temperature=0, seed=1, verify=form).token_ids
     assert torch.equal(got, target_greedy(fused, PROMPT, 20))

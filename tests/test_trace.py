@@ -4,6 +4,7 @@ import torch
 
 from spectr_lib.engine.decoder import generate
 from spectr_lib.engine.trace import trace_round
+from spectr_lib.engine.verifiers import VERIFIERS
 from spectr_lib.models.load import tiny_pair
 from spectr_lib.theory.trees import token_tree
 
@@ -25,9 +26,9 @@ def test_trace_is_the_first_round_of_generate(pair, method, k, L, form):
         assert g.stats.rounds[0].accepted == t.accepted
 
 
-@pytest.mark.parametrize("form", ["tree", "batch"])
+@pytest.mark.parametrize("form", list(VERIFIERS))
 def test_positions_survivors_and_caches_agree(pair, form):
-    tree = form == "tree"
+    tree = form != "batch"  # the tree forms: one row of the drafts' prefix tree
     k, L = 4, 3
     bonus = correction = 0
     for seed in range(30):

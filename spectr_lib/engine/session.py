@@ -62,7 +62,8 @@ class Session:
         if request.auto:
             ks = tuple(x for x in K_AUTO if m.k in (None, x)) if request.auto_k else (request.k,)
             self.auto = AutoConfig(costs, ks, tuple(range(L_MAX + 1)) if request.auto_L else (request.L,), request.form)
-        features = self.verifier.prefill(request.ids)
+        drafted = max(self.auto.ks) * max(self.auto.Ls) if self.auto else (request.k or 1) * request.L if m else 0
+        features = self.verifier.prefill(request.ids, room=request.max_new_tokens + 1 + drafted)  # a round's tree fits
         if self.drafter is not None:
             self.drafter.prefill(request.ids, features)
             self.stats.accepted_hist = [0] * (min(request.L, request.max_new_tokens - 1) + 1)  # no round drafts more

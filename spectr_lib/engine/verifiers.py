@@ -19,8 +19,8 @@ class Verifier:
     """The target side of speculative decoding (the protocol every verification form follows): prefill, one
     call scoring every draft position (`verify`), roll-back to the accepted path (`commit`), and a plain
     autoregressive `step`. Subclasses differ only in how `verify` lays the drafts out and `commit` rolls back;
-    a new verification path (a static cache for CUDA graphs, a fused tree kernel) is one more subclass, listed
-    in VERIFIERS under its name.
+    a new verification path (a fused tree kernel, a compiled call) is one more subclass, listed in VERIFIERS under
+    its name.
 
     The cost model (engine/costs.py) times each form at its `calibration_shapes` (k drafts of length L) and
     predicts a call from the measured calls of the same `layout` (rows, positions per row), interpolating.
@@ -54,10 +54,18 @@ class Verifier:
         logits, h = self.head(ids, self.cache, layers=self.layers, lazy=lazy, **kw)
         return logits, (h if self.layers is not None else None)
 
+    def _new_cache(self, prompt: int, room: int | None):
+        """An empty cache for a prompt of `prompt` tokens and `room` positions more (None: not known)."""
+        return hf_cache.new_cache()
+
+    def _make_room(self, n: int) -> None:
+        """Room for n more positions in the cache (a dynamic cache always has it)."""
+
     @torch.no_grad()
-    def prefill(self, ids: torch.Tensor) -> torch.Tensor | None:
-        """Cache ids[:-1]; the last prompt token stays pending. Returns the features of ids[:-1] if needed."""
-        self.cache = hf_cache.new_cache()
+    def prefill(self, ids: torch.Tensor, room: int | None = None) -> torch.Tensor | None:
+        """Cache ids[:-1]; the last prompt token stays pending. Returns the features of ids[:-1] if needed.
+        room: how many positions past the prompt the generation may use (a static cache allocates them once)."""
+        self.cache = self._new_cache(len(ids), room)
         self.length = len(ids) - 1
         self.pending = ids[-1:]
         if len(ids) == 1:
@@ -81,6 +89,7 @@ class Verifier:
     def step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits [V] after the pending token, and its feature [d] when needed: one plain autoregressive step."""
         self.calls += 1
+        self._make_room(1)
         logits, feats = self._run(self.pending[None])
         self.length += 1
         return logits[0, -1], (feats[0, -1] if feats is not None else None)
@@ -134,9 +143,10 @@ class TreeVerifier(Verifier):
         dev = tokens.device
         node_tok, parent, depth, self.node_of = token_tree(tokens)
         n = self.positions = len(node_tok)
+        self._make_room(n)
         ids = torch.tensor(node_tok, device=dev)
         ids[0] = self.pending[0]
-        allowed = torch.cat([torch.ones(n, self.length, dtype=torch.bool), ancestors(parent)], 1).to(dev)
+        allowed = torch.cat([torch.ones(n, self.length, dtype=torch.bool), ancestors(parent), self._unused(n)], 1).to(dev)
         dtype = self.model.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
         pos = (self.length + torch.tensor(depth, device=dev))[None]
@@ -145,6 +155,10 @@ class TreeVerifier(Verifier):
         feats = feats[0][node_of] if feats is not None else None
         return (logits.take(self.node_of) if lazy else logits[0][node_of]), feats
 
+    def _unused(self, n: int) -> torch.Tensor:
+        """Mask columns [n, ·] of cache positions past the call's own (none in a dynamic cache)."""
+        return torch.zeros(n, 0, dtype=torch.bool)
+
     def commit(self, tokens: torch.Tensor, row: int, n_accepted: int, new_token: torch.Tensor) -> None:
         path = self.length + self.node_of[row, : n_accepted + 1].to(tokens.device)  # the accepted path's nodes
         hf_cache.keep_path(self.cache, self.length, path)
@@ -152,12 +166,35 @@ class TreeVerifier(Verifier):
         self.pending = new_token.reshape(1)
 
 
+class StaticTreeVerifier(TreeVerifier):
+    """The tree form on one preallocated, position-indexed cache per generation (transformers' `StaticCache`, the
+    layout of gpt-fast's caches): a call writes its positions in place, the roll-back moves the accepted path down
+    and the cache's length back, and nothing is concatenated or cropped by copy. The attention reads the whole
+    allocation under the tree's mask (positions past the context masked), so the allocation is sized to the
+    generation (prompt + `room`) and doubled, copied once, if a caller goes past it."""
+
+    ROOM = 256  # positions allocated past the prompt when the caller does not say
+
+    def _new_cache(self, prompt: int, room: int | None):
+        return hf_cache.new_static_cache(self.model.config, prompt + (self.ROOM if room is None else max(room, 1)))
+
+    def _make_room(self, n: int) -> None:
+        size = hf_cache.capacity(self.cache)
+        if self.length + n > size:
+            self.cache = hf_cache.grown(self.cache, self.model.config, max(2 * size, self.length + n))
+
+    def _unused(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, hf_cache.capacity(self.cache) - self.length - n, dtype=torch.bool)
+
+
 # The verification forms by name. A new form is one subclass of Verifier and one line here; `generate(verify=...)`,
 # the cost model, auto, trace_round and the tools read this registry.
-VERIFIERS: dict[str, type[Verifier]] = {"batch": BatchVerifier, "tree": TreeVerifier}
+VERIFIERS: dict[str, type[Verifier]] = {"batch": BatchVerifier, "tree": TreeVerifier, "static": StaticTreeVerifier}
 
 # The form a device uses when none is asked for: the faster one measured by `python -m spectr_lib.tools.bench_verify`
-# on a CPU. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
+# on a CPU. The static form saved 2-3 ms of a ~72 ms plain step on a 2-core AVX2 CPU (the dynamic cache's per-layer
+# concatenation, against attention over the whole allocation), within the run-to-run noise of whole generations:
+# not the default; it is the layout a compiled, fixed-shape call needs. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
 # kept there as the one that needs no tree attention mask; `gpu_check --phases forms` measures both.
 DEFAULT_FORM = {"cpu": "tree", "cuda": "batch"}
 

@@ -1,4 +1,5 @@
-"""Small, version-tolerant helpers around Hugging Face KV caches (crop, keep rows, repeat rows)."""
+"""Small, version-tolerant helpers around Hugging Face KV caches (crop, keep rows, repeat rows, keep a tree's path),
+dynamic ones and static, position-indexed ones (`new_static_cache`)."""
 from __future__ import annotations
 
 import inspect
@@ -29,9 +30,40 @@ def new_cache():
     return DynamicCache()
 
 
+def new_static_cache(config, capacity: int):
+    """An empty static cache (transformers' `StaticCache`) of `capacity` positions per layer, allocated on its
+    first call: calls write their positions in place and a crop only moves its length (gpt-fast's layout)."""
+    from transformers import StaticCache
+
+    return StaticCache(config=config, max_cache_len=capacity)
+
+
+def is_static(cache) -> bool:
+    """Whether the cache is position-indexed (preallocated, written in place)."""
+    return hasattr(cache, "max_cache_len") or any(hasattr(layer, "max_cache_len") for layer in getattr(cache, "layers", ()))
+
+
+def capacity(cache) -> int:
+    """Positions a static cache holds (its smallest layer's)."""
+    return min(layer.max_cache_len for layer in cache.layers)
+
+
+def grown(cache, config, new_capacity: int):
+    """A static cache of `new_capacity` positions holding the same positions as `cache` (copied once)."""
+    out = new_static_cache(config, new_capacity)
+    n = int(cache.get_seq_length())
+    for old, new in zip(cache.layers, out.layers):
+        if getattr(old, "is_initialized", False):
+            new.lazy_initialization(old.keys, old.values)
+            new.keys[:, :, :n] = old.keys[:, :, :n]
+            new.values[:, :, :n] = old.values[:, :, :n]
+            new.cumulative_length.fill_(n)
+    return out
+
+
 def crop(cache, length: int) -> None:
     """Keep the first `length` positions (a negative count removes tokens in every transformers version)."""
-    extra = cache.get_seq_length() - length
+    extra = int(cache.get_seq_length()) - length
     if extra > 0:
         cache.crop(-extra)
 
@@ -49,8 +81,16 @@ def repeat_rows(cache, k: int) -> None:
 
 def keep_path(cache, start: int, path: torch.Tensor) -> None:
     """Keep positions [0, start) and then the positions `path` (ascending, all ≥ start) of every layer: the
-    accepted path through a token tree. The path is moved down in place; the context is not copied."""
+    accepted path through a token tree. The path is moved down in place; the context is not copied (a static
+    cache keeps its tensors and moves its length back)."""
     end = start + len(path)
+    if is_static(cache):
+        for layer in cache.layers:
+            if getattr(layer, "is_initialized", False):
+                layer.keys[:, :, start:end] = layer.keys[:, :, path]
+                layer.values[:, :, start:end] = layer.values[:, :, path]
+        crop(cache, end)
+        return
 
     def moved(t: torch.Tensor) -> torch.Tensor:
         t[:, :, start:end] = t[:, :, path]  # the gather copies first, so overlapping ranges are safe

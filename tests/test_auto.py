@@ -18,7 +18,8 @@ from conftest import PROMPT, chi_square_pvalue, exact_law, samples_of
 
 def synthetic_costs(draft_ms: float, ar_ms: float = 10.0) -> Costs:
     """Costs where a round of k drafts is cheap (draft_ms small) or not, and acceptance priors that differ by k."""
-    return Costs(key={}, ar_ms=ar_ms, verify_ms={"tree": [[1, 1, 10.0], [1, 81, 14.0]],
+    tree = [[1, 1, 10.0], [1, 81, 14.0]]
+    return Costs(key={}, ar_ms=ar_ms, verify_ms={"tree": tree, "static": tree,
                                                  "batch": [[1, 2, 10.0], [1, 9, 12.0], [8, 2, 11.0], [8, 9, 16.0]]},
                  draft_ms=[[1, draft_ms], [8, 2 * draft_ms]], select_ms=0.05, overhead_ms=0.2,
                  alpha={"1": [0.5] * 6, "2": [0.6] * 6, "4": [0.7] * 6, "8": [0.75] * 6}, nodes={})

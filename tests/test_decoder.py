@@ -144,17 +144,17 @@ def test_every_form_scores_as_the_batch_form_and_rolls_back_to_the_kept_path(pai
         ver = make_verifier(pair.target, V, form=name)
         ver.prefill(torch.tensor(PROMPT), room=room)
         logits, _ = ver.verify(tokens)
-        ver.commit(tokens, row=1, n_accepted=2, new_token=torch.tensor(5))
+        ver.commit(tokens, row=2, n_accepted=2, new_token=torch.tensor(5))  # a path off the tree's first branch
         step = ver.step()[0]
         ver.push(torch.tensor(0))
         again, _ = ver.verify(tokens.flip(0))  # a second round over the first one's stale positions
-        ver.commit(tokens.flip(0), row=0, n_accepted=1, new_token=torch.tensor(4))
+        ver.commit(tokens.flip(0), row=2, n_accepted=2, new_token=torch.tensor(4))
         outs.append((logits, step, again, ver.step()[0]))
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)  # same scores, roll-backs kept the same paths
     with torch.no_grad():
-        ref = pair.target(torch.tensor([PROMPT + [3, 1, 5]])).logits[0, -1]
-        ref2 = pair.target(torch.tensor([PROMPT + [3, 1, 5, 0, 3, 4]])).logits[0, -1]
+        ref = pair.target(torch.tensor([PROMPT + [5, 0, 5]])).logits[0, -1]
+        ref2 = pair.target(torch.tensor([PROMPT + [5, 0, 5, 0, 3, 1, 4]])).logits[0, -1]
     torch.testing.assert_close(outs[1][1], ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(outs[1][3], ref2, atol=1e-5, rtol=1e-5)
 

@@ -9,13 +9,14 @@ PKG = Path(__file__).resolve().parent.parent / "spectr_lib"
 ALLOWED = {
     "paths": set(),
     "runtime": set(),
+    "argtypes": set(),
     "theory": set(),
     "prompts": {"paths"},
     "models": {"paths", "theory", "runtime"},  # runtime: the CPU's flags (models/matmul_order.py) and attention backends
     "engine": {"theory", "models", "prompts", "paths", "runtime"},
     "widgets": {"theory"},
-    "distill": {"theory", "models", "prompts", "paths", "runtime"},
-    "tools": {"theory", "models", "prompts", "paths", "runtime", "engine", "widgets", "distill"},
+    "distill": {"theory", "models", "prompts", "paths", "runtime", "argtypes"},
+    "tools": {"theory", "models", "prompts", "paths", "runtime", "engine", "widgets", "distill", "argtypes"},
     "__init__": {"engine", "models"},
 }
 

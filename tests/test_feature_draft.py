@@ -98,3 +98,12 @@ def test_distill_script_end_to_end(tmp_path):
     ck = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 6 and [c["step"] for c in ck["curve"]] == [0, 2, 4, 6]  # 0: before training
     assert ck["recipe"]["bf16_autocast"] is True
+    # a new run over that checkpoint, without --resume or --overwrite, is refused before anything loads
+    saved = (tmp_path / "work" / "checkpoint.pt").read_bytes()
+    again = ["train", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--steps", "2", "--checkpoint-every", "2",
+             "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--head-tokens", "48"]
+    with pytest.raises(SystemExit, match="--resume to continue it, --overwrite"):
+        distill_main(again)
+    assert (tmp_path / "work" / "checkpoint.pt").read_bytes() == saved
+    distill_main([*again, "--overwrite"])  # asked for: a new run
+    assert torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["step"] == 2

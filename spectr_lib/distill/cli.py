@@ -22,6 +22,7 @@ import torch
 from . import StageError
 from ..models.draft_files import holds_model
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
+from ..argtypes import SEED, count, real
 
 STANDALONE_DIR = DEFAULT_DRAFT_DIR.parent / "smollm2-draft-standalone"
 
@@ -67,40 +68,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--feature-layers", type=_layers, default=None,
                     help="target hidden_states the draft reads, comma-separated (-1: last; e.g. 4,16,-1 fuses "
                          "three; default: those of the --init draft or the resumed checkpoint, else -1)")
-    ap.add_argument("--num-layers", type=int, default=None,
+    ap.add_argument("--num-layers", type=count(1), default=None,
                     help="feature draft: its decoder layers (default: those of the --init draft or the resumed "
                          "checkpoint, else 1); more than --init's adds layers that start as pass-throughs")
-    ap.add_argument("--depth", type=int, default=3, help="drafting steps unrolled in training (training-time test)")
-    ap.add_argument("--feature-weight", type=float, default=0.1, help="weight of the feature regression loss")
-    ap.add_argument("--tv-weight", type=float, default=0.0,
+    ap.add_argument("--depth", type=count(1), default=3, help="drafting steps unrolled in training (training-time test)")
+    ap.add_argument("--feature-weight", type=real(0), default=0.1, help="weight of the feature regression loss")
+    ap.add_argument("--tv-weight", type=real(0), default=0.0,
                     help="weight of a total-variation term, 1 − Σ min(p, q) over the teacher's top-k, added to the "
                          "soft cross-entropy (a feature draft; 0: cross-entropy only)")
-    ap.add_argument("--max-prompt", type=int, default=384, help="keep each prompt's last N tokens in training")
+    ap.add_argument("--max-prompt", type=count(1), default=384, help="keep each prompt's last N tokens in training")
     ap.add_argument("--answer-shards", type=_shard_range, default=None, metavar="FIRST-LAST",
                     help="only these answer shards (e.g. 15-29): the data stage labels them, train reads them; to "
                          "continue a draft (--init) on answers it has not seen")
-    ap.add_argument("--train-tokens", type=int, default=None,
+    ap.add_argument("--train-tokens", type=count(1), default=None,
                     help="train on the first N answer tokens only (a data-scaling curve)")
     ap.add_argument("--prompts", type=Path, default=DATA_DIR / "prompts" / "train.jsonl")
-    ap.add_argument("--max-prompts", type=int, default=None, help="use the first N training prompts")
-    ap.add_argument("--max-new-tokens", type=int, default=160)
-    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the answers")
-    ap.add_argument("--shard-size", type=int, default=48, help="prompts per data shard")
-    ap.add_argument("--gen-batch", type=int, default=24)
-    ap.add_argument("--steps", type=int, default=1200, help="optimizer steps of the train stage")
-    ap.add_argument("--batch-seqs", type=int, default=16, help="sequences per optimizer step")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--head-tokens", type=int, default=16384,
+    ap.add_argument("--max-prompts", type=count(1), default=None, help="use the first N training prompts")
+    ap.add_argument("--max-new-tokens", type=count(1), default=160)
+    ap.add_argument("--temperature", type=real(0, exclusive=True), default=1.0, help="sampling temperature of the answers")
+    ap.add_argument("--shard-size", type=count(1), default=48, help="prompts per data shard")
+    ap.add_argument("--gen-batch", type=count(1), default=24)
+    ap.add_argument("--steps", type=count(1), default=1200, help="optimizer steps of the train stage")
+    ap.add_argument("--batch-seqs", type=count(1), default=16, help="sequences per optimizer step")
+    ap.add_argument("--lr", type=real(0, exclusive=True), default=1e-3)
+    ap.add_argument("--head-tokens", type=count(1), default=16384,
                     help="keep only the N most frequent tokens in the draft's output head (0: all)")
     ap.add_argument("--init", type=Path, default=None, help="continue training an existing draft folder")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
     ap.add_argument("--overwrite", action="store_true",
-                    help="let save replace a draft already in --out (the default --out holds the shipped draft)")
-    ap.add_argument("--checkpoint-every", type=int, default=100)
+                    help="let save replace a draft already in --out (the default --out holds the shipped draft), and "
+                         "train start a new run over a checkpoint in --work-dir")
+    ap.add_argument("--checkpoint-every", type=count(1), default=100)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=SEED, default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny random pair and a few steps: a smoke test")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=count(1), default=None, help="torch CPU threads")
     ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
                     help="a feature draft's training arithmetic on a CPU: bf16 autocast (auto: where the CPU computes "
                          "bf16 natively) or float32; the standalone draft always trains in float32")
@@ -171,6 +173,21 @@ def run_data(args, target, tokenizer, work: Path) -> None:
         print(f"{path.name}: {len(recs)} answers, {n} answer tokens, {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def work_dir(args) -> Path:
+    """The folder of the run's shards and checkpoints: --work-dir, or one per kind under the user cache folder."""
+    return args.work_dir or cache_dir() / "distill" / ("tiny" if args.tiny else "smollm2" if args.kind == "feature"
+                                                       else "smollm2-standalone")
+
+
+def check_no_lost_work(args) -> None:
+    """StageError when a train stage would start a new run over a checkpoint already in the work folder (neither
+    --resume nor --overwrite given): a finished or interrupted run is never replaced silently."""
+    checkpoint = work_dir(args) / "checkpoint.pt"
+    if args.stage in ("train", "all") and checkpoint.exists() and not (args.resume or args.overwrite):
+        raise StageError(f"{checkpoint} holds a training run's checkpoint: give --resume to continue it, --overwrite "
+                         f"to start a new run over it, or another --work-dir")
+
+
 def load_for_stage(args, command_line: bool):
     """The setup every stage shares: malloc tunables (a command line re-runs itself with them: big tensors
     page-fault badly without), torch threads, the work folder, the target. Returns (target, tokenizer, work)."""
@@ -180,8 +197,7 @@ def load_for_stage(args, command_line: bool):
         keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = args.work_dir or cache_dir() / "distill" / ("tiny" if args.tiny else "smollm2" if args.kind == "feature"
-                                                       else "smollm2-standalone")
+    work = work_dir(args)
     work.mkdir(parents=True, exist_ok=True)
     from transformers.utils import logging
 
@@ -205,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run_stages(args, command_line: bool = False) -> None:
-    """The stages of parsed command-line `args` (data, train, save, or all three)."""
+    """The stages of parsed command-line `args` (data, train, save, or all three). StageError (before the target
+    loads) when a new training run would replace a checkpoint (`check_no_lost_work`)."""
+    check_no_lost_work(args)
     target, tokenizer, work = load_for_stage(args, command_line=command_line)
     if args.stage in ("data", "all"):
         if args.source == "answers" and not args.tiny:

@@ -29,6 +29,7 @@ from typing import Iterator
 
 from ..paths import DATA_DIR
 from .prompt_set import make_prompts
+from ..argtypes import SEED, count
 
 CORPUS_FILE = DATA_DIR / "distill" / "prompts.jsonl.gz"
 PERMISSIVE = ("bsd", "mit", "apache", "psf", "python software foundation", "isc", "mpl", "mozilla")
@@ -272,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     """Build and write the prompt corpus; print its make-up."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.distill.corpus", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=24000, help="number of prompts")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=count(1), default=24000, help="number of prompts")
+    ap.add_argument("--seed", type=SEED, default=0)
     ap.add_argument("--out", type=Path, default=CORPUS_FILE)
     args = ap.parse_args(argv)
     records = build(args.n, args.seed)

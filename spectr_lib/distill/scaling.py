@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from . import StageError
+from ..argtypes import real
 
 SUFFIX = {"k": 1_000, "m": 1_000_000}
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.distill.scaling", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", type=parse_budgets, required=True, help="answer-token budgets, e.g. 70k,140k,280k")
-    ap.add_argument("--passes", type=float, default=1.5, help="passes over each budget's data (steps ∝ budget)")
+    ap.add_argument("--passes", type=real(0, exclusive=True), default=1.5, help="passes over each budget's data (steps ∝ budget)")
     ap.add_argument("--scaling-out", type=Path, default=None, help="where scaling.json/png go (default <work>/scaling)")
     own, rest = ap.parse_known_args(argv)
     if "--steps" in rest or any(a.startswith("--steps=") for a in rest):

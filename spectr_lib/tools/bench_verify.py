@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..engine.decoder import generate
 from ..engine.verifiers import VERIFIERS
 from ..prompts import encode_chat, read_prompts
+from ..argtypes import count
 
 
 def compare(pair, prompts: list[dict], configs, max_new_tokens: int, seed: int = 0) -> list[dict]:
@@ -30,8 +31,8 @@ def compare(pair, prompts: list[dict], configs, max_new_tokens: int, seed: int =
 def main(argv: list[str] | None = None) -> None:
     """Print the comparison as a table."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.bench_verify", description=__doc__)
-    ap.add_argument("--limit", type=int, default=6)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--limit", type=count(1), default=6)
+    ap.add_argument("--max-new-tokens", type=count(1), default=64)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: the library's for the device")

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from ..argtypes import SEED, TEMPERATURE, count
+
 DEMO_PROMPTS = [
     {"category": "stem", "prompt": "Explain in three sentences why the sky is blue."},
     {"category": "writing", "prompt": "Write a short, friendly email inviting a colleague to lunch on Friday."},
@@ -17,10 +19,10 @@ DEMO_PROMPTS = [
 def main(argv: list[str] | None = None) -> None:
     """Load the embedded pair, calibrate its costs once (cached), show one SpecTr answer, print the comparison."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.demo", description=__doc__)
-    ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=count(1), default=96)
+    ap.add_argument("--temperature", type=TEMPERATURE, default=1.0)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=SEED, default=0)
     ap.add_argument("--recalibrate", action="store_true", help="measure the cost model again")
     args = ap.parse_args(argv)
     from transformers.utils import logging

@@ -25,6 +25,7 @@ from ..paths import SPEC_BENCH
 from ..prompts import first_per_category, read_prompts
 from .acceptance import acceptance_by_category, continuations
 from .timing import draft_step_seconds, median_seconds
+from ..argtypes import SEED, count, real
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
@@ -95,16 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.draft_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=SPEC_BENCH)
-    ap.add_argument("--per-category", type=int, default=16)
+    ap.add_argument("--per-category", type=count(1), default=16)
     ap.add_argument("--categories", nargs="+", default=["translation", "summarization", "qa", "math_reasoning", "rag"])
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
+    ap.add_argument("--max-new-tokens", type=count(1), default=128)
+    ap.add_argument("--temperature", type=real(0, exclusive=True), nargs="+", default=[1.0, 0.7])
     ap.add_argument("--draft", default=None)
     ap.add_argument("--compare", nargs="+", default=[], metavar="DRAFT",
                     help="more drafts measured on the same target continuations (acceptance, and their step cost "
                          "unless --no-cost)")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--seed", type=SEED, default=1234)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     ap.add_argument("--heldout", action="store_true",
                     help="the project's own held-out prompts (the corpus' heldout split, every category) instead of "

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..theory.dists import warp
 from ..theory.kseq import kseq_acceptance
+from ..argtypes import SEED, count, real
 
 TAUS = (0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.2)
 KS = (1, 2, 4, 8)
@@ -80,10 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.draft_temperature", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draft", required=True, type=Path, help="a spectr_lib draft folder (spectr_draft.json)")
-    ap.add_argument("--per-category", type=int, default=4, help="held-out prompts per category")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--per-category", type=count(1), default=4, help="held-out prompts per category")
+    ap.add_argument("--temperature", type=real(0, exclusive=True), default=1.0)
+    ap.add_argument("--max-new-tokens", type=count(1), default=96)
+    ap.add_argument("--seed", type=SEED, default=1234)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     ap.add_argument("--write", action="store_true", help="store the best τ per k in the draft's spectr_draft.json")
     args = ap.parse_args(argv)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from ..argtypes import count
+
 PHASES = ("env", "smoke", "costs", "bench", "forms")
 
 
@@ -114,12 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: the library's for CUDA (bfloat16)")
-    ap.add_argument("--smoke-samples", type=int, default=1500, help="samples per chi-square test of the smoke phase")
+    ap.add_argument("--smoke-samples", type=count(1), default=1500, help="samples per chi-square test of the smoke phase")
     ap.add_argument("--prompts", default=None, help="JSONL prompts of the bench phase (default: the project's own)")
-    ap.add_argument("--per-category", type=int, default=None)
-    ap.add_argument("--skip-per-category", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--per-category", type=count(1), default=None)
+    ap.add_argument("--skip-per-category", type=count(0), default=0)
+    ap.add_argument("--limit", type=count(1), default=8)
+    ap.add_argument("--max-new-tokens", type=count(1), default=64)
     ap.add_argument("--temperature", nargs="+", default=["1.0"])
     ap.add_argument("--k", nargs="+", default=["4", "8"])
     ap.add_argument("--L", nargs="+", default=["2", "4", "8"])

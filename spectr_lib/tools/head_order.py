@@ -16,6 +16,7 @@ import torch
 
 from ..models import matmul_order
 from .timing import machine_note
+from ..argtypes import count
 
 PROMPTS = ("Explain how the gears of a bicycle work.", "Summarize the plot of a heist film in three sentences.",
            "Write a haiku about rain.")
@@ -80,8 +81,8 @@ def report(totals: dict, configs=CONFIGS) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Load the pair, run the three settings side by side, print the table."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.head_order", description=__doc__)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=count(1), default=48)
+    ap.add_argument("--repeats", type=count(1), default=2)
     ap.add_argument("--tiny", action="store_true", help="a tiny random pair (a smoke test)")
     ap.add_argument("--part", choices=sorted(OVERRIDE), default="head",
                     help="head: the output head's product; body: every linear layer of the two models")

@@ -13,6 +13,7 @@ import torch
 
 from ..theory.selection import _pass_probabilities, draw_drafts
 from .timing import median_seconds
+from ..argtypes import count
 
 PROMPTS = ("List three uses of a paperclip.", "Describe a quiet morning in a small harbour town.",
            "What does a compiler do? Answer in two sentences.")
@@ -48,9 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     """Print K-SEQ's selection cost next to the embedded target's forward passes, as ratios measured in one run."""
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.microbench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--L", type=int, default=8)
-    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--k", type=count(1), default=8)
+    ap.add_argument("--L", type=count(1), default=8)
+    ap.add_argument("--context", type=count(1), default=256)
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
     from transformers.utils import logging

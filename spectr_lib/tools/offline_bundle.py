@@ -27,6 +27,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..argtypes import real
+
 MANIFEST = "manifest.json"
 
 
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack", help="write the bundle from this environment")
     p.add_argument("bundle", type=Path)
-    p.add_argument("--part-mib", type=float, default=30, help="largest part in MiB (default 30)")
+    p.add_argument("--part-mib", type=real(0, exclusive=True), default=30, help="largest part in MiB (default 30)")
     u = sub.add_parser("unpack", help="join the parts on the machine without network")
     u.add_argument("bundle", type=Path)
     u.add_argument("--site", type=Path, required=True, help="folder to put on PYTHONPATH afterwards")

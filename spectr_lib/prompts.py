@@ -19,21 +19,41 @@ def is_chat(x) -> bool:
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
+def check_text(text: str, what: str = "the prompt") -> str:
+    """text, if every character of it can be written as UTF-8 (ValueError naming the first one that cannot, e.g. a
+    lone surrogate "\\ud800" left by a bad decode, before any tokenizer or model sees it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} holds {text[err.start]!r} at character {err.start}, which is not valid Unicode text "
+                         f"(a lone surrogate, often left by decoding bytes with errors='surrogateescape'): fix or "
+                         f"drop it") from None
+    return text
+
+
 def encode_chat(tokenizer, prompt) -> torch.Tensor:
     """Token ids [T] of a user prompt (a string) or a conversation (a list of {"role", "content"} messages:
-    system, user and assistant turns) in the model's chat template, ready for the answer."""
+    system, user and assistant turns) in the model's chat template, ready for the answer: a conversation that
+    ends in an assistant message gets a new assistant turn after it (Hugging Face's text-generation pipeline
+    continues that message instead; pass the template's ids yourself for that). As in `apply_chat_template`,
+    special-token text inside a message (e.g. "<|im_end|>") becomes the special token itself, so user text can
+    close a turn. ValueError for an empty prompt or message content, text that is not valid Unicode, or an unknown
+    role; TypeError for another kind of prompt."""
     if tokenizer is None:
         raise ValueError("this pair has no tokenizer (e.g. tiny_pair()): pass the prompt as token ids")
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ValueError("the prompt is empty: give a non-empty string or a non-empty list of token ids")
-        messages = [{"role": "user", "content": prompt}]
+        messages = [{"role": "user", "content": check_text(prompt)}]
     elif is_chat(prompt):
         for i, m in enumerate(prompt):
             if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise ValueError(f"chat message {i} must have a string 'role' and a string 'content', got {m!r}")
             if m["role"] not in CHAT_ROLES:
                 raise ValueError(f"chat message {i} has role {m['role']!r}: use one of {', '.join(CHAT_ROLES)}")
+            if not m["content"].strip():
+                raise ValueError(f"chat message {i} ({m['role']}) has empty content: give it text or leave the message out")
+            check_text(m["content"], f"chat message {i}")
         messages = list(prompt)
     else:
         raise TypeError(f"a chat prompt is a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")

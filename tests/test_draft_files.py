@@ -63,6 +63,10 @@ def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypa
     (lambda f: _set_field(f, "draft_temperature", {"1": 1e-9}), ValueError, "draft_temperature maps draft counts"),
     (lambda f: _set_field(f, "prompt_lookup", 1), ValueError, "prompt_lookup must be true or false"),
     (lambda f: _set_field(f, "prompt_lookup", "yes"), ValueError, "prompt_lookup must be true or false"),
+    (lambda f: _set_field(f, "hidden_size", "three"), ValueError, "hidden_size must be a whole number"),
+    (lambda f: _set_field(f, "vocab_size", 0), ValueError, "vocab_size must be a whole number"),
+    (lambda f: _set_field(f, "head_tokens", True), ValueError, "head_tokens must be a whole number"),
+    (lambda f: _set_field(f, "feature_layers", "4,16"), ValueError, "feature_layers must be a non-empty list"),
     (lambda f: (f / WEIGHTS_NAME).unlink(), FileNotFoundError, "no draft.safetensors"),
     (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:50]), FileNotFoundError,
      "not a readable safetensors file"),
@@ -76,6 +80,27 @@ def test_a_damaged_folder_is_named_with_the_fix(target, feature_folder, standalo
     fix = ("tools.draft_temperature" if "draft_temperature" in message or "draft counts" in message
            else "remove the field" if "prompt_lookup" in message else "distill save")
     assert fix in str(info.value)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda meta: meta.pop("num_hidden_layers"), "lacks 'num_hidden_layers'"),
+    (lambda meta: meta.update(num_hidden_layers="three"), "num_hidden_layers must be a whole number ≥ 1, got 'three'"),
+    (lambda meta: meta.update(num_hidden_layers=-2), "num_hidden_layers must be a whole number ≥ 1"),
+])
+def test_a_standalone_config_with_a_damaged_depth_is_refused_before_the_target_loads(standalone_folder, monkeypatch,
+                                                                                    damage, message):
+    meta = json.loads((standalone_folder / CONFIG_NAME).read_text())
+    damage(meta)
+    (standalone_folder / CONFIG_NAME).write_text(json.dumps(meta))
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the target was loaded before the draft folder was checked")
+
+    monkeypatch.setattr(load_module, "load_target", must_not_load)
+    monkeypatch.setattr(load_module, "embedded_gguf_path", lambda: None)
+    with pytest.raises(ValueError, match=message) as info:
+        load_pair(draft=standalone_folder)
+    assert "distill save" in str(info.value)
 
 
 def test_load_pair_refuses_a_damaged_draft_before_loading_the_target(feature_folder, monkeypatch):

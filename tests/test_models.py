@@ -24,6 +24,24 @@ def test_tiny_pair_shapes_and_determinism():
     assert n_d < n_t and a.vocab_size == 12
 
 
+@pytest.mark.parametrize("prompt, match", [
+    ("caf\ud800", "character 3, which is not valid Unicode"),
+    ([{"role": "user", "content": "ok \udcff"}], "chat message 0 holds"),
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}], "chat message 1 \\(assistant\\) has empty content"),
+    ([{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}], "chat message 0 \\(system\\) has empty content"),
+])
+def test_text_no_template_can_take_is_refused_before_the_template(prompt, match):
+    """A lone surrogate would reach the tokenizer's raw TypeError; an empty message would run silently."""
+    from spectr_lib.prompts import encode_chat
+
+    class NoTemplate:
+        def apply_chat_template(self, *a, **k):
+            raise AssertionError("the template ran")
+
+    with pytest.raises(ValueError, match=match):
+        encode_chat(NoTemplate(), prompt)
+
+
 def test_tiny_pair_refuses_tiny_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
         tiny_pair(vocab_size=1)
@@ -33,6 +51,14 @@ def test_tiny_pair_refuses_tiny_vocab():
 def test_unknown_device_is_refused(bad):
     with pytest.raises(ValueError, match="device"):
         resolve_device(bad)
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no MPS"):
+        load_pair(device="mps")
+    with pytest.raises(ValueError, match="CUDA GPU"):  # none here; on a GPU machine, an index past its count
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")

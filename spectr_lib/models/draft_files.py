@@ -53,9 +53,30 @@ def read_draft_config(folder) -> dict | None:
             f.keys()
     except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
         raise FileNotFoundError(f"{weights} is not a readable safetensors file ({err}): {FIX}") from None
+    check_sizes(meta, kind, path)
     draft_temperatures(meta, path)
     prompt_lookup(meta, path)
     return {**meta, "kind": kind}
+
+
+SIZES = ("num_hidden_layers", "num_layers", "hidden_size", "vocab_size", "head_tokens")  # whole numbers ≥ 1 where given
+REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size"), "feature_draft": ()}
+
+
+def check_sizes(meta: dict, kind: str, path) -> None:
+    """ValueError naming the file when a size field is missing (where the kind needs it) or is not a whole number
+    ≥ 1, or feature_layers is not a list of whole numbers: a damaged file, refused before any model loads."""
+    for name in REQUIRED[kind]:
+        if name not in meta:
+            raise ValueError(f"{path} lacks {name!r}, which a {kind.replace('_', ' ')} needs: {FIX}")
+    for name in SIZES:
+        value = meta.get(name)
+        if name in meta and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{path}: {name} must be a whole number ≥ 1, got {value!r}: {FIX}")
+    layers = meta.get("feature_layers", [-1])
+    if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise ValueError(f"{path}: feature_layers must be a non-empty list of whole numbers (hidden-state indices), "
+                         f"got {layers!r}: {FIX}")
 
 
 TAU_RANGE = (0.05, 20.0)  # draft temperatures outside it would only over- or underflow the draft's softmax

@@ -76,6 +76,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or leave it None") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here: use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s) here: "
+                         f"use 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch has no MPS (Apple GPU) backend here: use device='cpu'")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {device!r} is not supported: use 'cpu' or 'cuda'")
     return dev

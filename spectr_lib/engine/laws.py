@@ -51,16 +51,26 @@ def target_sequence_law(pair: ModelPair, prompt, n_tokens: int = 2, temperature:
 
 
 def empirical_counts(pair: ModelPair, prompt, n_tokens: int = 2, n_samples: int = 1000, seed: int = 0,
-                     **generate_kw) -> dict[tuple[int, ...], int]:
+                     max_new_tokens: int | None = None, **generate_kw) -> dict[tuple[int, ...], int]:
     """How often each sequence of the first n_tokens tokens came out of `generate(pair, prompt,
-    max_new_tokens=n_tokens, seed=s, **generate_kw)` for the seeds s = seed … seed + n_samples − 1.
-    Raises what `generate` raises for bad arguments."""
+    max_new_tokens=max_new_tokens, seed=s, **generate_kw)` for the seeds s = seed … seed + n_samples − 1.
+
+    max_new_tokens (default n_tokens; at least n_tokens): how many tokens each generation makes. A round drafts
+    at most max_new_tokens − 1 − (tokens so far) tokens, so a law test that must reach draft depth L and the bonus
+    token after it generates at least L + 1 tokens (n_tokens = L + 1) or more (the first n_tokens of a longer
+    exact sequence still follow the target's law). Raises what `generate` raises for bad arguments, ValueError
+    for max_new_tokens < n_tokens."""
     n_tokens, n_samples, seed = count("n_tokens", n_tokens), count("n_samples", n_samples), seed_of(seed)
     if seed is None:
         raise ValueError("empirical_counts needs an integer seed (the counts must be reproducible)")
+    max_new_tokens = n_tokens if max_new_tokens is None else count("max_new_tokens", max_new_tokens)
+    if max_new_tokens < n_tokens:
+        raise ValueError(f"max_new_tokens ({max_new_tokens}) must be at least n_tokens ({n_tokens}): the counts are "
+                         f"of the first n_tokens tokens")
     counts: dict[tuple[int, ...], int] = {}
     for s in range(seed, seed + n_samples):
-        key = tuple(generate(pair, prompt, max_new_tokens=n_tokens, seed=s, **generate_kw).token_ids.tolist())
+        out = generate(pair, prompt, max_new_tokens=max_new_tokens, seed=s, **generate_kw).token_ids
+        key = tuple(out[:n_tokens].tolist())
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -77,13 +87,9 @@ def chi_square_bins(counts: dict, law: dict, min_expected: float = 5.0) -> tuple
     impossible = [key for key in counts if law.get(key, 0.0) <= 0.0]
     if impossible:
         raise ValueError(f"{len(impossible)} observed sequence(s) have probability 0 under the law, e.g. {impossible[0]}")
-    keys = sorted(law, key=lambda key: (-law[key], key))
-    big = [key for key in keys if law[key] * n >= min_expected]
-    if not big:
-        raise ValueError(f"no sequence has an expected count ≥ {min_expected} with {n} samples: draw more")
+    big, expected, rest_exp = _big_bins(law, n, min_expected)
     observed = [counts.get(key, 0) for key in big]
-    expected = [law[key] * n for key in big]
-    rest_obs, rest_exp = n - sum(observed), n * (1.0 - sum(law[key] for key in big))
+    rest_obs = n - sum(observed)
     if rest_exp > 1e-9 or rest_obs:
         observed, expected, big = observed + [rest_obs], expected + [max(rest_exp, 0.0)], big + ["other"]
     expected = np.array(expected)
@@ -97,3 +103,32 @@ def chi_square_pvalue(counts: dict, law: dict, min_expected: float = 5.0) -> flo
 
     observed, expected, _ = chi_square_bins(counts, law, min_expected)
     return float(chisquare(observed, expected).pvalue)
+
+
+def chi_square_power(law: dict, departure: dict, n_samples: int, alpha: float = 1e-3, min_expected: float = 5.0) -> float:
+    """The power of `chi_square_pvalue`'s test at level alpha with n_samples draws against a decoder whose law is
+    `departure` instead of `law` (both {sequence: probability}): P(p-value < alpha), from the noncentral
+    chi-square distribution of the statistic (noncentrality n Σ (d_b − l_b)² / l_b over `chi_square_bins`' bins of
+    `law`; Cohen, Statistical Power Analysis, ch. 7). A test whose power against a named departure is below 0.99
+    is too small to prove that departure absent: draw more, or take fewer bins (fewer tokens)."""
+    from scipy.stats import chi2, ncx2
+
+    n_samples = count("n_samples", n_samples)
+    keys, expected, rest = _big_bins(law, n_samples, min_expected)
+    l, d = [e / n_samples for e in expected], [departure.get(key, 0.0) for key in keys]
+    if rest > 1e-9:  # the merged bin of the small sequences
+        l, d = l + [rest / n_samples], d + [1.0 - sum(d)]
+    l, d = np.array(l), np.array(d)
+    df = len(l) - 1
+    lam = n_samples * float(np.sum((d - l) ** 2 / l))
+    return float(ncx2.sf(chi2.isf(alpha, df), df, lam))
+
+
+def _big_bins(law: dict, n: int, min_expected: float) -> tuple[list, list, float]:
+    """The sequences of `law` expected at least min_expected times in n draws (most likely first), their expected
+    counts, and the expected count of all the others together. ValueError when no sequence reaches min_expected."""
+    keys = sorted(law, key=lambda key: (-law[key], key))
+    big = [key for key in keys if law[key] * n >= min_expected]
+    if not big:
+        raise ValueError(f"no sequence has an expected count ≥ {min_expected} with {n} samples: draw more")
+    return big, [law[key] * n for key in big], n * (1.0 - sum(law[key] for key in big))

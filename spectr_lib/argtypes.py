@@ -40,5 +40,6 @@ def real(minimum: float = 0.0, exclusive: bool = False, maximum: float | None = 
     return parse
 
 
-SEED = count(0, 2**32 - 1)  # torch.Generator's seeds
+SEED = count(0, 2**31 - 1)  # torch.Generator takes [0, 2**32): room for the per-prompt offsets tools add
+THREADS = count(1, 1024)
 TEMPERATURE = real(0.0)  # 0: greedy

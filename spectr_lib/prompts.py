@@ -37,7 +37,8 @@ def encode_chat(tokenizer, prompt) -> torch.Tensor:
     ends in an assistant message gets a new assistant turn after it (Hugging Face's text-generation pipeline
     continues that message instead; pass the template's ids yourself for that). As in `apply_chat_template`,
     special-token text inside a message (e.g. "<|im_end|>") becomes the special token itself, so user text can
-    close a turn. ValueError for an empty prompt or message content, text that is not valid Unicode, or an unknown
+    close a turn; an empty system message is kept (in SmolLM2's template it replaces the default system prompt).
+    ValueError for an empty prompt or user / assistant / tool content, text that is not valid Unicode, or an unknown
     role; TypeError for another kind of prompt."""
     if tokenizer is None:
         raise ValueError("this pair has no tokenizer (e.g. tiny_pair()): pass the prompt as token ids")
@@ -51,7 +52,7 @@ def encode_chat(tokenizer, prompt) -> torch.Tensor:
                 raise ValueError(f"chat message {i} must have a string 'role' and a string 'content', got {m!r}")
             if m["role"] not in CHAT_ROLES:
                 raise ValueError(f"chat message {i} has role {m['role']!r}: use one of {', '.join(CHAT_ROLES)}")
-            if not m["content"].strip():
+            if not m["content"].strip() and m["role"] != "system":  # an empty system message replaces a template's default
                 raise ValueError(f"chat message {i} ({m['role']}) has empty content: give it text or leave the message out")
             check_text(m["content"], f"chat message {i}")
         messages = list(prompt)

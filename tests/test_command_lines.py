@@ -13,7 +13,8 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
         (["--batch-seqs", "0"], "--batch-seqs"), (["--depth", "0"], "--depth"), (["--steps", "0"], "--steps"),
         (["--max-prompt", "0"], "--max-prompt"), (["--train-tokens", "0"], "--train-tokens"),
         (["--max-prompts", "0"], "--max-prompts"), (["--gen-batch", "0"], "--gen-batch"),
-        (["--head-tokens", "0"], "--head-tokens"), (["--threads", "0"], "--threads"), (["--seed", "-5"], "--seed"),
+        (["--head-tokens", "-1"], "--head-tokens"), (["--threads", "0"], "--threads"), (["--seed", "-5"], "--seed"),
+        (["--threads", "99999999999999999999"], "--threads"), (["--seed", "40001"], "--seed"),
         (["--seed", "x"], "--seed"), (["--num-layers", "0"], "--num-layers"),
         (["--feature-weight", "-1"], "--feature-weight"), (["--tv-weight", "inf"], "--tv-weight"),
         (["--steps", "1.5"], "--steps")],
@@ -24,7 +25,7 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
     "spectr_lib.tools.microbench": [(["--k", "0"], "--k"), (["--L", "0"], "--L"), (["--context", "0"], "--context")],
     "spectr_lib.tools.demo": [
         (["--max-new-tokens", "0"], "--max-new-tokens"), (["--temperature", "-1"], "--temperature"),
-        (["--temperature", "nan"], "--temperature"), (["--seed", "-5"], "--seed"), (["--seed", "4294967296"], "--seed")],
+        (["--temperature", "nan"], "--temperature"), (["--seed", "-5"], "--seed"), (["--seed", "4294967295"], "--seed")],
     "spectr_lib.tools.bench_verify": [(["--limit", "0"], "--limit"), (["--max-new-tokens", "0"], "--max-new-tokens")],
     "spectr_lib.tools.head_order": [(["--max-new-tokens", "0"], "--max-new-tokens"), (["--repeats", "0"], "--repeats")],
     "spectr_lib.tools.draft_temperature": [
@@ -44,7 +45,7 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
     "spectr_lib.tools.offline_bundle": [(["pack", "bundle", "--part-mib", "0"], "--part-mib")],
     "spectr_lib.tools.bench": [
         (["--max-new-tokens", "0"], "--max-new-tokens"), (["--k", "0"], "--k"), (["--temperature", "-1"], "--temperature"),
-        (["--limit", "0"], "--limit"), (["--lookup-L", "0"], "--lookup-L")],
+        (["--limit", "0"], "--limit"), (["--lookup-L", "0"], "--lookup-L"), (["--seed", "-1"], "--seed")],
 }
 CASES = [(module, argv, flag) for module, cases in BAD.items() for argv, flag in cases]
 

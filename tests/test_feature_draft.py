@@ -102,8 +102,10 @@ def test_distill_script_end_to_end(tmp_path):
     saved = (tmp_path / "work" / "checkpoint.pt").read_bytes()
     again = ["train", "--tiny", "--max-prompts", "8", "--shard-size", "4", "--steps", "2", "--checkpoint-every", "2",
              "--batch-seqs", "4", "--work-dir", str(tmp_path / "work"), "--head-tokens", "48"]
-    with pytest.raises(SystemExit, match="--resume to continue it, --overwrite"):
+    with pytest.raises(SystemExit, match="--resume to continue it, --restart"):
         distill_main(again)
     assert (tmp_path / "work" / "checkpoint.pt").read_bytes() == saved
-    distill_main([*again, "--overwrite"])  # asked for: a new run
+    with pytest.raises(SystemExit, match="--restart"):  # --overwrite is the output folder's flag, not the run's
+        distill_main([*again, "--overwrite"])
+    distill_main([*again, "--restart"])  # asked for: a new run
     assert torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["step"] == 2

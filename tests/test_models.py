@@ -28,7 +28,7 @@ def test_tiny_pair_shapes_and_determinism():
     ("caf\ud800", "character 3, which is not valid Unicode"),
     ([{"role": "user", "content": "ok \udcff"}], "chat message 0 holds"),
     ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}], "chat message 1 \\(assistant\\) has empty content"),
-    ([{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}], "chat message 0 \\(system\\) has empty content"),
+    ([{"role": "tool", "content": ""}, {"role": "user", "content": "Hi"}], "chat message 0 \\(tool\\) has empty content"),
 ])
 def test_text_no_template_can_take_is_refused_before_the_template(prompt, match):
     """A lone surrogate would reach the tokenizer's raw TypeError; an empty message would run silently."""

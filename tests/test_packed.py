@@ -127,3 +127,14 @@ def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch)
     with torch.no_grad():
         layer(torch.randn(5, 8))
     assert calls  # the rule again
+
+
+def test_edits_the_version_counter_misses_and_inference_weights_are_seen():
+    w, x = torch.randn(16, 8), torch.randn(3, 8)
+    packed.linear(x, w)
+    w.data.mul_(0.5)  # through .data: no version bump
+    torch.testing.assert_close(packed.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        frozen = torch.randn(2**18 // 8, 8)
+    with torch.no_grad():
+        assert not uses_packed(torch.randn(9, 8), frozen)  # no version counter: the plain product

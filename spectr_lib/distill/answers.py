@@ -30,7 +30,7 @@ from . import StageError
 from ..paths import DATA_DIR
 from ..runtime import attention_backends, keep_freed_memory
 from . import corpus
-from ..argtypes import SEED, count
+from ..argtypes import THREADS, count
 
 ANSWERS_DIR = DATA_DIR / "distill" / "answers"
 SHARDS = "shard-[0-9][0-9][0-9][0-9].npz"  # finished shards only (not a crashed run's shard-NNNN.tmp.npz)
@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-tokens", type=count(1), default=24576, help="prompt + answer tokens per generate call at most")
     ap.add_argument("--max-new-tokens", type=count(1), default=256)
     ap.add_argument("--limit", type=count(1), default=None, help="answer only the first N prompts of the split")
-    ap.add_argument("--threads", type=count(1), default=1, help="torch CPU threads (mind other jobs on the machine)")
+    ap.add_argument("--threads", type=THREADS, default=1, help="torch CPU threads (mind other jobs on the machine)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: the library's for the device (float32 keeps a GPU's samples closest to the CPU's)")
-    ap.add_argument("--seed", type=SEED, default=0, help="seeds each shard as seed * 100003 + shard number")
+    ap.add_argument("--seed", type=count(0, 40_000), default=0, help="seeds each shard as seed * 100003 + shard number")
     args = ap.parse_args(argv)
     keep_freed_memory()
     torch.set_num_threads(args.threads)

@@ -22,7 +22,7 @@ import torch
 from . import StageError
 from ..models.draft_files import holds_model
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
-from ..argtypes import SEED, count, real
+from ..argtypes import THREADS, count, real
 
 STANDALONE_DIR = DEFAULT_DRAFT_DIR.parent / "smollm2-draft-standalone"
 
@@ -91,18 +91,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=count(1), default=1200, help="optimizer steps of the train stage")
     ap.add_argument("--batch-seqs", type=count(1), default=16, help="sequences per optimizer step")
     ap.add_argument("--lr", type=real(0, exclusive=True), default=1e-3)
-    ap.add_argument("--head-tokens", type=count(1), default=16384,
+    ap.add_argument("--head-tokens", type=count(0), default=16384,
                     help="keep only the N most frequent tokens in the draft's output head (0: all)")
     ap.add_argument("--init", type=Path, default=None, help="continue training an existing draft folder")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --work-dir")
     ap.add_argument("--overwrite", action="store_true",
-                    help="let save replace a draft already in --out (the default --out holds the shipped draft), and "
-                         "train start a new run over a checkpoint in --work-dir")
+                    help="let save replace a draft already in --out (the default --out holds the shipped draft)")
+    ap.add_argument("--restart", action="store_true",
+                    help="let train start a new run over the checkpoint in --work-dir (without it, or --resume, refused)")
     ap.add_argument("--checkpoint-every", type=count(1), default=100)
     ap.add_argument("--device", default=None)
-    ap.add_argument("--seed", type=SEED, default=0)
+    ap.add_argument("--seed", type=count(0, 40_000), default=0)
     ap.add_argument("--tiny", action="store_true", help="tiny random pair and a few steps: a smoke test")
-    ap.add_argument("--threads", type=count(1), default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
     ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bf16"],
                     help="a feature draft's training arithmetic on a CPU: bf16 autocast (auto: where the CPU computes "
                          "bf16 natively) or float32; the standalone draft always trains in float32")
@@ -179,10 +180,10 @@ def work_dir(args) -> Path:
 
 def check_no_lost_work(args) -> None:
     """StageError when a train stage would start a new run over a checkpoint already in the work folder (neither
-    --resume nor --overwrite given): a finished or interrupted run is never replaced silently."""
+    --resume nor --restart given): a finished or interrupted run is never replaced silently."""
     checkpoint = work_dir(args) / "checkpoint.pt"
-    if args.stage in ("train", "all") and checkpoint.exists() and not (args.resume or args.overwrite):
-        raise StageError(f"{checkpoint} holds a training run's checkpoint: give --resume to continue it, --overwrite "
+    if args.stage in ("train", "all") and checkpoint.exists() and not (args.resume or args.restart):
+        raise StageError(f"{checkpoint} holds a training run's checkpoint: give --resume to continue it, --restart "
                          f"to start a new run over it, or another --work-dir")
 
 

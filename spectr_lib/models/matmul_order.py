@@ -61,8 +61,11 @@ def packed_rows(dtype, weight_numel: int) -> tuple[int, int] | None:
 
 def uses_packed(x, weight) -> bool:
     """Whether the product x [..., in] @ weight.T runs on the packed weight: a CPU, the same dtype, a row count
-    in `packed_rows`, no gradient needed, and a torch build and CPU that run it (`packed.usable`)."""
+    in `packed_rows`, no gradient needed, a weight made outside `torch.inference_mode` (one made inside has no
+    version counter), and a torch build and CPU that run it (`packed.usable`)."""
     if x.device.type != "cpu" or weight.device.type != "cpu" or x.dtype != weight.dtype or not x.shape[-1]:
+        return False
+    if weight.is_inference():  # no version counter to notice an edit by: the plain product
         return False
     span = packed_rows(x.dtype, weight.numel())
     rows = x.numel() // x.shape[-1]

@@ -38,15 +38,28 @@ def needs_grad(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
+def _fingerprint(weight: torch.Tensor) -> float:
+    """A sum of 16 entries spread over the weight: changes that bypass its version counter (edits through `.data`,
+    a dtype round trip that lands on the same address) change it."""
+    flat = weight.detach().reshape(-1)
+    return float(flat[:: max(1, flat.numel() // 16)][:16].sum())
+
+
 def packed_weight(weight: torch.Tensor) -> torch.Tensor:
     """The weight [out, in] in oneDNN's layout for few-row products: made once, made again after the weight
-    changed in place or moved (kept while the weight lives)."""
-    key = (weight.data_ptr(), weight._version)
+    changed in place (its version counter, or 16 of its entries for edits through `.data`) or moved (kept while the
+    weight lives). An edit through `.data` of entries the 16 do not include goes unseen: `forget(weight)` then."""
+    key = (weight.data_ptr(), weight._version, _fingerprint(weight))
     hit = _PACKED.get(weight)
     if hit is None or hit[0] != key:
         hit = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_HINT))
         _PACKED[weight] = hit
     return hit[1]
+
+
+def forget(weight: torch.Tensor) -> None:
+    """Drop the packed copy of `weight` (the next product packs it again)."""
+    _PACKED.pop(weight, None)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ..engine.decoder import METHODS, generate, pair_costs
 from ..engine.methods import get_method
 from ..engine.inputs import lookup_arg
 from ..engine.verifiers import default_form
+from ..argtypes import SEED
 from ..models.matmul_order import plain_products
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..runtime import attention_backends, sync
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--head-dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="the dtype our decoder runs the target's output head in (default: --dtype, as HF generate)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=SEED, default=0)
     ap.add_argument("--profile", action="store_true",
                     help="also print where each configuration's rounds spent their time: ms per round of drafting, "
                          "verification, selection and the rest, and tokens per round, by (k, L) chosen")

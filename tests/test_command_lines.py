@@ -34,7 +34,8 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
     "spectr_lib.tools.gpu_check": [
         (["--smoke-samples", "0"], "--smoke-samples"), (["--per-category", "0"], "--per-category"),
         (["--skip-per-category", "-1"], "--skip-per-category"), (["--limit", "0"], "--limit"),
-        (["--max-new-tokens", "0"], "--max-new-tokens")],
+        (["--max-new-tokens", "0"], "--max-new-tokens"), (["--smoke-samples", "10"], "--smoke-samples"),
+        (["--k", "0"], "--k"), (["--L", "9"], "--L"), (["--temperature", "nan"], "--temperature")],
     "spectr_lib.distill.answers": [
         (["--shard-size", "0"], "--shard-size"), (["--batch", "0"], "--batch"), (["--batch-tokens", "0"], "--batch-tokens"),
         (["--max-new-tokens", "0"], "--max-new-tokens"), (["--limit", "0"], "--limit"), (["--threads", "0"], "--threads"),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..argtypes import count
+from ..argtypes import TEMPERATURE, count
 
 PHASES = ("env", "smoke", "costs", "bench", "forms")
 
@@ -116,21 +116,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES)
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                     help="default: the library's for CUDA (bfloat16)")
-    ap.add_argument("--smoke-samples", type=count(1), default=1500, help="samples per chi-square test of the smoke phase")
+    ap.add_argument("--smoke-samples", type=count(200), default=1500, help="samples per chi-square test of the smoke phase")
     ap.add_argument("--prompts", default=None, help="JSONL prompts of the bench phase (default: the project's own)")
     ap.add_argument("--per-category", type=count(1), default=None)
     ap.add_argument("--skip-per-category", type=count(0), default=0)
     ap.add_argument("--limit", type=count(1), default=8)
     ap.add_argument("--max-new-tokens", type=count(1), default=64)
-    ap.add_argument("--temperature", nargs="+", default=["1.0"])
-    ap.add_argument("--k", nargs="+", default=["4", "8"])
-    ap.add_argument("--L", nargs="+", default=["2", "4", "8"])
+    ap.add_argument("--temperature", nargs="+", type=TEMPERATURE, default=[1.0])  # checked here, passed on to bench
+    ap.add_argument("--k", nargs="+", type=count(1, 8), default=[4, 8])
+    ap.add_argument("--L", nargs="+", type=count(1, 8), default=[2, 4, 8])
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     report, failed = {"phases": {}}, []
     bench_args = ["--device", args.device, "--out", str(args.out / "bench"), "--max-new-tokens", str(args.max_new_tokens),
-                  "--methods", "ar", "sps", "block", "kseq", "rrs", "--temperature", *args.temperature,
-                  "--k", *args.k, "--L", *args.L] + (["--dtype", args.dtype] if args.dtype else [])
+                  "--methods", "ar", "sps", "block", "kseq", "rrs", "--temperature", *map(str, args.temperature),
+                  "--k", *map(str, args.k), "--L", *map(str, args.L)] + (["--dtype", args.dtype] if args.dtype else [])
     bench_args += ["--prompts", args.prompts] if args.prompts else []
     bench_args += (["--per-category", str(args.per_category), "--skip-per-category", str(args.skip_per_category)]
                    if args.per_category else ["--limit", str(args.limit)])

@@ -13,6 +13,15 @@ from spectr_lib.models.matmul_order import head_matmul, packed_rows, uses_packed
 from conftest import PROMPT
 
 
+@pytest.fixture
+def packed_calls(monkeypatch):
+    """The input shapes of every `packed.linear` call from here on (the product itself still runs)."""
+    calls = []
+    real = packed.linear
+    monkeypatch.setattr(packed, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    return calls
+
+
 def test_float32_runs_packed_on_this_build():
     assert packed.usable(torch.float32)  # every x86 CPU build of the pinned torch has oneDNN
 
@@ -68,10 +77,7 @@ def test_uses_packed_only_outside_autograd_and_in_the_weights_dtype(monkeypatch)
     assert not uses_packed(torch.randn(3, 8), w)
 
 
-def test_linear_layers_and_the_head_take_the_packed_product_by_the_rule_and_keep_gradients(monkeypatch):
-    calls = []
-    real = packed.linear
-    monkeypatch.setattr(packed, "linear", lambda *a: calls.append(a[0].shape) or real(*a))
+def test_linear_layers_and_the_head_take_the_packed_product_by_the_rule_and_keep_gradients(monkeypatch, packed_calls):
     monkeypatch.setattr(runtime, "_FLAGS", frozenset({"avx2"}))
     monkeypatch.setattr(matmul_order, "PACKED_MIN_WEIGHT", 0)  # the rule's row counts for a small weight
     layer = torch.nn.Linear(8, 2**18 // 8)
@@ -79,20 +85,20 @@ def test_linear_layers_and_the_head_take_the_packed_product_by_the_rule_and_keep
     assert type(layer) is FewRowsLinear
     with torch.no_grad():
         for rows, taken in ((1, False), (4, False), (5, True), (96, True), (97, False)):
-            calls.clear()
+            packed_calls.clear()
             x = torch.randn(rows, 8)
             torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
-            assert bool(calls) == taken, rows
-        calls.clear()
+            assert bool(packed_calls) == taken, rows
+        packed_calls.clear()
         head_matmul(torch.randn(1, 8), torch.randn(2**22 // 8, 8))  # a head-sized weight packs from one row
-        assert calls == [(1, 8)]
+        assert packed_calls == [(1, 8)]
     x = torch.randn(6, 8, requires_grad=True)
-    calls.clear()
+    packed_calls.clear()
     layer(x).square().sum().backward()  # training: the usual product, gradients as nn.Linear's
-    assert not calls and x.grad is not None
+    assert not packed_calls and x.grad is not None
 
 
-def test_the_decoders_law_is_the_targets_with_every_product_packed(monkeypatch):
+def test_the_decoders_law_is_the_targets_with_every_product_packed(monkeypatch, packed_calls):
     """SpecTr on a tiny pair whose every linear layer and head run on packed weights (1-96 rows) follows the
     target's exact law (chi-square); the same samples are rejected against the law at another temperature."""
     pair = tiny_pair(vocab_size=6, seed=0)
@@ -100,20 +106,14 @@ def test_the_decoders_law_is_the_targets_with_every_product_packed(monkeypatch):
         use_few_rows_order(model)
     monkeypatch.setattr(matmul_order, "PACKED_MIN_WEIGHT", 0)
     monkeypatch.setattr(matmul_order, "PACKED_ROWS", (1, 96))
-    calls = []
-    real = packed.linear
-    monkeypatch.setattr(packed, "linear", lambda *a: calls.append(1) or real(*a))
     counts = laws.empirical_counts(pair, PROMPT, 3, 3000, 0, method="kseq", k=2, L=2, verify="tree")
-    assert len(calls) > 3000  # every round's calls went through it
+    assert len(packed_calls) > 3000  # every round's calls went through it
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3)) > 1e-3
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3, temperature=0.6)) < 1e-6
 
 
-def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch):
+def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch, packed_calls):
     """The benchmark's Hugging Face rows run the model as nobody changed it: no packed, no transposed product."""
-    calls = []
-    real = packed.linear
-    monkeypatch.setattr(packed, "linear", lambda *a: calls.append(1) or real(*a))
     monkeypatch.setattr(runtime, "_FLAGS", frozenset({"avx2"}))
     monkeypatch.setattr(matmul_order, "PACKED_MIN_WEIGHT", 0)
     layer = torch.nn.Linear(8, 64)
@@ -122,11 +122,11 @@ def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch)
     with torch.no_grad(), matmul_order.plain_products():
         assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
         head_matmul(torch.randn(9, 8), torch.randn(2**22 // 8, 8))
-    assert not calls
+    assert not packed_calls
     assert (matmul_order.FEW_ROWS, matmul_order.BODY_ROWS, matmul_order.PACKED_ROWS) == (None, None, None)
     with torch.no_grad():
         layer(torch.randn(5, 8))
-    assert calls  # the rule again
+    assert packed_calls  # the rule again
 
 
 def test_edits_the_version_counter_misses_and_inference_weights_are_seen():

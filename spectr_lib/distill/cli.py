@@ -116,9 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error("--tv-weight is a feature draft's loss term (the standalone draft trains on cross-entropy only)")
     elif args.init_layers is not None:
         ap.error("--init-layers is for --kind standalone (a feature draft reads --feature-layers)")
-    if args.num_layers is not None and (args.kind == "standalone" or args.num_layers < 1):
+    if args.num_layers is not None and args.kind == "standalone":  # its type refuses counts below 1
         ap.error("--num-layers is a feature draft's layer count, a whole number ≥ 1 (a standalone draft's depth "
-                 "is its --init-layers)" if args.kind == "standalone" else f"--num-layers must be ≥ 1, got {args.num_layers}")
+                 "is its --init-layers)")
     if args.num_layers is not None and args.init is not None:
         from ..models.draft_files import read_draft_config
 

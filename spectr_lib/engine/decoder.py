@@ -33,8 +33,7 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     eos_token_id (an id or several; default every EOS id of the tokenizer and the target's generation config).
     verify: the verification form, a name in engine.verifiers.VERIFIERS ("tree": one row holding the drafts'
     prefix tree; "batch": one row per draft; "static": the tree on one preallocated, position-indexed cache; None:
-    the device's default, `default_form`); tree=True / False is
-    its deprecated spelling. seed: an integer in [0, 2**32) (None: a random one).
+    the device's default, `default_form`); tree=True / False is its deprecated spelling. seed: an integer in [0, 2**32) (None: a random one).
 
     k="auto" (methods that take any k: k ∈ {1, 2, 4, 8}) and L="auto" (L ∈ 0..8, 0 a plain target step) choose
     each round's configuration with the most predicted tokens/s (engine/auto.py) from the pair's calibrated

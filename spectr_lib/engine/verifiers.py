@@ -194,8 +194,9 @@ VERIFIERS: dict[str, type[Verifier]] = {"batch": BatchVerifier, "tree": TreeVeri
 # The form a device uses when none is asked for: the faster one measured by `python -m spectr_lib.tools.bench_verify`
 # on a CPU. The static form saved 2-3 ms of a ~72 ms plain step on a 2-core AVX2 CPU (the dynamic cache's per-layer
 # concatenation, against attention over the whole allocation), within the run-to-run noise of whole generations:
-# not the default; it is the layout a compiled, fixed-shape call needs. On CUDA it is not measured yet (the first GPU check stopped before its forms phase): the batch form is
-# kept there as the one that needs no tree attention mask; `gpu_check --phases forms` measures both.
+# not the default; it is the layout a compiled, fixed-shape call needs. On CUDA it is not measured yet (the first
+# GPU check stopped before its forms phase): the batch form is kept there as the one that needs no tree attention
+# mask; `gpu_check --phases forms` measures every form.
 DEFAULT_FORM = {"cpu": "tree", "cuda": "batch"}
 
 

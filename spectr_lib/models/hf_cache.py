@@ -84,22 +84,19 @@ def keep_path(cache, start: int, path: torch.Tensor) -> None:
     accepted path through a token tree. The path is moved down in place; the context is not copied (a static
     cache keeps its tensors and moves its length back)."""
     end = start + len(path)
-    if is_static(cache):
-        for layer in cache.layers:
-            if getattr(layer, "is_initialized", False):
-                layer.keys[:, :, start:end] = layer.keys[:, :, path]
-                layer.values[:, :, start:end] = layer.values[:, :, path]
-        crop(cache, end)
-        return
+    static = is_static(cache)
 
     def moved(t: torch.Tensor) -> torch.Tensor:
         t[:, :, start:end] = t[:, :, path]  # the gather copies first, so overlapping ranges are safe
-        return t[:, :, :end]
+        return t if static else t[:, :, :end]  # a static cache keeps its tensors (its length moves below)
 
     layers = getattr(cache, "layers", None)
     if layers is not None:
         for layer in layers:
-            layer.keys, layer.values = moved(layer.keys), moved(layer.values)
+            if getattr(layer, "is_initialized", True):  # a static layer no call has written yet holds nothing
+                layer.keys, layer.values = moved(layer.keys), moved(layer.values)
     else:  # older transformers keep per-layer lists
         for i in range(len(cache.key_cache)):
             cache.key_cache[i], cache.value_cache[i] = moved(cache.key_cache[i]), moved(cache.value_cache[i])
+    if static:
+        crop(cache, end)

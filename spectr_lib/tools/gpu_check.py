@@ -50,8 +50,8 @@ def environment(device: str = "cuda") -> dict:
 
 
 def smoke(samples: int = 1500, device: str = "cuda") -> dict:
-    """Every method on a tiny pair on the GPU: greedy equality (every verification form) and a chi-square of the first two
-    tokens' law for K-SEQ, RRS without replacement and block verification. Raises AssertionError on a failure."""
+    """Every method on a tiny pair on the GPU: greedy equality (every verification form) and a chi-square of the
+    first two tokens' law for K-SEQ, RRS without replacement and block verification. Raises AssertionError on a failure."""
 
     from ..engine.decoder import METHODS, generate
     from ..engine.verifiers import VERIFIERS

@@ -92,9 +92,12 @@ import pytest
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--k", "0"], "--k takes integers ≥ 1"), (["--L", "2", "-1"], "--L takes integers ≥ 1"),
-    (["--limit", "0"], "--limit must be ≥ 1"), (["--max-new-tokens", "0"], "--max-new-tokens must be ≥ 1"),
-    (["--temperature", "-1"], "--temperature takes finite numbers"), (["--temperature", "nan"], "finite"),
+    (["--k", "0"], "argument --k: 0 is out of range: give a whole number in [1, 64]"),
+    (["--L", "2", "-1"], "argument --L: -1 is out of range"),
+    (["--limit", "0"], "argument --limit: 0 is out of range: give a whole number ≥ 1"),
+    (["--max-new-tokens", "0"], "argument --max-new-tokens: 0 is out of range"),
+    (["--temperature", "-1"], "argument --temperature: -1 is out of range: give a finite number ≥ 0"),
+    (["--temperature", "nan"], "finite"), (["--L", "4", "--max-new-tokens", "3"], "shorter than --max-new-tokens (3)"),
     (["--render", "no/such/results.json"], "no such file"), (["--prompts", "no/such.jsonl"], "no such file"),
 ])
 def test_bench_rejects_bad_arguments_before_loading_models(argv, message, capsys):

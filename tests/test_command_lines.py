@@ -35,6 +35,7 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
         (["--smoke-samples", "0"], "--smoke-samples"), (["--per-category", "0"], "--per-category"),
         (["--skip-per-category", "-1"], "--skip-per-category"), (["--limit", "0"], "--limit"),
         (["--max-new-tokens", "0"], "--max-new-tokens"), (["--smoke-samples", "10"], "--smoke-samples"),
+        (["--L", "8", "--max-new-tokens", "8"], "--L 8"),
         (["--k", "0"], "--k"), (["--L", "9"], "--L"), (["--temperature", "nan"], "--temperature")],
     "spectr_lib.distill.answers": [
         (["--shard-size", "0"], "--shard-size"), (["--batch", "0"], "--batch"), (["--batch-tokens", "0"], "--batch-tokens"),
@@ -46,7 +47,10 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
     "spectr_lib.tools.offline_bundle": [(["pack", "bundle", "--part-mib", "0"], "--part-mib")],
     "spectr_lib.tools.bench": [
         (["--max-new-tokens", "0"], "--max-new-tokens"), (["--k", "0"], "--k"), (["--temperature", "-1"], "--temperature"),
-        (["--limit", "0"], "--limit"), (["--lookup-L", "0"], "--lookup-L"), (["--seed", "-1"], "--seed")],
+        (["--limit", "0"], "--limit"), (["--lookup-L", "0"], "--lookup-L"), (["--seed", "-1"], "--seed"),
+        (["--k", "100"], "--k"), (["--L", "1000"], "--L"), (["--L", "8", "--max-new-tokens", "8"], "--L 8"),
+        (["--per-category", "0"], "--per-category"), (["--skip-per-category", "-1"], "--skip-per-category"),
+        (["--temperature", "1", "inf"], "--temperature"), (["--k", "two"], "--k")],
 }
 CASES = [(module, argv, flag) for module, cases in BAD.items() for argv, flag in cases]
 

@@ -200,8 +200,10 @@ def test_a_token_of_target_probability_zero_is_never_accepted_at_u_zero(rule):
     p, q = torch.tensor([0.0, 1.0, 0.0, 0.0]), torch.tensor([0.5, 0.5, 0.0, 0.0])
     k = 1 if rule == "sps" else 2
     drafts = torch.tensor([[0, 1]]) if rule == "rrs_wor" else torch.zeros(1, k, dtype=torch.long)
-    token, _ = sample(rule, p, q, drafts, uniforms=torch.zeros(1, k))
+    token, _ = sample(rule, p, q, drafts, uniforms=torch.zeros(1, k))  # one row: the decoder's lazy path
     assert token.item() == 1
+    tokens, _ = sample(rule, p.expand(3, -1), q.expand(3, -1), drafts.expand(3, -1), uniforms=torch.zeros(3, k))
+    assert tokens.tolist() == [1, 1, 1]  # a batch: the path of batches and of CUDA decoding
     tok, accepted = speculative_sampling(p, q, torch.tensor([0]), torch.tensor([0.0]))
     assert tok.item() == 1 and not accepted.item()
 

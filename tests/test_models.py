@@ -59,6 +59,9 @@ def test_a_device_this_machine_lacks_is_refused_before_loading(monkeypatch):
         load_pair(device="mps")
     with pytest.raises(ValueError, match="CUDA GPU"):  # none here; on a GPU machine, an index past its count
         resolve_device(f"cuda:{torch.cuda.device_count()}")
+    with pytest.raises(ValueError, match="one CPU device"):
+        load_pair(device="cpu:1")
+    assert resolve_device("cpu:0") == torch.device("cpu:0") and resolve_device("cpu").type == "cpu"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no GPU exists")

@@ -180,11 +180,21 @@ def work_dir(args) -> Path:
 
 def check_no_lost_work(args) -> None:
     """StageError when a train stage would start a new run over a checkpoint already in the work folder (neither
-    --resume nor --restart given): a finished or interrupted run is never replaced silently."""
+    --resume nor --restart given): a finished or interrupted run is never replaced silently. Also when the train
+    stage alone is asked to --resume and there is no checkpoint (a mistyped --work-dir would start over silently);
+    `all --resume` on a new folder starts training at step 0, and says so."""
     checkpoint = work_dir(args) / "checkpoint.pt"
     if args.stage in ("train", "all") and checkpoint.exists() and not (args.resume or args.restart):
         raise StageError(f"{checkpoint} holds a training run's checkpoint: give --resume to continue it, --restart "
                          f"to start a new run over it, or another --work-dir")
+    if args.resume and args.restart:
+        raise StageError("--resume continues the run in --work-dir and --restart starts a new one over it: give one")
+    if args.resume and not checkpoint.exists():
+        if args.stage == "train":
+            raise StageError(f"--resume: there is no checkpoint in {checkpoint.parent} to continue: check --work-dir "
+                             f"(and --kind), or drop --resume to start a new run")
+        if args.stage == "all":
+            print(f"--resume: no checkpoint in {checkpoint.parent} yet, training starts at step 0", flush=True)
 
 
 def load_for_stage(args, command_line: bool):

@@ -69,15 +69,21 @@ def fit(model: torch.nn.Module, params: list, opt: torch.optim.Optimizer, progre
     bar.close()
 
 
-def length_buckets(records: list[dict], batch: int, rng: random.Random, pool: int = 8):
-    """Endless batches of `batch` records: draw pool·batch at random, sort them by length, cut them into pool
-    batches and yield those in random order (similar lengths in a batch: little padding)."""
+def length_buckets(records: list[dict], batch: int, seed: int, start: int = 0, pool: int = 8):
+    """Endless batches of `batch` records from optimizer step `start` on: each cycle draws pool·batch records at
+    random, sorts them by length, cuts them into batches and yields those in random order (similar lengths in a
+    batch: little padding). Cycle j is drawn from its own generator, seeded by (seed, j), so the batch of a step
+    depends on (seed, step) alone: a run resumed at step s sees the batches the uninterrupted run saw from s on."""
     batch = min(batch, len(records))
+    per_cycle = min(len(records), pool * batch) // batch  # batches per cycle
+    cycle, skip = divmod(start, per_cycle)
     while True:
+        rng = random.Random(f"length_buckets/{seed}/{cycle}")
         drawn = sorted(rng.sample(records, min(len(records), pool * batch)), key=lambda r: len(r["ids"]))
-        groups = [drawn[i : i + batch] for i in range(0, len(drawn) - batch + 1, batch)]
+        groups = [drawn[i : i + batch] for i in range(0, per_cycle * batch, batch)]
         rng.shuffle(groups)
-        yield from groups
+        yield from groups[skip:]
+        cycle, skip = cycle + 1, 0
 
 
 def cosine_lr(step: int, steps: int, lr: float, warmup: int = 50) -> float:

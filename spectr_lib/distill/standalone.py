@@ -9,7 +9,6 @@ acceptance), on the same prompt-id split as the feature draft.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import torch
@@ -110,8 +109,7 @@ def run_train_standalone(args, target, work: Path) -> None:
                          "opt": opt.state_dict(), "step": p.step, "curve": p.curve, "seen": p.seen,
                          "elapsed": p.seconds}, ckpt_path)
 
-    rng = random.Random(args.seed + progress.step)
-    fit(model, own, opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, rng),
+    fit(model, own, opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, args.seed, progress.step),
         lambda group: standalone_loss(model, head, *_labels(tensors(group))), evaluate, save, args.checkpoint_every,
         "training standalone draft")
 

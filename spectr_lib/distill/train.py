@@ -175,7 +175,6 @@ def run_train(args, target, work: Path) -> None:
     to_head = torch.full((model.config.vocab_size,), -1, dtype=torch.long)
     to_head[model.head_ids.cpu()] = torch.arange(len(model.head_ids))
     opt, progress = optimizer_state(model, model.own_parameters(), args.lr, ck)
-    rng = random.Random(args.seed + progress.step)
     val_batch = batch_tensors(val[:64], to_head, in_cols, last_cols, max_prompt)
     fw = getattr(args, "feature_weight", FEATURE_WEIGHT)
     tvw = getattr(args, "tv_weight", 0.0)
@@ -207,7 +206,7 @@ def run_train(args, target, work: Path) -> None:
                          "num_layers": model.config.num_layers, "recipe": recipe, "opt": opt.state_dict(), "step": p.step,
                          "curve": p.curve, "seen": p.seen, "elapsed": p.seconds}, ckpt_path)
 
-    fit(model, list(model.own_parameters()), opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, rng),
+    fit(model, list(model.own_parameters()), opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, args.seed, progress.step),
         loss_of, evaluate, save, args.checkpoint_every, "training draft")
 
 

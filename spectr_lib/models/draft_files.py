@@ -54,18 +54,27 @@ def read_draft_config(folder) -> dict | None:
     except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
         raise FileNotFoundError(f"{weights} is not a readable safetensors file ({err}): {FIX}") from None
     check_sizes(meta, kind, path)
+    ids = stored_shapes(folder).get("head_ids")  # the kept head rows; none stored: all vocab_size rows kept
+    kept = ids[0] if ids else meta.get("vocab_size")
+    if "head_tokens" in meta and kept is not None and (ids is not None and len(ids) != 1 or meta["head_tokens"] != kept):
+        raise ValueError(f"{path} says head_tokens {meta['head_tokens']}, but {WEIGHTS_NAME} keeps "
+                         f"{'head_ids of shape ' + str(ids) if ids is not None else f'all {kept} rows'}: {FIX}")
     draft_temperatures(meta, path)
     prompt_lookup(meta, path)
     return {**meta, "kind": kind}
 
 
-SIZES = ("num_hidden_layers", "num_layers", "hidden_size", "vocab_size", "head_tokens")  # whole numbers ≥ 1 where given
+SIZES = ("num_hidden_layers", "num_layers", "hidden_size", "vocab_size", "head_tokens", "num_heads", "num_kv_heads",
+         "intermediate_size")  # whole numbers ≥ 1 where given
+POSITIVE = ("rope_theta", "rms_norm_eps")  # finite numbers > 0 where given
 REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size"), "feature_draft": ()}
 
 
 def check_sizes(meta: dict, kind: str, path) -> None:
     """ValueError naming the file when a size field is missing (where the kind needs it) or is not a whole number
-    ≥ 1, or feature_layers is not a list of whole numbers: a damaged file, refused before any model loads."""
+    ≥ 1, rope_theta or rms_norm_eps is not a finite number > 0, the attention heads do not divide the width
+    (num_heads) or each other (num_kv_heads), or feature_layers is not a list of whole numbers: a damaged file,
+    refused before any model loads."""
     for name in REQUIRED[kind]:
         if name not in meta:
             raise ValueError(f"{path} lacks {name!r}, which a {kind.replace('_', ' ')} needs: {FIX}")
@@ -73,6 +82,14 @@ def check_sizes(meta: dict, kind: str, path) -> None:
         value = meta.get(name)
         if name in meta and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{path}: {name} must be a whole number ≥ 1, got {value!r}: {FIX}")
+    for name in POSITIVE:
+        value = meta.get(name)
+        if name in meta and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                 and 0 < value < float("inf")):
+            raise ValueError(f"{path}: {name} must be a finite number > 0, got {value!r}: {FIX}")
+    for whole, part in (("hidden_size", "num_heads"), ("num_heads", "num_kv_heads")):
+        if whole in meta and part in meta and meta[whole] % meta[part]:
+            raise ValueError(f"{path}: {part} ({meta[part]}) must divide {whole} ({meta[whole]}): {FIX}")
     layers = meta.get("feature_layers", [-1])
     if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
         raise ValueError(f"{path}: feature_layers must be a non-empty list of whole numbers (hidden-state indices), "

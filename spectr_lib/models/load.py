@@ -81,6 +81,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                          f"use 'cuda:0' .. 'cuda:{torch.cuda.device_count() - 1}'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} asked for, but torch has no MPS (Apple GPU) backend here: use device='cpu'")
+    if dev.type == "cpu" and dev.index not in (None, 0):
+        raise ValueError(f"device {device!r}: torch runs on one CPU device, 'cpu' (its threads use every core): use "
+                         f"device='cpu'")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device {device!r} is not supported: use 'cpu' or 'cuda'")
     return dev

@@ -21,7 +21,7 @@ from ..engine.decoder import METHODS, generate, pair_costs
 from ..engine.methods import get_method
 from ..engine.inputs import lookup_arg
 from ..engine.verifiers import default_form
-from ..argtypes import SEED
+from ..argtypes import SEED, TEMPERATURE, count
 from ..models.matmul_order import plain_products
 from ..prompts import encode_chat, first_per_category, read_prompts
 from ..runtime import attention_backends, sync
@@ -29,6 +29,7 @@ from .acceptance import acceptance_by_category
 from .bench_results import HF_METHODS, Config, Result, render, to_json
 
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
+SWEEP_MAX = 64  # largest k and L a sweep runs (the paper's go to 8; the engine's k to 1024)
 
 
 
@@ -162,19 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m spectr_lib.tools.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=Path, default=None, help="JSONL prompts (default: data/prompts/eval.jsonl)")
-    ap.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    ap.add_argument("--per-category", type=int, default=None, help="use N prompts of each category")
+    ap.add_argument("--limit", type=count(1), default=None, help="use the first N prompts")
+    ap.add_argument("--per-category", type=count(1), default=None, help="use N prompts of each category")
     ap.add_argument("--categories", nargs="+", default=None, help="keep only prompts of these categories")
-    ap.add_argument("--skip-per-category", type=int, default=0,
+    ap.add_argument("--skip-per-category", type=count(0), default=0,
                     help="with --per-category: leave out the first N of each category (e.g. those the draft was evaluated on)")
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--temperature", type=float, nargs="+", default=[1.0, 0.7])
+    ap.add_argument("--max-new-tokens", type=count(1, 100_000), default=128)
+    ap.add_argument("--temperature", type=TEMPERATURE, nargs="+", default=[1.0, 0.7])
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--k", type=int, nargs="+", default=list(KS))
-    ap.add_argument("--L", type=int, nargs="+", default=list(LS))
+    ap.add_argument("--k", type=count(1, SWEEP_MAX), nargs="+", default=list(KS),
+                    help=f"drafts per round of the fixed configurations (1..{SWEEP_MAX})")
+    ap.add_argument("--L", type=count(1, SWEEP_MAX), nargs="+", default=list(LS),
+                    help=f"draft lengths of the fixed configurations (1..{SWEEP_MAX}, below --max-new-tokens)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--no-auto", action="store_true", help="skip the k = 'auto' / L = 'auto' rows")
-    ap.add_argument("--lookup-L", type=int, default=4, help="candidate tokens of HF's prompt-lookup baseline")
+    ap.add_argument("--lookup-L", type=count(1, SWEEP_MAX), default=4, help="candidate tokens of HF's prompt-lookup baseline")
     ap.add_argument("--with-lookup", action="store_true",
                     help="run every speculative configuration without and with prompt-lookup mixing "
                          "(generate(lookup=False / True)), side by side, prompt by prompt; otherwise each takes the "
@@ -206,21 +209,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject settings the sweep cannot run, before any model is loaded (argparse's usage error, exit 2)."""
-    import math
-
-    for name in ("k", "L"):
-        bad = [v for v in getattr(args, name) if v < 1]
-        if bad:
-            ap.error(f"--{name} takes integers ≥ 1, got {bad}")
-    for name in ("limit", "per_category", "max_new_tokens", "lookup_L"):
-        v = getattr(args, name)
-        if v is not None and v < 1:
-            ap.error(f"--{name.replace('_', '-')} must be ≥ 1, got {v}")
-    if args.skip_per_category < 0:
-        ap.error(f"--skip-per-category must be ≥ 0, got {args.skip_per_category}")
-    bad = [t for t in args.temperature if not (math.isfinite(t) and t >= 0)]
-    if bad:
-        ap.error(f"--temperature takes finite numbers ≥ 0 (0: greedy), got {bad}")
+    long = [L for L in args.L if L >= args.max_new_tokens]
+    if long:
+        ap.error(f"--L {long[0]}: a draft must be shorter than --max-new-tokens ({args.max_new_tokens}), or its rounds "
+                 f"would be cut to fit and the row would measure another L")
     for flag, path in (("--render", args.render), ("--prompts", args.prompts)):
         if path is not None and not path.is_file():
             ap.error(f"{flag} {path}: no such file")

@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--k", nargs="+", type=count(1, 8), default=[4, 8])
     ap.add_argument("--L", nargs="+", type=count(1, 8), default=[2, 4, 8])
     args = ap.parse_args(argv)
+    if "bench" in args.phases and max(args.L) >= args.max_new_tokens:
+        ap.error(f"--L {max(args.L)}: a draft must be shorter than --max-new-tokens ({args.max_new_tokens}) in the "
+                 f"bench phase")
     args.out.mkdir(parents=True, exist_ok=True)
     report, failed = {"phases": {}}, []
     bench_args = ["--device", args.device, "--out", str(args.out / "bench"), "--max-new-tokens", str(args.max_new_tokens),

@@ -31,15 +31,17 @@ def check_text(text: str, what: str = "the prompt") -> str:
     return text
 
 
-def encode_chat(tokenizer, prompt) -> torch.Tensor:
+def encode_chat(tokenizer, prompt, continue_final_message: bool = False) -> torch.Tensor:
     """Token ids [T] of a user prompt (a string) or a conversation (a list of {"role", "content"} messages:
-    system, user and assistant turns) in the model's chat template, ready for the answer: a conversation that
-    ends in an assistant message gets a new assistant turn after it (Hugging Face's text-generation pipeline
-    continues that message instead; pass the template's ids yourself for that). As in `apply_chat_template`,
+    system, user and assistant turns) in the model's chat template, ready for the answer. By default a
+    conversation that ends in an assistant message gets a new assistant turn after it; continue_final_message=True
+    continues that message instead, its turn left open (`apply_chat_template(..., continue_final_message=True)`,
+    the default of Hugging Face's text-generation pipeline for such a chat). As in `apply_chat_template`,
     special-token text inside a message (e.g. "<|im_end|>") becomes the special token itself, so user text can
     close a turn; an empty system message is kept (in SmolLM2's template it replaces the default system prompt).
-    ValueError for an empty prompt or user / assistant / tool content, text that is not valid Unicode, or an unknown
-    role; TypeError for another kind of prompt."""
+    ValueError for an empty prompt or user / assistant / tool content, text that is not valid Unicode, an unknown
+    role, or continue_final_message=True for a prompt that does not end in an assistant message; TypeError for
+    another kind of prompt."""
     if tokenizer is None:
         raise ValueError("this pair has no tokenizer (e.g. tiny_pair()): pass the prompt as token ids")
     if isinstance(prompt, str):
@@ -58,7 +60,12 @@ def encode_chat(tokenizer, prompt) -> torch.Tensor:
         messages = list(prompt)
     else:
         raise TypeError(f"a chat prompt is a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+    if continue_final_message and messages[-1]["role"] != "assistant":
+        raise ValueError(f"continue_final_message=True continues a final assistant message, but the prompt ends with "
+                         f"a {messages[-1]['role']} message: end the chat with {{'role': 'assistant', 'content': ...}} "
+                         f"or leave continue_final_message False")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final_message,
+                                        continue_final_message=bool(continue_final_message), return_tensors="pt",
                                         return_dict=True)["input_ids"]
     return ids[0]
 

@@ -27,9 +27,26 @@ def pair():
     torch.set_num_threads(threads)
 
 
+DEPARTURE = 0.3  # every chi-square test against an exact law must detect the target at temperature T ± 0.3
+MIN_POWER = 0.99
+
+
+class Law(dict):
+    """The target's exact law of a window ({sequence: probability}) that knows how it was made, so that a test of
+    it can compute its power against the named departure: the same target at temperature T ± DEPARTURE."""
+
+    def __init__(self, law, pair, n_tokens, temperature, top_k):
+        super().__init__(law)
+        self.made = (pair, n_tokens, temperature, top_k)
+
+    def departures(self) -> dict[float, dict]:
+        pair, n, T, top_k = self.made
+        return {t: laws.target_sequence_law(pair, PROMPT, n, t, top_k) for t in (T - DEPARTURE, T + DEPARTURE) if t > 0}
+
+
 def exact_law(pair, n_tokens=3, temperature=1.0, top_k=None):
-    """The target's exact law of the first n tokens after PROMPT (laws.target_sequence_law)."""
-    return laws.target_sequence_law(pair, PROMPT, n_tokens, temperature, top_k)
+    """The target's exact law of the first n tokens after PROMPT (laws.target_sequence_law), as a `Law`."""
+    return Law(laws.target_sequence_law(pair, PROMPT, n_tokens, temperature, top_k), pair, n_tokens, temperature, top_k)
 
 
 def samples_of(pair, n, **kw):
@@ -38,7 +55,15 @@ def samples_of(pair, n, **kw):
 
 
 def chi_square_pvalue(counts, law):
-    """The chi-square test's p-value of counts against the law (laws.chi_square_pvalue)."""
+    """The chi-square test's p-value of counts against the law (laws.chi_square_pvalue). For a `Law`, first
+    asserts the test's power (laws.chi_square_power, at level 1e-3 with this many samples) against the target at
+    temperature T ± DEPARTURE is at least MIN_POWER: a test too small to see that departure proves nothing."""
+    if isinstance(law, Law):
+        n = sum(counts.values())
+        for t, departure in law.departures().items():
+            power = laws.chi_square_power(law, departure, n)
+            assert power >= MIN_POWER, (f"this chi-square test has power {power:.3f} < {MIN_POWER} against the target "
+                                        f"at temperature {t:g} with {n} samples: draw more samples")
     return laws.chi_square_pvalue(counts, law)
 
 

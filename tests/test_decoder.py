@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import PROMPT, V, chi_square_pvalue, exact_law, samples_of, target_greedy
+from spectr_lib.engine import session
 from spectr_lib.engine.decoder import generate
 from spectr_lib.engine.verifiers import VERIFIERS
 from spectr_lib.models.load import tiny_pair
@@ -20,18 +21,41 @@ def test_first_three_tokens_follow_the_target_law(pair, method, k, L):
     assert chi_square_pvalue(samples_of(pair, 5000, method=method, k=k, L=L), law) > 1e-3
 
 
+@pytest.mark.parametrize("tau", [0.7, 1.3])
+def test_drafts_verified_against_q_at_another_temperature_fail_the_law_test(pair, monkeypatch, tau):
+    """The negative control of a q mix-up in the decoder: drafts drawn from q at τ = 1 but verified against q at τ
+    (a draft temperature applied to one side only). The K-SEQ (4, 3) law test above, at its own sample size, fails
+    (measured p ≈ 1e-16 at τ = 0.7, 4e-7 at 1.3; a window of one round at depth 3 with 3,000 samples does not see
+    it: tests/test_law_depth.py)."""
+    made = session.make_drafter
+
+    def mixed_up(*args, **kwargs):
+        drafter = made(*args, **kwargs)
+        draw = drafter.draft
+
+        def draft(*a, **k):
+            tokens, q = draw(*a, **k)
+            tempered = q.clamp_min(1e-300) ** (1 / tau) * (q > 0)
+            return tokens, tempered / tempered.sum(-1, keepdim=True)
+        drafter.draft = draft
+        return drafter
+
+    monkeypatch.setattr(session, "make_drafter", mixed_up)
+    assert chi_square_pvalue(samples_of(pair, 5000, method="kseq", k=4, L=3), exact_law(pair)) < 1e-3
+
+
 def test_rrs_without_replacement_with_top_k_is_exact(pair):
     """top_k = 2 leaves two tokens with q > 0: four drafts get two distinct first tokens, the other rows repeat
     the first one and continue i.i.d."""
     law = exact_law(pair, top_k=2)
-    assert chi_square_pvalue(samples_of(pair, 4000, method="rrs_wor", k=4, L=2, top_k=2), law) > 1e-3
+    assert chi_square_pvalue(samples_of(pair, 16000, method="rrs_wor", k=4, L=2, top_k=2), law) > 1e-3
     g = generate(pair, PROMPT, method="rrs_wor", k=4, L=2, top_k=2, max_new_tokens=12, seed=0)
     assert len(g.token_ids) == 12
 
 
 def test_kseq_with_top_k_warping_is_exact(pair):
     law = exact_law(pair, top_k=3)
-    assert chi_square_pvalue(samples_of(pair, 5000, method="kseq", k=4, L=3, top_k=3), law) > 1e-3
+    assert chi_square_pvalue(samples_of(pair, 8000, method="kseq", k=4, L=3, top_k=3), law) > 1e-3
 
 
 @pytest.mark.parametrize("method,k,L,tau", [("sps", 1, 3, 0.5), ("kseq", 4, 3, 2.0), ("block", 1, 3, 0.7)])

@@ -107,6 +107,26 @@ def test_chat_messages_are_prompts(pair32):
         generate(pair32, [{"role": "user"}], max_new_tokens=2)
 
 
+def test_a_final_assistant_message_is_continued_when_asked(pair32):
+    """Default: a new assistant turn after it; continue_final_message=True: the message's own turn left open,
+    as transformers' template does it."""
+    tok = pair32.tokenizer
+    chat = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "The colour is"}]
+    new_turn, continued = encode_chat(tok, chat), encode_chat(tok, chat, continue_final_message=True)
+    assert tok.decode(continued).rstrip().endswith("The colour is")
+    assert tok.decode(new_turn).rstrip().endswith("assistant") and len(new_turn) > len(continued)
+    assert torch.equal(continued, tok.apply_chat_template(chat, continue_final_message=True, return_tensors="pt",
+                                                          return_dict=True)["input_ids"][0])
+    g = generate(pair32, chat, method="kseq", k=2, L=2, max_new_tokens=3, temperature=0, continue_final_message=True)
+    assert torch.equal(g.token_ids, generate(pair32, continued, method="ar", max_new_tokens=3, temperature=0).token_ids)
+    with pytest.raises(ValueError, match="ends with a user message"):
+        generate(pair32, chat[:1], max_new_tokens=2, continue_final_message=True)
+    with pytest.raises(ValueError, match="continues the final assistant message of a chat"):
+        generate(pair32, "Hi", max_new_tokens=2, continue_final_message=True)
+    with pytest.raises(TypeError, match="continue_final_message must be True, False"):
+        generate(pair32, chat, max_new_tokens=2, continue_final_message="yes")
+
+
 def test_bench_writes_results_for_notebook_05():
     from spectr_lib.tools.bench import main
 

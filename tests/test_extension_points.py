@@ -47,7 +47,7 @@ def test_a_new_verification_form_is_one_class_and_one_registry_line(pair, monkey
     assert g.stats.rounds and min(r.positions for r in g.stats.rounds) <= 4 * 4  # repeated drafts scored once
     assert chi_square_pvalue(samples_of(pair, 5000, method="kseq", k=4, L=3, verify="dedup"), exact_law(pair)) > 1e-3
     monkeypatch.setitem(verifiers.VERIFIERS, "shifted", ShiftedRows)  # the negative control, by the same test
-    assert chi_square_pvalue(samples_of(pair, 2000, method="kseq", k=4, L=3, verify="shifted"), exact_law(pair)) < 1e-6
+    assert chi_square_pvalue(samples_of(pair, 3000, method="kseq", k=4, L=3, verify="shifted"), exact_law(pair)) < 1e-6
     with pytest.raises(ValueError, match=", ".join(f"'{name}'" for name in verifiers.VERIFIERS)) as info:
         generate(pair, [1, 4, 2], verify="fused")
     assert "'dedup', 'shifted'" in str(info.value)  # the registered forms are named
@@ -74,7 +74,7 @@ def test_a_new_rule_with_its_own_draft_law_is_one_record(pair, monkeypatch):
     monkeypatch.setitem(selection.RULES, "accept_all", _distinct_rrs(name="accept_all", pass_probabilities=accept_all,
                                                                      first_draw=selection.first_iid, iid=True,
                                                                      deeper=None))
-    assert chi_square_pvalue(samples_of(pair, 2000, method="accept_all", k=2, L=3), exact_law(pair)) < 1e-6
+    assert chi_square_pvalue(samples_of(pair, 3000, method="accept_all", k=2, L=3), exact_law(pair)) < 1e-6
 
 
 def test_a_rule_without_a_round_draft_law_is_not_a_method(pair):

@@ -1,11 +1,14 @@
 """Law tests that reach every draft position and the bonus token: the first round of each generation drafts its
 full L (max_new_tokens = L + 2 > L + 1) and the tested window holds L + 1 tokens, so a defect at depth ≥ 2 or in the bonus
-changes the tested law. Each test's power against a named departure is computed and asserted, and a planted
-defect (depth i judged with the p of depth i − 1) is rejected by the same test."""
+changes the tested law. Each test's power against a named departure is computed and asserted, and the named
+departures of a decoder are planted and rejected by the same test: depth i judged with the p of depth i − 1 and
+K-SEQ's residual replaced by p (drafts verified against q at τ ± 0.3: tests/test_decoder.py, where the test is
+large enough to see it, and tests/test_rule_power.py, exactly)."""
 import pytest
 
 from spectr_lib.engine import laws
 from spectr_lib.models import heads
+from spectr_lib.theory import selection
 from spectr_lib.models.load import tiny_pair
 
 PROMPT = [1, 3, 2]
@@ -61,4 +64,12 @@ def test_depth_judged_with_the_previous_positions_p_is_rejected(pair, law, monke
         return read(self, key)
 
     monkeypatch.setattr(heads.LazyLogits, "__getitem__", shifted)
+    assert laws.chi_square_pvalue(counts_of(pair, "kseq", 3), law) < 1e-6
+
+
+def test_kseq_with_p_as_its_residual_is_rejected(pair, law, monkeypatch):
+    """The negative control of the K-SEQ correction: after every draft fails, sample from p itself instead of
+    the residual ∝ p − γ·min(q, p/ρ*) (SpecTr §4); the same test rejects it."""
+    monkeypatch.setattr(selection, "kseq_residual_row", lambda p, q, rho, k: p / p.sum())
+    monkeypatch.setattr(selection, "_kseq_residual", lambda p, q, rho, k: p)
     assert laws.chi_square_pvalue(counts_of(pair, "kseq", 3), law) < 1e-6

@@ -23,6 +23,7 @@ from . import StageError
 from ..models.draft_files import holds_model
 from ..paths import DATA_DIR, DEFAULT_DRAFT_DIR, cache_dir
 from ..argtypes import THREADS, count, real
+from ..files import write_text
 
 STANDALONE_DIR = DEFAULT_DRAFT_DIR.parent / "smollm2-draft-standalone"
 
@@ -254,7 +255,7 @@ def run_stages(args, command_line: bool = False) -> None:
             run_save_standalone(args, target, tokenizer, work)
         else:
             run_save(args, target, tokenizer, work)
-    (work / "args.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
+    write_text(work / "args.json", json.dumps({k: str(v) for k, v in vars(args).items()}, indent=1))
 
 
 if __name__ == "__main__":

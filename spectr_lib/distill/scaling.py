@@ -23,6 +23,7 @@ import torch
 
 from . import StageError
 from ..argtypes import real
+from ..files import write_text
 
 SUFFIX = {"k": 1_000, "m": 1_000_000}
 
@@ -82,7 +83,7 @@ def run_scaling(args, target, work: Path, budgets: list[int], passes: float, out
         rows.append({"budget": n, "train_answer_tokens": trained_tokens, "steps": steps, "passes": passes,
                      **{k: v for k, v in curve[-1].items() if k != "step"}})
         out.mkdir(parents=True, exist_ok=True)
-        (out / "scaling.json").write_text(json.dumps({"kind": args.kind, "rows": rows}, indent=1))
+        write_text(out / "scaling.json", json.dumps({"kind": args.kind, "rows": rows}, indent=1))
         plot_scaling(rows, out / "scaling.png")
     return rows
 

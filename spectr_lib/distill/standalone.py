@@ -18,6 +18,7 @@ from ..models import standalone_draft
 from .teacher import first_answer_tokens
 from .loop import fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
 from .train import _records, _split, batch_tensors, head_token_ids, special_token_ids
+from ..files import write_text
 
 DEFAULT_INIT_LAYERS = (0, 1, 2)  # the target layers a fresh standalone draft starts from (--init-layers)
 
@@ -134,7 +135,7 @@ def run_save_standalone(args, target, tokenizer, work: Path) -> None:
     training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"],
                 "train_seconds": round(ck["elapsed"]), "learning_curve": ck["curve"],
                 "torch_threads": torch.get_num_threads()}
-    (args.out / "training.json").write_text(json.dumps(training, indent=1))
+    write_text(args.out / "training.json", json.dumps(training, indent=1))
     if tokenizer is not None:
         tokenizer.save_pretrained(args.out)
     print(f"saved the standalone draft to {args.out}")

@@ -27,6 +27,7 @@ from ..runtime import release_freed_memory
 from . import corpus
 from .answers import ANSWERS_DIR, SHARDS, shard_number
 from .data import label, save_shard
+from ..files import write_text
 
 TEACHER_DIR = cache_dir() / "distill" / "teacher"
 # hidden_states indices kept: after layer 4 (low), after layer 16 (middle), the last normed state (high)
@@ -86,7 +87,7 @@ def run(target, tokenizer, out: Path = TEACHER_DIR, answers: Path = ANSWERS_DIR,
         raise StageError(str(err)) from None
     prompts = {r["id"]: r["prompt"] for r in corpus.read(corpus_file, "train")}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "layers.txt").write_text(" ".join(str(i) for i in layers))
+    write_text(out / "layers.txt", " ".join(str(i) for i in layers))
     done = []
     for shard in tqdm(picked, desc="teacher shards", unit="shard"):
         path = out / (shard.stem + ".pt")

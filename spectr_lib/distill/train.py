@@ -16,6 +16,7 @@ from .teacher import first_answer_tokens
 from .unroll import unrolled_outputs
 from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
 from ..models.load import cpu_has_native_bf16
+from ..files import write_text
 
 FEATURE_WEIGHT = 0.1  # the feature regression keeps predicted features usable as the next step's input
 DEPTH_WEIGHTS = (1.0, 0.7, 0.5, 0.35, 0.25)  # loss weight of drafting steps 1, 2, 3, … (training-time test)
@@ -225,7 +226,7 @@ def run_save(args, target, tokenizer, work: Path) -> None:
     training = {"recipe": ck.get("recipe"), "steps": ck["step"], "answer_tokens_seen": ck["seen"], "train_seconds": round(ck["elapsed"]),
                 "learning_curve": ck["curve"], "torch_threads": torch.get_num_threads()}
     model.save(args.out, extra={"shared_from_target": ["embed_tokens", "lm_head"]})
-    (args.out / "training.json").write_text(json.dumps(training, indent=1))
+    write_text(args.out / "training.json", json.dumps(training, indent=1))
     if tokenizer is not None:
         tokenizer.save_pretrained(args.out)
     print(f"saved the draft to {args.out}")

@@ -17,6 +17,7 @@ from .drafters import make_drafter
 from .request import make_request
 from .session import Session
 from .verifiers import VERIFIERS, default_form, make_verifier
+from ..files import write_text
 
 AR_TOKENS = 48  # tokens of each autoregressive run that times `ar_ms` (and the context the calls are timed on)
 DISAGREEMENT = 1.5  # a generation whose measured time is off the prediction by more than this factor (either
@@ -145,9 +146,7 @@ def load_costs(pair: ModelPair, recalibrate: bool = False, progress: bool = True
             pass  # an old, damaged or unreadable file (Costs checks every number): measure again
     costs = calibrate(pair, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(costs.to_json())
-    tmp.replace(path)
+    write_text(path, costs.to_json())
     return costs
 
 

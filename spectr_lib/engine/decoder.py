@@ -20,12 +20,14 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
              max_new_tokens: int = 128, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, verify: str | None = None,
              eos_token_id: int | list[int] | None = None, costs: Costs | None = None, lookup: bool | None = None,
-             draft_temperature: float | None = None, tree: bool | None = None) -> Generation:
+             draft_temperature: float | None = None, tree: bool | None = None,
+             continue_final_message: bool = False) -> Generation:
     """Generate up to max_new_tokens after the prompt; the output is distributed exactly as the (warped)
     target's own sampling (SpecTr, Sun et al. 2023, §4; every method's exactness is tested by chi-square).
 
     prompt: a string (chat template applied), a list of chat messages {"role", "content"}, a 1-D sequence of
-    token ids or a [T] / [1, T] integer tensor. method: "ar" (the target alone), "sps" (k = 1), "block" (block
+    token ids or a [T] / [1, T] integer tensor. A chat ending in an assistant message gets a new assistant turn by
+    default; continue_final_message=True continues that message instead (Hugging Face's pipeline default there). method: "ar" (the target alone), "sps" (k = 1), "block" (block
     verification of one draft, Sun et al., ICLR 2025), "kseq" (SpecTr), "rrs" (SpecInfer) or "rrs_wor" (RRS
     without replacement, Jeon et al. 2024); `METHODS` lists them (engine/methods.py). Each round drafts k drafts
     (default 8; 1 for "sps"/"block") of min(L, tokens still allowed − 1) tokens ("ar" ignores L); a round with
@@ -60,7 +62,8 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     """
     request = make_request(pair, prompt, method=method, k=k, L=L, max_new_tokens=max_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, verify=verify, tree=tree,
-                           eos_token_id=eos_token_id, costs=costs, lookup=lookup, draft_temperature=draft_temperature)
+                           eos_token_id=eos_token_id, costs=costs, lookup=lookup, draft_temperature=draft_temperature,
+                           continue_final_message=continue_final_message)
     if request.auto and costs is None:
         costs = pair_costs(pair)
     session = Session(pair, request, costs)

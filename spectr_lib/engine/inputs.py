@@ -83,13 +83,18 @@ def draft_temperature_arg(value) -> float | None:
     return float(value)
 
 
-def prompt_ids(pair: ModelPair, prompt) -> torch.Tensor:
-    """Token ids [T] on the pair's device from any accepted prompt form (see PROMPT_FORMS)."""
+def prompt_ids(pair: ModelPair, prompt, continue_final_message: bool = False) -> torch.Tensor:
+    """Token ids [T] on the pair's device from any accepted prompt form (see PROMPT_FORMS); a chat ending in an
+    assistant message is continued when continue_final_message (`prompts.encode_chat`), which ValueError refuses
+    for a prompt that is not a chat."""
+    if continue_final_message and not is_chat(prompt):
+        raise ValueError("continue_final_message=True continues the final assistant message of a chat: pass a list "
+                         "of {'role', 'content'} messages ending with an assistant one (token ids are used as given)")
     if isinstance(prompt, str) or is_chat(prompt):
         if pair.tokenizer is None:
             raise ValueError(f"this pair has no tokenizer (e.g. tiny_pair()), so text and chat messages cannot be "
                              f"encoded: pass token ids. Accepted prompts: {PROMPT_FORMS}")
-        return encode_chat(pair.tokenizer, prompt).to(pair.device)
+        return encode_chat(pair.tokenizer, prompt, continue_final_message).to(pair.device)
     return token_ids(prompt, pair.vocab_size, "prompt", PROMPT_FORMS).to(pair.device)
 
 

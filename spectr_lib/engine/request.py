@@ -61,7 +61,7 @@ class Request:
 
 def make_request(pair: ModelPair, prompt, *, method: str = "kseq", k=None, L=4, max_new_tokens=128, temperature=1.0,
                  top_k=None, top_p=None, seed=None, verify=None, tree=None, eos_token_id=None, costs=None,
-                 lookup=None, draft_temperature=None) -> Request:
+                 lookup=None, draft_temperature=None, continue_final_message=False) -> Request:
     """Every argument of `generate`, checked (the meanings are in its docstring). Raises TypeError / ValueError,
     saying what to pass instead, before any model call: an unknown method or form, a k the method does not take,
     "auto" where it cannot apply, a bad prompt, or a prompt + max_new_tokens longer than the models' context."""
@@ -98,7 +98,7 @@ def make_request(pair: ModelPair, prompt, *, method: str = "kseq", k=None, L=4, 
     seed, lookup = seed_of(seed), lookup_arg(pair, lookup)
     draft_temperature = draft_temperature_arg(draft_temperature)
     stop = stop_token_ids(pair, eos_token_id)
-    ids = prompt_ids(pair, prompt)
+    ids = prompt_ids(pair, prompt, flag("continue_final_message", continue_final_message))
     limit = context_limit(pair)
     if len(ids) + max_new_tokens > limit:
         raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the models' "

@@ -20,6 +20,7 @@ from torch import nn
 
 from .matmul_order import head_matmul
 from .draft_files import CONFIG_NAME, WEIGHTS_NAME, check_shapes
+from ..files import write_text
 
 
 @dataclass
@@ -240,7 +241,7 @@ class FeatureDraft(nn.Module):
         tensors = {n: p.detach().to(torch.bfloat16).contiguous() for n, p in self.named_parameters() if not n.startswith("embed.")}
         tensors["head_ids"] = self.head_ids.to(torch.int32)
         save_file(tensors, folder / WEIGHTS_NAME)
-        (folder / CONFIG_NAME).write_text(json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
+        write_text(folder / CONFIG_NAME, json.dumps({**asdict(self.config), **(extra or {})}, indent=1))
 
     @classmethod
     def load(cls, folder: Path, target: nn.Module, dtype: torch.dtype | None = None) -> "FeatureDraft":

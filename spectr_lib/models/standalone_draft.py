@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .draft_files import CONFIG_NAME, WEIGHTS_NAME, check_shapes
+from ..files import write_text
 
 KIND = "standalone_draft"
 OWN_PREFIXES = ("model.layers.", "model.norm.")  # what the draft owns and stores; the rest is the target's
@@ -104,7 +105,7 @@ def save(model: nn.Module, folder: Path, head_ids: torch.Tensor | None = None) -
             "init_layers": getattr(model, "spectr_init_layers", None),
             "head_tokens": c.vocab_size if head_ids is None else len(head_ids),
             "shared_from_target": ["embed_tokens", "lm_head"]}
-    (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=1))
+    write_text(folder / CONFIG_NAME, json.dumps(meta, indent=1))
 
 
 def is_standalone_draft(folder) -> bool:

@@ -27,6 +27,7 @@ from ..prompts import encode_chat, first_per_category, read_prompts
 from ..runtime import attention_backends, sync
 from .acceptance import acceptance_by_category
 from .bench_results import HF_METHODS, Config, Result, render, to_json
+from ..files import write_text
 
 KS, LS = (1, 2, 4, 8), (2, 4, 8)
 SWEEP_MAX = 64  # largest k and L a sweep runs (the paper's go to 8; the engine's k to 1024)
@@ -251,7 +252,7 @@ def _run_main(args: argparse.Namespace) -> None:
     report["notes"] = [] if args.no_hf else ([] if hf_can_assist(pair) else [no_assist]) + [lookup]  # notes on HF rows
     def save_partial(results, done, T):  # a run cut short keeps every finished prompt
         report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": {}, "prompts_done": done}
-        (args.out / "results.json").write_text(json.dumps(report, indent=1))
+        write_text(args.out / "results.json", json.dumps(report, indent=1))
 
     for T in args.temperature:
         results = run(pair, prompts, configs, args.max_new_tokens, T, args.seed,
@@ -259,7 +260,7 @@ def _run_main(args: argparse.Namespace) -> None:
         acc = token_acceptance(pair, prompts, min(args.max_new_tokens, 128), T, args.seed) if T > 0 else {}
         report["runs"][str(T)] = {"results": to_json(results), "token_acceptance": acc,
                                   "token_acceptance_lookup": lookup_arg(pair, None)}
-        (args.out / "results.json").write_text(json.dumps(report, indent=1))  # after each temperature: a long run keeps its part
+        write_text(args.out / "results.json", json.dumps(report, indent=1))  # after each temperature: a long run keeps its part
         md = render(report, args.out)
         print(md[md.index(f"## T = {T}"):], flush=True)
     print(f"wrote {args.out}/results.json, table.md and plots")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..engine.decoder import METHODS
 from ..engine.metrics import PHASES, mean_acceptance_length, profile_sums, round_profile
+from ..files import write_text
 
 HF_METHODS = ("hf_ar", "hf_assisted", "hf_lookup")  # generate(): plain, assistant_model=draft, prompt lookup
 
@@ -257,5 +258,5 @@ def render(report: dict, out: Path) -> str:
         fig = plot(results, float(T))
         fig.savefig(out / f"plots_T{T}.png", dpi=110)
         plt.close(fig)
-    (out / "table.md").write_text("\n".join(md) + "\n")
+    write_text(out / "table.md", "\n".join(md) + "\n")
     return "\n".join(md)

@@ -26,6 +26,7 @@ from ..prompts import first_per_category, read_prompts
 from .acceptance import acceptance_by_category, continuations
 from .timing import draft_step_seconds, median_seconds
 from ..argtypes import SEED, count, real
+from ..files import write_text
 
 MT_BENCH = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {cat:15s} {v['positions']:6d} positions   k=1 {v['k1']:.3f}   k=4 {v['k4']:.3f}")
     if args.no_cost:
         if args.out:
-            args.out.write_text(json.dumps(report, indent=1))
+            write_text(args.out, json.dumps(report, indent=1))
         return
     report["cost"] = cost = step_costs(pair)
     print("\ncost (median seconds):", json.dumps(cost, indent=1))
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name}: " + "; ".join(f"{key.replace('_', ', ')}: {v['tokens_per_round']:.2f} tokens per round, "
                                        f"{v['speedup_over_ar']:.2f}×" for key, v in pred.items()))
     if args.out:
-        args.out.write_text(json.dumps(report, indent=1))
+        write_text(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

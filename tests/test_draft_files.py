@@ -113,6 +113,20 @@ def test_a_standalone_config_with_a_damaged_depth_is_refused_before_the_target_l
     assert "distill save" in str(info.value)
 
 
+def test_a_folder_labelled_as_the_other_kind_is_refused(target, feature_folder, standalone_folder):
+    """A standalone draft's folder relabelled "feature_draft" (or the reverse) lacks the fields of that kind: named,
+    not a TypeError from the config class."""
+    from dataclasses import MISSING, fields
+
+    from spectr_lib.models.draft_files import REQUIRED
+
+    assert set(REQUIRED["feature_draft"]) == {f.name for f in fields(FeatureDraftConfig) if f.default is MISSING}
+    for folder, kind in ((standalone_folder, "feature_draft"), (feature_folder, "standalone_draft")):
+        _set_field(folder, "kind", kind)
+        with pytest.raises(ValueError, match=f"lacks '.*', which a {kind.replace('_', ' ')} needs"):
+            load_draft(folder, target, CPU, F32)
+
+
 def test_load_pair_refuses_a_damaged_draft_before_loading_the_target(feature_folder, monkeypatch):
     (feature_folder / WEIGHTS_NAME).unlink()
 

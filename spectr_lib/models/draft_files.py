@@ -67,7 +67,9 @@ def read_draft_config(folder) -> dict | None:
 SIZES = ("num_hidden_layers", "num_layers", "hidden_size", "vocab_size", "head_tokens", "num_heads", "num_kv_heads",
          "intermediate_size")  # whole numbers ≥ 1 where given
 POSITIVE = ("rope_theta", "rms_norm_eps")  # finite numbers > 0 where given
-REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size"), "feature_draft": ()}
+REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size"),  # the fields each kind is built from
+            "feature_draft": ("hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "rope_theta",
+                              "rms_norm_eps", "vocab_size", "head_tokens")}
 
 
 def check_sizes(meta: dict, kind: str, path) -> None:

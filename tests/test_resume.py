@@ -65,6 +65,8 @@ def test_the_batch_of_a_step_depends_on_the_seed_and_the_step_alone():
     assert all(len(b) == 3 for b in stream)
     lengths = [len(r["ids"]) for b in stream[:5] for r in b]
     assert lengths != sorted(lengths)  # the batches of a cycle come in random order
+    with pytest.raises(ValueError, match="no training sequences"):  # it used to loop forever, yielding nothing
+        next(loop.length_buckets([], 3, seed=5))
 
 
 def test_resume_without_a_checkpoint_is_refused_before_loading(tmp_path, monkeypatch, capsys):

@@ -73,7 +73,11 @@ def length_buckets(records: list[dict], batch: int, seed: int, start: int = 0, p
     """Endless batches of `batch` records from optimizer step `start` on: each cycle draws pool·batch records at
     random, sorts them by length, cuts them into batches and yields those in random order (similar lengths in a
     batch: little padding). Cycle j is drawn from its own generator, seeded by (seed, j), so the batch of a step
-    depends on (seed, step) alone: a run resumed at step s sees the batches the uninterrupted run saw from s on."""
+    depends on (seed, step) alone: a run resumed at step s sees the batches the uninterrupted run saw from s on.
+    StageError when there are no records."""
+    if not records:
+        raise StageError("no training sequences (all the data went to the held-out split): make more data first, "
+                         "e.g. a larger --max-prompts")
     batch = min(batch, len(records))
     per_cycle = min(len(records), pool * batch) // batch  # batches per cycle
     cycle, skip = divmod(start, per_cycle)

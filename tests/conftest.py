@@ -49,6 +49,54 @@ def exact_law(pair, n_tokens=3, temperature=1.0, top_k=None):
     return Law(laws.target_sequence_law(pair, PROMPT, n_tokens, temperature, top_k), pair, n_tokens, temperature, top_k)
 
 
+def assert_power(law: dict, departures: dict, n: int) -> None:
+    """Assert a chi-square test of n samples against `law` (level 1e-3) rejects each named departure
+    ({name: law}) with probability ≥ MIN_POWER (laws.chi_square_power)."""
+    for name, departure in departures.items():
+        power = laws.chi_square_power(law, departure, n)
+        assert power >= MIN_POWER, f"power {power:.3f} < {MIN_POWER} against {name} with {n} samples: draw more"
+
+
+def temperature_departures(pair, prompt, n_tokens: int, temperature: float = 1.0, top_k=None) -> dict:
+    """{name: law}: the target's law of the window at temperature T ± DEPARTURE (the named departure of a
+    decoder's law test)."""
+    return {f"the target at T = {t:g}": laws.target_sequence_law(pair, prompt, n_tokens, t, top_k)
+            for t in (temperature - DEPARTURE, temperature + DEPARTURE) if t > 0}
+
+
+def rule_departure_law(rule: str, p, q, k: int, verify_q=None, residual_p: bool = False) -> dict:
+    """The exact law {(token,): probability} of a rule's output when its drafts come from q (its own draft law)
+    but it verifies against verify_q (default q) and, with residual_p, samples p itself after every draft failed:
+    enumerated over every draft tuple (theory/exact.py)."""
+    from spectr_lib.theory import selection
+    from spectr_lib.theory.exact import draft_tuples
+
+    tuples, weight = draft_tuples(rule, q, k)
+    n, V = len(tuples), p.shape[-1]
+    qv = q if verify_q is None else verify_q
+    a, residual = selection._pass_probabilities(rule, p.expand(n, V), qv.expand(n, V), tuples)
+    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)
+    out = fail_before[:, -1:] * (p.expand(n, V) if residual_p else residual())
+    out = out.scatter_add(-1, selection._trial_order(rule, tuples), fail_before[:, :-1] * a)
+    return {(x,): float(v) for x, v in enumerate((weight[:, None] * out).sum(0))}
+
+
+def tempered(q: torch.Tensor, tau: float) -> torch.Tensor:
+    """q ** (1 / τ), renormalised: q at draft temperature τ."""
+    t = q ** (1 / tau)
+    return t / t.sum(-1, keepdim=True)
+
+
+def rule_departures(rule: str, p, q, k: int) -> dict:
+    """{name: law}: the named departures of a token-level rule: drafts verified against q at τ = 1 ± DEPARTURE,
+    and (rules with a residual other than SpS's) the residual replaced by p."""
+    out = {f"q verified at τ = {t:g}": rule_departure_law(rule, p, q, k, verify_q=tempered(q, t))
+           for t in (1 - DEPARTURE, 1 + DEPARTURE)}
+    if rule != "sps":
+        out["residual = p"] = rule_departure_law(rule, p, q, k, residual_p=True)
+    return out
+
+
 def samples_of(pair, n, **kw):
     """Counts of the first three tokens of `generate` after PROMPT over seeds 0..n − 1 (laws.empirical_counts)."""
     return laws.empirical_counts(pair, PROMPT, 3, n, 0, **kw)

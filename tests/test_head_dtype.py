@@ -10,7 +10,7 @@ from spectr_lib.engine.costs import costs_key
 from spectr_lib.engine.decoder import generate
 from spectr_lib.engine.verifiers import make_verifier
 from spectr_lib.models.load import load_pair, tiny_pair
-from conftest import PROMPT
+from conftest import PROMPT, assert_power, temperature_departures
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,7 @@ def test_a_bf16_head_keeps_the_target_law(pair16):
     counts = laws.empirical_counts(pair16, PROMPT, 3, 3000, 0, method="kseq", k=2, L=2, verify="tree")
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair16, PROMPT, 3)) > 1e-3
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair16, PROMPT, 3, temperature=0.6)) < 1e-6
+    assert_power(laws.target_sequence_law(pair16, PROMPT, 3), temperature_departures(pair16, PROMPT, 3), 3000)
 
 
 @pytest.mark.parametrize("bad", ["int8", torch.int64, torch.uint8, True, 1])

@@ -12,7 +12,7 @@ from spectr_lib.engine.acceptance import next_token_probs
 from spectr_lib.engine.laws import chi_square_bins, empirical_counts, target_sequence_law
 from spectr_lib.models.draft_settings import DraftSettings
 
-from conftest import target_greedy
+from conftest import assert_power, target_greedy, temperature_departures
 
 V = 6  # the vocabulary of test_decoder's pair
 REPEATING = [1, 4, 2, 5, 1, 4]  # ends in (1, 4), seen before: the first drafting step already has a lookup (2)
@@ -58,6 +58,7 @@ def test_the_output_law_is_the_targets_with_lookup(pair, method, k, L, monkeypat
     counts = empirical_counts(pair, REPEATING, n_tokens=3, n_samples=4000, seed=0, method=method, k=k, L=L, lookup=True)
     assert sum(n >= lookup.MIN_N for n in hits) > 4000  # the mixture was really in play
     assert chisquare(*chi_square_bins(counts, law)[:2]).pvalue > 1e-3
+    assert_power(law, temperature_departures(pair, REPEATING, 3), 4000)
 
 
 def test_greedy_output_is_unchanged_by_lookup(pair):

@@ -10,7 +10,7 @@ from spectr_lib.models import matmul_order, packed
 from spectr_lib.models.few_rows import FewRowsLinear, use_few_rows_order
 from spectr_lib.models.load import tiny_pair
 from spectr_lib.models.matmul_order import head_matmul, packed_rows, uses_packed
-from conftest import PROMPT
+from conftest import PROMPT, assert_power, temperature_departures
 
 
 @pytest.fixture
@@ -110,6 +110,7 @@ def test_the_decoders_law_is_the_targets_with_every_product_packed(monkeypatch, 
     assert len(packed_calls) > 3000  # every round's calls went through it
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3)) > 1e-3
     assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3, temperature=0.6)) < 1e-6
+    assert_power(laws.target_sequence_law(pair, PROMPT, 3), temperature_departures(pair, PROMPT, 3), 3000)
 
 
 def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch, packed_calls):

@@ -8,6 +8,7 @@ from spectr_lib.theory.exact import acceptance, output_distribution
 from spectr_lib.theory.ot import maximal_coupling, optimal_acceptance, optimal_acceptance_lp, optimal_coupling_lp
 from spectr_lib.theory.kseq import beta, kseq_acceptance, kseq_residual, kseq_rho
 from spectr_lib.theory.selection import IID_RULES, RULES, draw_drafts, sample, speculative_sampling
+from conftest import assert_power, rule_departures
 
 VECTORS = [  # p, q, k, rho*, p_acc, alpha*
     ([.5, .3, .2], [.2, .3, .5], 1, 1.0, .7, .7),
@@ -149,6 +150,7 @@ def test_batched_sampler_matches_exact_law(rule):
     token, index = sample(rule, P, Q, drafts, generator=g)
     counts = torch.bincount(token, minlength=6).numpy()
     assert stats.chisquare(counts, p * n).pvalue > 1e-3, (counts, p * n)
+    assert_power({(x,): float(v) for x, v in enumerate(p)}, rule_departures(rule, P[0], Q[0], k), n)
     # the reported index points at the draft that was returned
     hit = index >= 0
     assert torch.equal(drafts[hit].gather(-1, index[hit, None])[:, 0], token[hit])

@@ -41,9 +41,11 @@ def encode_chat(tokenizer, prompt, continue_final_message: bool = False) -> torc
     close a turn; an empty system message is kept (in SmolLM2's template it replaces the default system prompt).
     ValueError for an empty prompt or user / assistant / tool content, text that is not valid Unicode, an unknown
     role, or continue_final_message=True for a prompt that does not end in an assistant message; TypeError for
-    another kind of prompt."""
+    another kind of prompt or a continue_final_message that is not a bool."""
     if tokenizer is None:
         raise ValueError("this pair has no tokenizer (e.g. tiny_pair()): pass the prompt as token ids")
+    if not isinstance(continue_final_message, bool):
+        raise TypeError(f"continue_final_message must be True or False, got {continue_final_message!r}")
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ValueError("the prompt is empty: give a non-empty string or a non-empty list of token ids")

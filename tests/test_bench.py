@@ -167,3 +167,16 @@ def test_paired_by_category_takes_categories_as_the_units():
         paired_by_category(a, {"per_category": {"x": {"block_efficiency": 1.0}}})
     with pytest.raises(ValueError, match="no spread"):  # a row against itself: every difference 0
         paired_by_category(a, a)
+
+
+def test_bench_refuses_files_that_are_not_what_the_flag_takes(tmp_path, capsys):
+    from spectr_lib.tools.bench import main
+
+    (tmp_path / "notes.txt").write_text("not json")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    for argv, message in ((["--render", str(tmp_path / "notes.txt")], "--render"),
+                          (["--render", str(tmp_path / "other.json")], "not a benchmark report"),
+                          (["--out", str(tmp_path / "notes.txt")], "is a file: give a folder")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err

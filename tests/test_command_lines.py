@@ -50,7 +50,9 @@ BAD = {  # command module -> [(argv, the flag the error line names)]
         (["--limit", "0"], "--limit"), (["--lookup-L", "0"], "--lookup-L"), (["--seed", "-1"], "--seed"),
         (["--k", "100"], "--k"), (["--L", "1000"], "--L"), (["--L", "8", "--max-new-tokens", "8"], "--L 8"),
         (["--per-category", "0"], "--per-category"), (["--skip-per-category", "-1"], "--skip-per-category"),
-        (["--temperature", "1", "inf"], "--temperature"), (["--k", "two"], "--k")],
+        (["--temperature", "1", "inf"], "--temperature"), (["--k", "two"], "--k"),
+        (["--device", "cuda:99"], "--device"), (["--skip-per-category", "3"], "--per-category too"),
+        (["--categories", "no-such-category"], "--categories no-such-category")],
 }
 CASES = [(module, argv, flag) for module, cases in BAD.items() for argv, flag in cases]
 

@@ -67,12 +67,16 @@ def test_intact_folders_load(target, feature_folder, standalone_folder, monkeypa
     (lambda f: _set_field(f, "vocab_size", 0), ValueError, "vocab_size must be a whole number"),
     (lambda f: _set_field(f, "head_tokens", True), ValueError, "head_tokens must be a whole number"),
     (lambda f: _set_field(f, "feature_layers", "4,16"), ValueError, "feature_layers must be a non-empty list"),
+    (lambda f: _set_field(f, "init_layers", "x"), ValueError, "init_layers must be a non-empty list"),
     (lambda f: _set_field(f, "num_heads", 2.5), ValueError, "num_heads must be a whole number"),
     (lambda f: _set_field(f, "num_kv_heads", 0), ValueError, "num_kv_heads must be a whole number"),
     (lambda f: _set_field(f, "intermediate_size", None), ValueError, "intermediate_size must be a whole number"),
-    (lambda f: _set_field(f, "rms_norm_eps", -1e-6), ValueError, "rms_norm_eps must be a finite number > 0"),
+    (lambda f: _set_field(f, "rms_norm_eps", -1e-6), ValueError, "rms_norm_eps must be a finite number > 0, in"),
     (lambda f: _set_field(f, "rope_theta", "1e4"), ValueError, "rope_theta must be a finite number > 0"),
     (lambda f: _set_field(f, "rope_theta", float("inf")), ValueError, "rope_theta must be a finite number > 0"),
+    (lambda f: _set_field(f, "rope_theta", 1e308), ValueError, "rope_theta must be a finite number > 0, in \\[1, 1e\\+12\\]"),
+    (lambda f: _set_field(f, "rms_norm_eps", 1e300), ValueError, "rms_norm_eps must be a finite number > 0"),
+    (lambda f: _set_field(f, "intermediate_size", 10**12), ValueError, "intermediate_size must be a whole number in"),
     (lambda f: _set_field(f, "num_heads", 5), ValueError, r"num_heads \(5\) must divide hidden_size"),
     (lambda f: (_set_field(f, "num_heads", 4), _set_field(f, "num_kv_heads", 3)), ValueError,
      r"num_kv_heads \(3\) must divide num_heads"),
@@ -94,8 +98,8 @@ def test_a_damaged_folder_is_named_with_the_fix(target, feature_folder, standalo
 
 @pytest.mark.parametrize("damage, message", [
     (lambda meta: meta.pop("num_hidden_layers"), "lacks 'num_hidden_layers'"),
-    (lambda meta: meta.update(num_hidden_layers="three"), "num_hidden_layers must be a whole number ≥ 1, got 'three'"),
-    (lambda meta: meta.update(num_hidden_layers=-2), "num_hidden_layers must be a whole number ≥ 1"),
+    (lambda meta: meta.update(num_hidden_layers="three"), "num_hidden_layers must be a whole number in \\[1, 1024\\], got 'three'"),
+    (lambda meta: meta.update(num_hidden_layers=-2), "num_hidden_layers must be a whole number in"),
 ])
 def test_a_standalone_config_with_a_damaged_depth_is_refused_before_the_target_loads(standalone_folder, monkeypatch,
                                                                                     damage, message):
@@ -137,6 +141,16 @@ def test_load_pair_refuses_a_damaged_draft_before_loading_the_target(feature_fol
     monkeypatch.setattr(load_module, "embedded_gguf_path", lambda: None)  # also where the wheel is absent
     with pytest.raises(FileNotFoundError, match="no draft.safetensors"):
         load_pair(draft=feature_folder)
+
+
+def test_a_feature_draft_with_other_attention_heads_than_its_target_is_refused(target, feature_folder):
+    """Heads that still fit the stored weights' shapes (hidden / heads · kv heads unchanged) would load and
+    attend wrongly: a feature draft's layer has its target's heads."""
+    heads = target.config.num_attention_heads
+    _set_field(feature_folder, "num_heads", heads * 2)
+    _set_field(feature_folder, "num_kv_heads", heads * 2)
+    with pytest.raises(ValueError, match=f"has num_heads {heads * 2} \\(the target's: {heads}\\)"):
+        load_draft(feature_folder, target, CPU, F32)
 
 
 def test_a_draft_for_another_target_is_refused(feature_folder, standalone_folder):

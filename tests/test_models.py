@@ -42,6 +42,19 @@ def test_text_no_template_can_take_is_refused_before_the_template(prompt, match)
         encode_chat(NoTemplate(), prompt)
 
 
+@pytest.mark.parametrize("value", ["False", 1, [True], None])
+def test_continue_final_message_takes_a_bool_only(value):
+    from spectr_lib.prompts import encode_chat
+
+    class NoTemplate:
+        def apply_chat_template(self, *a, **k):
+            raise AssertionError("the template ran")
+
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    with pytest.raises(TypeError, match="continue_final_message must be True or False"):
+        encode_chat(NoTemplate(), chat, continue_final_message=value)
+
+
 def test_tiny_pair_refuses_tiny_vocab():
     with pytest.raises(ValueError, match="vocab_size"):
         tiny_pair(vocab_size=1)

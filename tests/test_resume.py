@@ -52,6 +52,18 @@ def test_a_resumed_run_equals_the_uninterrupted_one(data, tmp_path, monkeypatch)
     for a, b in zip(resumed["opt"]["state"].values(), reference["opt"]["state"].values()):
         assert torch.allclose(a["exp_avg_sq"], b["exp_avg_sq"], rtol=0, atol=1e-8)
 
+    # resuming with settings that change the run, or with no steps left, is refused (the checkpoint unchanged)
+    saved = (cut / "checkpoint.pt").read_bytes()
+    for flags, message in ((["--batch-seqs", "4"], "batch_seqs 3 in the checkpoint, 4 now"),
+                           (["--lr", "0.01"], "lr 0.001 in the checkpoint, 0.01 now"),
+                           (["--depth", "2"], "depth 3 in the checkpoint, 2 now")):
+        argv = ["train", *COMMON, "--steps", str(STEPS + 2), "--work-dir", str(cut), "--resume", *flags]
+        with pytest.raises(SystemExit, match=message):
+            distill_main(argv)
+    with pytest.raises(SystemExit, match=f"at step {STEPS} already: give --steps above {STEPS}"):
+        distill_main(["train", *COMMON, "--steps", str(STEPS), "--work-dir", str(cut), "--resume"])
+    assert (cut / "checkpoint.pt").read_bytes() == saved
+
 
 def test_the_batch_of_a_step_depends_on_the_seed_and_the_step_alone():
     records = [{"ids": list(range(n)), "start": 0} for n in range(3, 20)]

@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
         run_stages(parse_args(argv), command_line=argv is None)
     except StageError as err:
         raise SystemExit(str(err)) from None
+    except KeyboardInterrupt:
+        if argv is not None:  # called from Python: the caller decides
+            raise
+        raise SystemExit("interrupted: finished shards and the last checkpoint are kept; run the same command again "
+                         "(with --resume, to continue training) to go on") from None
 
 
 def run_stages(args, command_line: bool = False) -> None:

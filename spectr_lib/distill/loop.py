@@ -115,6 +115,30 @@ def optimizer_state(model: torch.nn.Module, params, lr: float, ck: dict | None) 
     return opt, Progress(ck["step"], ck["curve"], ck["seen"], time.perf_counter() - ck["elapsed"])
 
 
+# recipe entries a resumed run must share with the checkpoint's (name in the recipe -> the flag that sets it)
+SAME_RUN = {"seed": "--seed", "batch_seqs": "--batch-seqs", "lr": "--lr", "depth": "--depth", "feature_weight": None,
+            "tv_weight": "--tv-weight", "max_prompt": "--max-prompt", "train_sequences": "--train-tokens / the data",
+            "train_answer_tokens": "--train-tokens / the data"}  # --precision may change (a run moved to another CPU)
+
+
+def check_same_run(ck: dict | None, recipe: dict, steps: int) -> None:
+    """StageError when a resumed run would not continue the checkpoint's run: a setting of its recipe differs (the
+    batches, the step size or the loss would change), or --steps is not past the checkpoint's step. A larger --steps
+    is allowed (the cosine schedule is stretched from the checkpoint's step on)."""
+    if ck is None:
+        return
+    if steps <= ck["step"]:
+        raise StageError(f"the checkpoint is at step {ck['step']} already: give --steps above {ck['step']} to train "
+                         f"on, or run the 'save' stage")
+    old = ck.get("recipe") or {}
+    differ = [(k, old[k], recipe[k]) for k in SAME_RUN if k in old and k in recipe and old[k] != recipe[k]]
+    if differ:
+        said = "; ".join(f"{k} {a!r} in the checkpoint, {b!r} now" + (f" ({SAME_RUN[k]})" if SAME_RUN[k] else "")
+                         for k, a, b in differ)
+        raise StageError(f"--resume would not continue the same run: {said}. Resume with the checkpoint's settings, "
+                         f"or give --restart to start a new run")
+
+
 def load_weights(model: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:
     """model.load_state_dict(state, strict=False): (missing, unexpected) keys; StageError when a tensor has another
     shape (the checkpoint was made for another target or draft shape)."""

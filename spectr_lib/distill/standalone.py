@@ -16,7 +16,7 @@ import torch
 from . import StageError
 from ..models import standalone_draft
 from .teacher import first_answer_tokens
-from .loop import fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
+from .loop import check_same_run, fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
 from .train import _records, _split, batch_tensors, head_token_ids, special_token_ids
 from ..files import write_text
 
@@ -95,7 +95,8 @@ def run_train_standalone(args, target, work: Path) -> None:
     recipe = {"kind": standalone_draft.KIND, "init_layers": list(layer_ids), "max_prompt": args.max_prompt,
               "train_sequences": len(train), "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
-              "init": Path(args.init).name if args.init else None}
+              "init": Path(args.init).name if args.init else None, "seed": args.seed}
+    check_same_run(ck, recipe, args.steps)
 
     def evaluate() -> dict:
         model.eval()

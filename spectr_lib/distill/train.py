@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from . import StageError
 from .data import load_shards
-from .loop import fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
+from .loop import check_same_run, fit, length_buckets, load_checkpoint, load_weights, optimizer_state, save_checkpoint
 from .teacher import first_answer_tokens
 from .unroll import unrolled_outputs
 from ..models.feature_draft import FeatureDraft, FeatureDraftConfig, init_from_target, previous_features
@@ -44,7 +44,7 @@ def feature_columns(stored: tuple[int, ...], wanted: tuple[int, ...], d: int) ->
     records whose features hold the hidden_states indices `stored` [T, len(stored)·d]. ValueError if missing."""
     missing = [i for i in (*wanted, -1) if i not in stored]
     if missing:
-        raise ValueError(f"the teacher data holds hidden_states {stored}, not {missing}: relabel with those layers")
+        raise StageError(f"the teacher data holds hidden_states {stored}, not {missing}: relabel with those layers")
     cols = lambda i: torch.arange(stored.index(i) * d, (stored.index(i) + 1) * d)  # noqa: E731
     return torch.cat([cols(i) for i in wanted]), cols(-1)
 
@@ -187,7 +187,8 @@ def run_train(args, target, work: Path) -> None:
               "depth": depth, "feature_weight": fw, "tv_weight": tvw, "max_prompt": max_prompt, "train_sequences": len(train),
               "train_answer_tokens": n_answer, "val_sequences": len(val),
               "batch_seqs": args.batch_seqs, "lr": args.lr, "steps": args.steps,
-              "init": Path(args.init).name if args.init else None, "bf16_autocast": bf16}
+              "init": Path(args.init).name if args.init else None, "bf16_autocast": bf16, "seed": args.seed}
+    check_same_run(ck, recipe, args.steps)
 
     def loss_of(group: list[dict]):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

@@ -98,7 +98,7 @@ def make_request(pair: ModelPair, prompt, *, method: str = "kseq", k=None, L=4, 
     seed, lookup = seed_of(seed), lookup_arg(pair, lookup)
     draft_temperature = draft_temperature_arg(draft_temperature)
     stop = stop_token_ids(pair, eos_token_id)
-    ids = prompt_ids(pair, prompt, flag("continue_final_message", continue_final_message))
+    ids = prompt_ids(pair, prompt, flag("continue_final_message", continue_final_message) or False)
     limit = context_limit(pair)
     if len(ids) + max_new_tokens > limit:
         raise ValueError(f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) exceeds the models' "

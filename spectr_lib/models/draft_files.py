@@ -66,36 +66,38 @@ def read_draft_config(folder) -> dict | None:
 
 SIZES = ("num_hidden_layers", "num_layers", "hidden_size", "vocab_size", "head_tokens", "num_heads", "num_kv_heads",
          "intermediate_size")  # whole numbers ≥ 1 where given
-POSITIVE = ("rope_theta", "rms_norm_eps")  # finite numbers > 0 where given
+SIZE_MAX = 2**22  # no layer of a draft is wider (a larger value would only fail to allocate)
+DEPTH_MAX = 1024  # layers
+POSITIVE = {"rope_theta": (1.0, 1e12), "rms_norm_eps": (1e-12, 0.1)}  # physical ranges where given
 REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size"),  # the fields each kind is built from
             "feature_draft": ("hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "rope_theta",
                               "rms_norm_eps", "vocab_size", "head_tokens")}
 
 
 def check_sizes(meta: dict, kind: str, path) -> None:
-    """ValueError naming the file when a size field is missing (where the kind needs it) or is not a whole number
-    ≥ 1, rope_theta or rms_norm_eps is not a finite number > 0, the attention heads do not divide the width
+    """ValueError naming the file when a size field is missing (where the kind needs it) or is not a whole number in
+    [1, SIZE_MAX] ([1, DEPTH_MAX] for layer counts), rope_theta or rms_norm_eps is outside its physical range, the attention heads do not divide the width
     (num_heads) or each other (num_kv_heads), or feature_layers is not a list of whole numbers: a damaged file,
     refused before any model loads."""
     for name in REQUIRED[kind]:
         if name not in meta:
             raise ValueError(f"{path} lacks {name!r}, which a {kind.replace('_', ' ')} needs: {FIX}")
     for name in SIZES:
+        value, top = meta.get(name), DEPTH_MAX if name in ("num_hidden_layers", "num_layers") else SIZE_MAX
+        if name in meta and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top):
+            raise ValueError(f"{path}: {name} must be a whole number in [1, {top}], got {value!r}: {FIX}")
+    for name, (lo, hi) in POSITIVE.items():
         value = meta.get(name)
-        if name in meta and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ValueError(f"{path}: {name} must be a whole number ≥ 1, got {value!r}: {FIX}")
-    for name in POSITIVE:
-        value = meta.get(name)
-        if name in meta and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                 and 0 < value < float("inf")):
-            raise ValueError(f"{path}: {name} must be a finite number > 0, got {value!r}: {FIX}")
+        if name in meta and not (isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi):
+            raise ValueError(f"{path}: {name} must be a finite number > 0, in [{lo:g}, {hi:g}], got {value!r}: {FIX}")
     for whole, part in (("hidden_size", "num_heads"), ("num_heads", "num_kv_heads")):
         if whole in meta and part in meta and meta[whole] % meta[part]:
             raise ValueError(f"{path}: {part} ({meta[part]}) must divide {whole} ({meta[whole]}): {FIX}")
-    layers = meta.get("feature_layers", [-1])
-    if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
-        raise ValueError(f"{path}: feature_layers must be a non-empty list of whole numbers (hidden-state indices), "
-                         f"got {layers!r}: {FIX}")
+    for name, what in (("feature_layers", "hidden-state indices"), ("init_layers", "the target layers it began as")):
+        layers = meta.get(name, [-1])
+        if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                                 for i in layers):
+            raise ValueError(f"{path}: {name} must be a non-empty list of whole numbers ({what}), got {layers!r}: {FIX}")
 
 
 TAU_RANGE = (0.05, 20.0)  # draft temperatures outside it would only over- or underflow the draft's softmax
@@ -188,6 +190,13 @@ def check_fits_target(folder, meta: dict, config) -> None:
         raise ValueError(f"the {what} in {folder} was built for a target of width {meta.get('hidden_size')} and "
                          f"vocabulary {meta.get('vocab_size')}, not {config.hidden_size} / {config.vocab_size}: pair it "
                          f"with its own target")
+    if meta["kind"] == "feature_draft":  # its layer is shaped like one of the target's (FeatureDraftConfig.from_target)
+        theirs = {"num_heads": config.num_attention_heads,
+                  "num_kv_heads": getattr(config, "num_key_value_heads", None) or config.num_attention_heads}
+        bad = [f"{k} {meta[k]} (the target's: {v})" for k, v in theirs.items() if k in meta and meta[k] != v]
+        if bad:
+            raise ValueError(f"the {what} in {folder} has {', '.join(bad)}: its spectr_draft.json is damaged or it was "
+                             f"built for another target. {FIX}")
     layers, n = [int(i) for i in meta.get("feature_layers", [-1])], config.num_hidden_layers
     if meta["kind"] == "feature_draft" and any(not -n - 1 <= i <= n for i in layers):
         raise ValueError(f"the {what} in {folder} reads the target's hidden states {', '.join(map(str, layers))}, "

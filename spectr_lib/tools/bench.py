@@ -199,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     check_args(ap, args)
     if args.render is not None:
-        print(render(json.loads(args.render.read_text()), args.render.parent))
+        try:
+            report = json.loads(args.render.read_text())
+            if not isinstance(report, dict) or not {"pair", "device", "runs"} <= set(report):
+                raise ValueError("not a benchmark report (results.json with pair, device and runs)")
+        except (ValueError, UnicodeDecodeError) as err:
+            ap.error(f"--render {args.render}: {err}")
+        print(render(report, args.render.parent))
         return
     try:
         _run_main(args)
@@ -217,6 +223,28 @@ def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for flag, path in (("--render", args.render), ("--prompts", args.prompts)):
         if path is not None and not path.is_file():
             ap.error(f"{flag} {path}: no such file")
+    if args.render is not None:
+        return
+    from ..models.load import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        ap.error(f"--device: {err}")
+    if args.skip_per_category and not args.per_category:
+        ap.error("--skip-per-category skips prompts of each category before --per-category takes some: give "
+                 "--per-category too")
+    if args.out.exists() and not args.out.is_dir():
+        ap.error(f"--out {args.out} is a file: give a folder for results.json, table.md and the plots")
+    if args.categories:
+        try:
+            have = {r["category"] for r in read_prompts(args.prompts)}
+        except (OSError, ValueError) as err:
+            ap.error(f"--prompts: {err}")
+        unknown = sorted(set(args.categories) - have)
+        if unknown:
+            ap.error(f"--categories {' '.join(unknown)}: no such category in "
+                     f"{args.prompts or 'the default prompts file'} (it has {', '.join(sorted(have))})")
 
 
 def _run_main(args: argparse.Namespace) -> None:

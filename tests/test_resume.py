@@ -60,8 +60,9 @@ def test_a_resumed_run_equals_the_uninterrupted_one(data, tmp_path, monkeypatch)
         argv = ["train", *COMMON, "--steps", str(STEPS + 2), "--work-dir", str(cut), "--resume", *flags]
         with pytest.raises(SystemExit, match=message):
             distill_main(argv)
-    with pytest.raises(SystemExit, match=f"at step {STEPS} already: give --steps above {STEPS}"):
-        distill_main(["train", *COMMON, "--steps", str(STEPS), "--work-dir", str(cut), "--resume"])
+    with pytest.raises(SystemExit, match=f"at step {STEPS} already, past --steps {STEPS - 1}"):
+        distill_main(["train", *COMMON, "--steps", str(STEPS - 1), "--work-dir", str(cut), "--resume"])
+    distill_main(["train", *COMMON, "--steps", str(STEPS), "--work-dir", str(cut), "--resume"])  # finished: nothing to do
     assert (cut / "checkpoint.pt").read_bytes() == saved
 
 

@@ -123,13 +123,14 @@ SAME_RUN = {"seed": "--seed", "batch_seqs": "--batch-seqs", "lr": "--lr", "depth
 
 def check_same_run(ck: dict | None, recipe: dict, steps: int) -> None:
     """StageError when a resumed run would not continue the checkpoint's run: a setting of its recipe differs (the
-    batches, the step size or the loss would change), or --steps is not past the checkpoint's step. A larger --steps
-    is allowed (the cosine schedule is stretched from the checkpoint's step on)."""
+    batches, the step size or the loss would change), or --steps is below the checkpoint's step (equal: the run is
+    finished, nothing to train). A larger --steps is allowed (the cosine schedule is stretched from the
+    checkpoint's step on)."""
     if ck is None:
         return
-    if steps <= ck["step"]:
-        raise StageError(f"the checkpoint is at step {ck['step']} already: give --steps above {ck['step']} to train "
-                         f"on, or run the 'save' stage")
+    if steps < ck["step"]:
+        raise StageError(f"the checkpoint is at step {ck['step']} already, past --steps {steps}: give --steps "
+                         f"{ck['step']} or more to train on, or run the 'save' stage")
     old = ck.get("recipe") or {}
     differ = [(k, old[k], recipe[k]) for k in SAME_RUN if k in old and k in recipe and old[k] != recipe[k]]
     if differ:

@@ -67,7 +67,7 @@ def encode_chat(tokenizer, prompt, continue_final_message: bool = False) -> torc
                          f"a {messages[-1]['role']} message: end the chat with {{'role': 'assistant', 'content': ...}} "
                          f"or leave continue_final_message False")
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=not continue_final_message,
-                                        continue_final_message=bool(continue_final_message), return_tensors="pt",
+                                        continue_final_message=continue_final_message, return_tensors="pt",
                                         return_dict=True)["input_ids"]
     return ids[0]
 

@@ -39,9 +39,9 @@ class Law(dict):
         super().__init__(law)
         self.made = (pair, n_tokens, temperature, top_k)
 
-    def departures(self) -> dict[float, dict]:
+    def departures(self) -> dict[str, dict]:
         pair, n, T, top_k = self.made
-        return {t: laws.target_sequence_law(pair, PROMPT, n, t, top_k) for t in (T - DEPARTURE, T + DEPARTURE) if t > 0}
+        return temperature_departures(pair, PROMPT, n, T, top_k)
 
 
 def exact_law(pair, n_tokens=3, temperature=1.0, top_k=None):
@@ -107,11 +107,7 @@ def chi_square_pvalue(counts, law):
     asserts the test's power (laws.chi_square_power, at level 1e-3 with this many samples) against the target at
     temperature T ± DEPARTURE is at least MIN_POWER: a test too small to see that departure proves nothing."""
     if isinstance(law, Law):
-        n = sum(counts.values())
-        for t, departure in law.departures().items():
-            power = laws.chi_square_power(law, departure, n)
-            assert power >= MIN_POWER, (f"this chi-square test has power {power:.3f} < {MIN_POWER} against the target "
-                                        f"at temperature {t:g} with {n} samples: draw more samples")
+        assert_power(law, law.departures(), sum(counts.values()))
     return laws.chi_square_pvalue(counts, law)
 
 

@@ -111,7 +111,8 @@ def run_train_standalone(args, target, work: Path) -> None:
                          "opt": opt.state_dict(), "step": p.step, "curve": p.curve, "seen": p.seen,
                          "elapsed": p.seconds}, ckpt_path)
 
-    fit(model, own, opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, args.seed, progress.step),
+    batches = length_buckets(train, args.batch_seqs, args.seed, progress.step)
+    fit(model, own, opt, progress, args.steps, args.lr, batches,
         lambda group: standalone_loss(model, head, *_labels(tensors(group))), evaluate, save, args.checkpoint_every,
         "training standalone draft")
 

@@ -208,8 +208,9 @@ def run_train(args, target, work: Path) -> None:
                          "num_layers": model.config.num_layers, "recipe": recipe, "opt": opt.state_dict(), "step": p.step,
                          "curve": p.curve, "seen": p.seen, "elapsed": p.seconds}, ckpt_path)
 
-    fit(model, list(model.own_parameters()), opt, progress, args.steps, args.lr, length_buckets(train, args.batch_seqs, args.seed, progress.step),
-        loss_of, evaluate, save, args.checkpoint_every, "training draft")
+    batches = length_buckets(train, args.batch_seqs, args.seed, progress.step)
+    fit(model, list(model.own_parameters()), opt, progress, args.steps, args.lr, batches, loss_of, evaluate, save,
+        args.checkpoint_every, "training draft")
 
 
 def run_save(args, target, tokenizer, work: Path) -> None:

@@ -27,10 +27,11 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
 
     prompt: a string (chat template applied), a list of chat messages {"role", "content"}, a 1-D sequence of
     token ids or a [T] / [1, T] integer tensor. A chat ending in an assistant message gets a new assistant turn by
-    default; continue_final_message=True continues that message instead (Hugging Face's pipeline default there). method: "ar" (the target alone), "sps" (k = 1), "block" (block
-    verification of one draft, Sun et al., ICLR 2025), "kseq" (SpecTr), "rrs" (SpecInfer) or "rrs_wor" (RRS
-    without replacement, Jeon et al. 2024); `METHODS` lists them (engine/methods.py). Each round drafts k drafts
-    (default 8; 1 for "sps"/"block") of min(L, tokens still allowed − 1) tokens ("ar" ignores L); a round with
+    default; continue_final_message=True continues that message instead (Hugging Face's pipeline default there).
+    method: "ar" (the target alone), "sps" (k = 1), "block" (block verification of one draft, Sun et al., ICLR
+    2025), "kseq" (SpecTr), "rrs" (SpecInfer) or "rrs_wor" (RRS without replacement, Jeon et al. 2024); `METHODS`
+    lists them (engine/methods.py). Each round drafts k drafts (default 8; 1 for "sps"/"block") of min(L, tokens
+    still allowed − 1) tokens ("ar" ignores L); a round with
     nothing left to draft is a plain target step. Generation ends in the round that emits a stop token:
     eos_token_id (an id or several; default every EOS id of the tokenizer and the target's generation config).
     verify: the verification form, a name in engine.verifiers.VERIFIERS ("tree": one row holding the drafts'

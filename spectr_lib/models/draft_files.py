@@ -47,27 +47,21 @@ def read_draft_config(folder) -> dict | None:
     if not weights.is_file():
         raise FileNotFoundError(f"{folder} has {CONFIG_NAME} but no {WEIGHTS_NAME} (the draft's weights): {FIX}")
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(weights), framework="pt") as f:
-            f.keys()
+        shapes = stored_shapes(folder)
     except Exception as err:  # safetensors raises its own error types for a truncated or foreign file
         raise FileNotFoundError(f"{weights} is not a readable safetensors file ({err}): {FIX}") from None
     check_sizes(meta, kind, path)
-    ids = stored_shapes(folder).get("head_ids")  # the kept head rows; none stored: all vocab_size rows kept
-    kept = ids[0] if ids else meta.get("vocab_size")
-    if "head_tokens" in meta and kept is not None and (ids is not None and len(ids) != 1 or meta["head_tokens"] != kept):
-        raise ValueError(f"{path} says head_tokens {meta['head_tokens']}, but {WEIGHTS_NAME} keeps "
-                         f"{'head_ids of shape ' + str(ids) if ids is not None else f'all {kept} rows'}: {FIX}")
+    check_head_rows(meta, shapes.get("head_ids"), path)
     draft_temperatures(meta, path)
     prompt_lookup(meta, path)
     return {**meta, "kind": kind}
 
 
-SIZES = ("num_hidden_layers", "num_layers", "hidden_size", "vocab_size", "head_tokens", "num_heads", "num_kv_heads",
-         "intermediate_size")  # whole numbers ≥ 1 where given
 SIZE_MAX = 2**22  # no layer of a draft is wider (a larger value would only fail to allocate)
 DEPTH_MAX = 1024  # layers
+SIZES = {"num_hidden_layers": DEPTH_MAX, "num_layers": DEPTH_MAX, "hidden_size": SIZE_MAX, "vocab_size": SIZE_MAX,
+         "head_tokens": SIZE_MAX, "num_heads": SIZE_MAX, "num_kv_heads": SIZE_MAX,
+         "intermediate_size": SIZE_MAX}  # whole numbers in [1, the value] where given
 POSITIVE = {"rope_theta": (1.0, 1e12), "rms_norm_eps": (1e-12, 0.1)}  # physical ranges where given
 REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size"),  # the fields each kind is built from
             "feature_draft": ("hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "rope_theta",
@@ -76,14 +70,14 @@ REQUIRED = {"standalone_draft": ("num_hidden_layers", "hidden_size", "vocab_size
 
 def check_sizes(meta: dict, kind: str, path) -> None:
     """ValueError naming the file when a size field is missing (where the kind needs it) or is not a whole number in
-    [1, SIZE_MAX] ([1, DEPTH_MAX] for layer counts), rope_theta or rms_norm_eps is outside its physical range, the attention heads do not divide the width
-    (num_heads) or each other (num_kv_heads), or feature_layers is not a list of whole numbers: a damaged file,
-    refused before any model loads."""
+    [1, SIZES[name]], rope_theta or rms_norm_eps is outside its physical range, the attention heads do not divide
+    the width (num_heads) or each other (num_kv_heads), or feature_layers / init_layers is not a list of whole
+    numbers: a damaged file, refused before any model loads."""
     for name in REQUIRED[kind]:
         if name not in meta:
             raise ValueError(f"{path} lacks {name!r}, which a {kind.replace('_', ' ')} needs: {FIX}")
-    for name in SIZES:
-        value, top = meta.get(name), DEPTH_MAX if name in ("num_hidden_layers", "num_layers") else SIZE_MAX
+    for name, top in SIZES.items():
+        value = meta.get(name)
         if name in meta and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top):
             raise ValueError(f"{path}: {name} must be a whole number in [1, {top}], got {value!r}: {FIX}")
     for name, (lo, hi) in POSITIVE.items():
@@ -98,6 +92,18 @@ def check_sizes(meta: dict, kind: str, path) -> None:
         if not isinstance(layers, list) or not layers or not all(isinstance(i, int) and not isinstance(i, bool)
                                                                  for i in layers):
             raise ValueError(f"{path}: {name} must be a non-empty list of whole numbers ({what}), got {layers!r}: {FIX}")
+
+
+def check_head_rows(meta: dict, head_ids: tuple[int, ...] | None, path) -> None:
+    """ValueError naming the file when its head_tokens disagrees with the head rows the weights keep: the stored
+    head_ids' shape (head_ids [head_tokens]), or all vocab_size rows when none are stored."""
+    if "head_tokens" not in meta:
+        return
+    n = meta["head_tokens"]
+    if head_ids is not None and head_ids != (n,):
+        raise ValueError(f"{path} says head_tokens {n}, but {WEIGHTS_NAME} keeps head_ids of shape {head_ids}: {FIX}")
+    if head_ids is None and meta.get("vocab_size", n) != n:
+        raise ValueError(f"{path} says head_tokens {n}, but {WEIGHTS_NAME} keeps all {meta['vocab_size']} rows: {FIX}")
 
 
 TAU_RANGE = (0.05, 20.0)  # draft temperatures outside it would only over- or underflow the draft's softmax

@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"draft lengths of the fixed configurations (1..{SWEEP_MAX}, below --max-new-tokens)")
     ap.add_argument("--no-hf", action="store_true", help="skip the Hugging Face baselines")
     ap.add_argument("--no-auto", action="store_true", help="skip the k = 'auto' / L = 'auto' rows")
-    ap.add_argument("--lookup-L", type=count(1, SWEEP_MAX), default=4, help="candidate tokens of HF's prompt-lookup baseline")
+    ap.add_argument("--lookup-L", type=count(1, SWEEP_MAX), default=4,
+                    help="candidate tokens of HF's prompt-lookup baseline")
     ap.add_argument("--with-lookup", action="store_true",
                     help="run every speculative configuration without and with prompt-lookup mixing "
                          "(generate(lookup=False / True)), side by side, prompt by prompt; otherwise each takes the "
@@ -256,10 +257,8 @@ def _run_main(args: argparse.Namespace) -> None:
     logging.disable_progress_bar()
     pair = load_pair(args.target, args.draft, device=args.device, dtype=args.dtype, head_dtype=args.head_dtype)
     prompts = read_prompts(args.prompts)
-    if args.categories:
+    if args.categories:  # each one is in the file (check_args)
         prompts = [r for r in prompts if r["category"] in args.categories]
-        if not prompts:
-            raise SystemExit(f"no prompt of categories {args.categories} in {args.prompts or 'the default prompts file'}")
     if args.per_category:
         prompts = first_per_category(prompts, args.per_category, args.skip_per_category)
     prompts = prompts[: args.limit]

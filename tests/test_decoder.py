@@ -198,10 +198,15 @@ def test_field_metrics_follow_the_vllm_definitions():
     assert mean_acceptance_length([]) == 0.0 and acceptance_rate_per_position([]) == []
 
 
+@pytest.mark.parametrize("at_once", [False, True])
 @pytest.mark.parametrize("tree", [False, True])
-def test_lazy_verification_logits_equal_the_dense_ones_and_run_the_head_on_what_is_read(pair, tree):
+def test_lazy_verification_logits_equal_the_dense_ones_and_run_the_head_on_what_is_read(pair, tree, at_once,
+                                                                                         monkeypatch):
+    """One position per read, or (`matmul_order.rows_at_once`) every scored position at the first read, kept."""
     from spectr_lib.engine.verifiers import make_verifier
+    from spectr_lib.models import matmul_order
 
+    monkeypatch.setattr(matmul_order, "AT_ONCE_ROWS", 96 if at_once else 0)
     tokens = torch.tensor([[3, 1, 2], [3, 1, 4], [5, 0, 0], [3, 2, 2]])
     got = {}
     for lazy in (False, True):
@@ -209,12 +214,17 @@ def test_lazy_verification_logits_equal_the_dense_ones_and_run_the_head_on_what_
         ver.prefill(torch.tensor(PROMPT))
         got[lazy] = ver.verify(tokens, lazy=lazy)[0]
     dense, lazy = got[False], got[True]
+    assert lazy.at_once == at_once
     head, reads = lazy.head, []
     lazy.head = lambda h: reads.append(h.shape) or head(h)
+    d, scored = pair.target.config.hidden_size, len(lazy.h)  # tree: the root and 9 distinct prefixes; batch: 4 x 4
+    assert scored == (10 if tree else 16)
     torch.testing.assert_close(lazy[1, 2], dense[1, 2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lazy[0, 2], dense[0, 2], atol=1e-5, rtol=1e-5)  # the same tree node as [1, 2]
-    assert reads == [torch.Size([pair.target.config.hidden_size])] * (1 if tree else 2)
+    torch.testing.assert_close(lazy[3, 0], dense[3, 0], atol=1e-5, rtol=1e-5)
+    one_by_one = [torch.Size([d])] * (2 if tree else 3)
+    assert reads == ([torch.Size([scored, d])] if at_once else one_by_one)
     torch.testing.assert_close(lazy[torch.tensor(1), torch.tensor(2)], dense[1, 2], atol=1e-5, rtol=1e-5)
-    assert len(reads) == (1 if tree else 2)  # 0-d tensor keys read the cache too
+    assert len(reads) == (1 if at_once else len(one_by_one))  # 0-d tensor keys read the kept rows too
     torch.testing.assert_close(lazy[2], dense[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lazy.dense(), dense, atol=1e-5, rtol=1e-5)

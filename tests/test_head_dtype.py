@@ -39,6 +39,20 @@ def test_a_bf16_head_keeps_the_target_law(pair16):
     assert_power(laws.target_sequence_law(pair16, PROMPT, 3), temperature_departures(pair16, PROMPT, 3), 3000)
 
 
+@pytest.mark.parametrize("form", ["tree", "batch"])
+def test_the_heads_rows_all_at_once_keep_the_target_law(monkeypatch, form):
+    """With every scored position's logits computed at the first read (`matmul_order.rows_at_once`, forced on
+    whatever this CPU is), SpecTr follows the target's exact law (chi-square, with its power) in both forms."""
+    from spectr_lib.models import matmul_order
+
+    monkeypatch.setattr(matmul_order, "AT_ONCE_ROWS", 96)
+    pair = tiny_pair(vocab_size=6, seed=0)
+    counts = laws.empirical_counts(pair, PROMPT, 3, 3000, 0, method="kseq", k=2, L=2, verify=form)
+    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3)) > 1e-3
+    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3, temperature=0.6)) < 1e-6
+    assert_power(laws.target_sequence_law(pair, PROMPT, 3), temperature_departures(pair, PROMPT, 3), 3000)
+
+
 @pytest.mark.parametrize("bad", ["int8", torch.int64, torch.uint8, True, 1])
 def test_a_bad_head_dtype_is_refused_before_loading(pair16, bad):
     with pytest.raises(ValueError, match="dtype must be one of"):

@@ -44,6 +44,25 @@ def test_transposed_rows_follows_the_cpu_and_dtype_and_the_override(monkeypatch,
     assert transposed_rows(dtype) == (3, 4) and matmul_order.uses_transposed(3, dtype) and not matmul_order.uses_transposed(2, dtype)
 
 
+@pytest.mark.parametrize("flags, dtype, positions, device, want", [
+    ({"avx2"}, torch.float32, 9, "cpu", True),  # measured on an AVX2 EPYC: SpecTr (4, 2)'s tree
+    ({"avx2"}, torch.float32, 17, "cpu", True),
+    ({"avx2"}, torch.float32, 18, "cpu", False),  # more than two single rows cost
+    ({"avx2"}, torch.bfloat16, 9, "cpu", False),
+    ({"avx2"}, torch.float32, 9, "cuda", False),
+    ({"avx2", "avx512f"}, torch.float32, 9, "cpu", False),  # not measured there
+    ({"avx2", "avx512f", "amx_bf16"}, torch.float32, 9, "cpu", False),  # one row per read measured faster
+])
+def test_rows_at_once_follows_the_cpu_the_dtype_the_positions_and_the_override(monkeypatch, flags, dtype, positions,
+                                                                               device, want):
+    monkeypatch.setattr(runtime, "_FLAGS", frozenset(flags))
+    assert matmul_order.rows_at_once(positions, dtype, device) == want
+    monkeypatch.setattr(matmul_order, "AT_ONCE_ROWS", 0)
+    assert not matmul_order.rows_at_once(positions, dtype, device)
+    monkeypatch.setattr(matmul_order, "AT_ONCE_ROWS", 96)
+    assert matmul_order.rows_at_once(positions, dtype, device) == (device == "cpu")
+
+
 def test_head_matmul_takes_the_order_the_rule_says(monkeypatch):
     """A counting weight tells the two orders apart: W @ h.T runs W's matmul, h @ W.T runs h's."""
     calls = []

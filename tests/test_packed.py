@@ -133,9 +133,31 @@ def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch,
 def test_edits_the_version_counter_misses_and_inference_weights_are_seen():
     w, x = torch.randn(16, 8), torch.randn(3, 8)
     packed.linear(x, w)
-    w.data.mul_(0.5)  # through .data: no version bump
+    w.data.mul_(0.5)  # through .data: no version bump, seen by the check each generation runs first
+    assert packed.revalidate() == 1 and packed.revalidate() == 0
+    torch.testing.assert_close(packed.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    w.mul_(2.0)  # in place: the version counter, seen by the product itself
     torch.testing.assert_close(packed.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
     with torch.inference_mode():
         frozen = torch.randn(2**18 // 8, 8)
     with torch.no_grad():
         assert not uses_packed(torch.randn(9, 8), frozen)  # no version counter: the plain product
+
+
+def test_each_generation_sees_weights_edited_through_data_since_the_last(monkeypatch):
+    """Products trust a packed copy while the weight's version and storage hold; a generation revalidates every copy
+    first, so an edit through `.data` between two generations is used by the second."""
+    from spectr_lib.engine.decoder import generate
+
+    pair = tiny_pair(vocab_size=6, seed=0)
+    use_few_rows_order(pair.target)
+    monkeypatch.setattr(matmul_order, "PACKED_MIN_WEIGHT", 0)
+    monkeypatch.setattr(matmul_order, "PACKED_ROWS", (1, 96))
+    generate(pair, PROMPT, method="kseq", k=2, L=2, max_new_tokens=4, seed=0)
+    layer = next(m for m in pair.target.modules() if isinstance(m, FewRowsLinear))
+    x = torch.randn(3, layer.in_features)
+    with torch.no_grad():
+        layer.weight.data.mul_(3.0)
+        assert not torch.allclose(packed.linear(x, layer.weight), F.linear(x, layer.weight))  # the stale copy
+        generate(pair, PROMPT, method="kseq", k=2, L=2, max_new_tokens=4, seed=0)
+        torch.testing.assert_close(packed.linear(x, layer.weight), F.linear(x, layer.weight), rtol=1e-5, atol=1e-5)

@@ -16,7 +16,7 @@ import weakref
 import torch
 
 from . import hf_cache
-from .matmul_order import head_matmul
+from .matmul_order import head_matmul, rows_at_once
 
 _WEIGHTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()  # model -> heads by dtype
 _SCALED = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")
@@ -53,13 +53,15 @@ class OutputHead:
         if self.own:
             out = hf_cache.forward(self.model, ids, cache, output_hidden_states=True, **kw)
             logits = out.logits[..., : self.V].to(self.dtype)
-            return (LazyLogits(logits, lambda x: x) if lazy else logits), _pick(out.hidden_states, layers)
+            return (LazyLogits(logits, lambda x: x, at_once=False) if lazy else logits), _pick(out.hidden_states, layers)
         if layers == (-1,):
             h = feats = hf_cache.forward(self.body, ids, cache, **kw).last_hidden_state
         else:
             out = hf_cache.forward(self.body, ids, cache, output_hidden_states=True, **kw)
             h, feats = out.last_hidden_state, _pick(out.hidden_states, layers)
-        return (LazyLogits(h, self.logits) if lazy else self.logits(h)), feats
+        if not lazy:
+            return self.logits(h), feats
+        return LazyLogits(h, self.logits, at_once=rows_at_once(h.numel() // h.shape[-1], self.dtype, h.device.type)), feats
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Logits [..., V] in the head's dtype of the model's last hidden states h [..., d] (−inf outside `rows` if
@@ -77,24 +79,27 @@ class LazyLogits:
     that one position (once; positions that share a node of the drafts' tree share it), `logits[r]` on row r,
     `dense()` on all. Selection reads only the accepted path and one position after it, so a round pays the head
     for about accepted + 1 positions instead of every scored one: on a 2-core AMX Xeon, the 49,152-row float32
-    head took ~3 ms for one position and 9–14 ms for the 9–17 of a k = 4, L = 4 tree.
+    head took ~3 ms for one position and 9–14 ms for the 9–17 of a k = 4, L = 4 tree. Where one product of all
+    the scored positions costs less than two of one (`matmul_order.rows_at_once`: float32 on an AVX2 CPU),
+    `at_once=True` computes them all at the first read of one position and keeps them.
 
     h [N, d] (or [B, T, d]: N = B·T): the hidden states of the scored positions; head: h rows -> logits [.., V];
     index [k, L + 1]: the row of h that each draft position reads (default: h's own layout)."""
 
-    def __init__(self, h: torch.Tensor, head, index: torch.Tensor | None = None):
+    def __init__(self, h: torch.Tensor, head, index: torch.Tensor | None = None, at_once: bool = False):
         self.h = h.reshape(-1, h.shape[-1])
-        self.head = head
+        self.head, self.at_once = head, at_once
         self.index = torch.arange(len(self.h)).view(h.shape[:-1]) if index is None else index.cpu()
         self._rows: dict[int, torch.Tensor] = {}
 
     def take(self, index: torch.Tensor) -> "LazyLogits":
         """The same scored positions, read through another index [k, L + 1] of rows of h."""
-        return LazyLogits(self.h, self.head, index)
+        return LazyLogits(self.h, self.head, index, self.at_once)
 
     def __getitem__(self, key) -> torch.Tensor:
-        """logits[r, i] -> [V] (integers of any kind: computed once, then cached); any other index of
-        [k, L + 1] (logits[r] -> [L + 1, V], slices, tensors) computes those rows. IndexError out of range."""
+        """logits[r, i] -> [V] (integers of any kind: computed once, then cached; with `at_once`, every scored
+        position's at the first such read); any other index of [k, L + 1] (logits[r] -> [L + 1, V], slices,
+        tensors) computes those rows. IndexError out of range."""
         if isinstance(key, tuple) and len(key) == 2:
             try:
                 r, i = operator.index(key[0]), operator.index(key[1])
@@ -103,7 +108,10 @@ class LazyLogits:
             else:
                 row = int(self.index[r, i])
                 if row not in self._rows:
-                    self._rows[row] = self.head(self.h[row])
+                    if self.at_once:
+                        self._rows = dict(enumerate(self.head(self.h)))
+                    else:
+                        self._rows[row] = self.head(self.h[row])
                 return self._rows[row]
         if isinstance(key, torch.Tensor):
             key = key.cpu()

@@ -15,6 +15,7 @@ from . import packed
 FEW_ROWS: tuple[int, int] | None = None  # None: `transposed_rows`' measured rule; (lo, hi): that range, any dtype
 BODY_ROWS: tuple[int, int] | None = None  # the same for the models' linear layers (`body_transposed_rows`)
 PACKED_ROWS: tuple[int, int] | None = None  # None: `packed_rows`' measured rule; (lo, hi): that range, any dtype
+AT_ONCE_ROWS: int | None = None  # None: `rows_at_once`' measured rule; n: up to n scored positions, any dtype
 PACKED_MIN_WEIGHT = 2**18  # weights with fewer elements (a small model's key and value projections) never pack
 NEVER = (2**62, 2**62)  # a (lo, hi) no row count reaches: an override that turns an order off
 
@@ -57,6 +58,27 @@ def packed_rows(dtype, weight_numel: int) -> tuple[int, int] | None:
     if dtype == torch.float32 and "avx2" in flags and "avx512f" not in flags:
         return (1 if weight_numel >= 2**22 else 5, 96)
     return None
+
+
+def rows_at_once(positions: int, dtype, device_type: str = "cpu") -> bool:
+    """Whether a verification call's lazy head (`heads.LazyLogits`) computes the logits of all its `positions`
+    scored positions at the first read, in one product, instead of one position per read.
+
+    Selection reads the accepted path and one position after it: about 1.7 rows a round of SpecTr (4, 2) on the
+    embedded pair. Measured (2 threads, the 49,152 x 576 float32 head on its packed weight, a body call between
+    products so that the head streams from memory, medians of 10) on a 2-core AVX2 CPU (AMD EPYC, no AVX-512): one
+    product took 9.5 ms for 1 row, 9.0 for 2, 10.7 for 3, 11.3 for 5, 13.2 for 9 and 17.5 for 17, against 9.2 /
+    16.8 / 26.0 ms for 1 / 2 / 3 rows one at a time -> all rows at once up to 17 positions (no more than two single
+    rows cost). On a 2-core AMX Xeon one row took 3 ms and 9-17 rows 9-14 ms: one row per read there, and on
+    every CPU or dtype not measured. `AT_ONCE_ROWS`, when set, overrides the rule (0: never)."""
+    import torch
+
+    if device_type != "cpu":
+        return False
+    if AT_ONCE_ROWS is not None:
+        return positions <= AT_ONCE_ROWS
+    flags = cpu_flags()
+    return dtype == torch.float32 and "avx2" in flags and "avx512f" not in flags and positions <= 17
 
 
 def uses_packed(x, weight) -> bool:

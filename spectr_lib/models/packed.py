@@ -7,14 +7,15 @@ while oneDNN's product on a weight packed once for it runs them 2-4x faster (whi
 frozen linear layer on a CPU (inductor's mkldnn weight prepacking: `torch.ops.mkldnn._reorder_linear_weight` and
 `torch.ops.mkldnn._linear_pointwise`), used here without compiling the model. Only the summation order differs
 (float rounding). The packed copy costs the weight's memory once more; it is made on first use and made again
-when the weight changes (its version or storage), and used only where no gradient is needed.
+when the weight changes (its version or storage; an edit through `.data`, which no counter sees, at the next
+`revalidate`, which every generation calls first), and used only where no gradient is needed.
 """
 from __future__ import annotations
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
-_PACKED = WeakIdKeyDictionary()  # weight -> ((data_ptr, version), packed weight)
+_PACKED = WeakIdKeyDictionary()  # weight -> ((data_ptr, version), fingerprint, packed weight)
 _USABLE: dict[torch.dtype, bool] = {}
 PACK_HINT = 16  # the row count oneDNN's layout is chosen for; any count runs on it
 
@@ -47,14 +48,25 @@ def _fingerprint(weight: torch.Tensor) -> float:
 
 def packed_weight(weight: torch.Tensor) -> torch.Tensor:
     """The weight [out, in] in oneDNN's layout for few-row products: made once, made again after the weight
-    changed in place (its version counter, or 16 of its entries for edits through `.data`) or moved (kept while the
-    weight lives). An edit through `.data` of entries the 16 do not include goes unseen: `forget(weight)` then."""
-    key = (weight.data_ptr(), weight._version, _fingerprint(weight))
+    changed in place (its version counter) or moved (kept while the weight lives). A product checks only those two
+    (a few attribute reads: a verification call runs ~150 products); an edit through `.data`, which bypasses the
+    version counter, is seen by `revalidate` (16 entries of each weight), or dropped by `forget(weight)`."""
+    key = (weight.data_ptr(), weight._version)
     hit = _PACKED.get(weight)
     if hit is None or hit[0] != key:
-        hit = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_HINT))
+        hit = (key, _fingerprint(weight), torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_HINT))
         _PACKED[weight] = hit
-    return hit[1]
+    return hit[2]
+
+
+def revalidate() -> int:
+    """Drop the packed copies of weights edited through `.data` since they were packed (16 of their entries
+    changed; an edit that misses those 16 needs `forget`); returns how many. Generation calls it first (~20 µs a
+    weight), so edits between generations are always seen; products within a call trust their copies."""
+    stale = [weight for weight, (_, fingerprint, _) in list(_PACKED.items()) if _fingerprint(weight) != fingerprint]
+    for weight in stale:
+        _PACKED.pop(weight, None)
+    return len(stale)
 
 
 def forget(weight: torch.Tensor) -> None:

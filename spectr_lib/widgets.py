@@ -11,13 +11,11 @@ import numpy as np
 import torch
 
 from .theory.exact import MAX_TUPLES, acceptance as enumerated_acceptance
-from .theory.kseq import kseq_acceptance
 from .theory.ot import optimal_acceptance
-from .theory.selection import RULES, check_rule, draw_drafts, rrs_acceptance, sample
+from .theory.selection import RULES, check_rule, draw_drafts, sample
 from .theory.trees import token_tree
 
 ALPHA_LABEL = "optimum α* (i.i.d. drafts)"
-CLOSED_FORMS = {"sps": kseq_acceptance, "kseq": kseq_acceptance, "rrs": rrs_acceptance}
 MC_CHUNK = 2**21  # probabilities per Monte Carlo chunk (16 MB in float64), whatever the vocabulary
 
 
@@ -56,13 +54,13 @@ def rule_acceptance(rule: str, p: torch.Tensor, q: torch.Tensor, k: int, n_mc: i
                     seed: int = 0) -> tuple[float, bool]:
     """(acceptance, exact) of one rule for p, q [V] and k drafts.
 
-    Exact for K-SEQ / SpS (closed form, SpecTr §4) and RRS with i.i.d. drafts (rrs_acceptance); for the other
-    rules exact by enumerating draft tuples when |V|^k ≤ theory.exact.MAX_TUPLES, otherwise a Monte Carlo
+    Exact for the rules with a closed form (`Rule.closed_form`: K-SEQ / SpS, SpecTr §4; RRS with i.i.d. drafts;
+    sampled verification); for the other rules exact by enumerating draft tuples when |V|^k ≤ theory.exact.MAX_TUPLES, otherwise a Monte Carlo
     estimate with n_mc seeded draws (exact = False). Raises ValueError for an unknown rule or a k it does not take.
     """
     check_rule(rule, k)
-    if rule in CLOSED_FORMS:
-        return float(CLOSED_FORMS[rule](p, q, k)), True
+    if RULES[rule].closed_form is not None:
+        return float(RULES[rule].closed_form(p, q, k)), True
     if p.ndim == 1 and p.shape[-1] ** k <= MAX_TUPLES:
         return enumerated_acceptance(rule, p, q, k), True
     return monte_carlo_acceptance(rule, p, q, k, n_mc, seed), False

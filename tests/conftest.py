@@ -88,10 +88,12 @@ def tempered(q: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def rule_departures(rule: str, p, q, k: int) -> dict:
-    """{name: law}: the named departures of a token-level rule: drafts verified against q at τ = 1 ± DEPARTURE,
-    and (rules with a residual other than SpS's) the residual replaced by p."""
+    """{name: law}: the named departures of a token-level rule: drafts verified against q at τ = 1 ± DEPARTURE
+    (rules that read q), and (rules with a residual other than SpS's) the residual replaced by p."""
+    from spectr_lib.theory import selection
+
     out = {f"q verified at τ = {t:g}": rule_departure_law(rule, p, q, k, verify_q=tempered(q, t))
-           for t in (1 - DEPARTURE, 1 + DEPARTURE)}
+           for t in (1 - DEPARTURE, 1 + DEPARTURE) if selection.RULES[rule].reads_q}
     if rule != "sps":
         out["residual = p"] = rule_departure_law(rule, p, q, k, residual_p=True)
     return out

@@ -22,7 +22,7 @@ def _pairs(V: int, seed: int):
         yield p0 / p0.sum(), q0 / q0.sum()
 
 
-@pytest.mark.parametrize("rule", ["sps", "kseq", "rrs", "rrs_wor"])
+@pytest.mark.parametrize("rule", ["sps", "kseq", "rrs", "rrs_wor", "sampled"])
 def test_lazy_decisions_equal_the_eager_rule(rule):
     """For fixed uniforms, the fast path returns the draft index the eager pass probabilities give (U_i < a_i,
     first i); when all fail, the residual equals the eager one."""

@@ -13,7 +13,7 @@ from .metrics import Generation
 from .request import make_request
 from .session import Session
 
-METHODS = method_names()  # the shipped methods: "ar", "block", "sps", "kseq", "rrs", "rrs_wor" (method_names() is live)
+METHODS = method_names()  # the shipped methods: "ar", "block", "sps", "kseq", "rrs", "rrs_wor", "sampled" (live: method_names())
 
 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | None = None, L: int | str = 4,
@@ -29,11 +29,12 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     token ids or a [T] / [1, T] integer tensor. A chat ending in an assistant message gets a new assistant turn by
     default; continue_final_message=True continues that message instead (Hugging Face's pipeline default there).
     method: "ar" (the target alone), "sps" (k = 1), "block" (block verification of one draft, Sun et al., ICLR
-    2025), "kseq" (SpecTr), "rrs" (SpecInfer) or "rrs_wor" (RRS without replacement, Jeon et al. 2024); `METHODS`
-    lists them (engine/methods.py). Each round drafts k drafts (default 8; 1 for "sps"/"block") of min(L, tokens
-    still allowed − 1) tokens ("ar" ignores L); a round with
-    nothing left to draft is a plain target step. Generation ends in the round that emits a stop token:
-    eos_token_id (an id or several; default every EOS id of the tokenizer and the target's generation config).
+    2025), "kseq" (SpecTr), "rrs" (SpecInfer), "rrs_wor" (RRS without replacement, Jeon et al. 2024) or "sampled"
+    (a draft kept only if it is the target's own sample, theory/sampled.py); `METHODS` lists them
+    (engine/methods.py). Each round drafts k drafts (default 8; 1 for "sps"/"block") of min(L, tokens still allowed
+    − 1) tokens ("ar" ignores L); a round with nothing left to draft is a plain target step. Generation ends in
+    the round that emits a stop token: eos_token_id (an id or several; default every EOS id of the tokenizer and
+    the target's generation config).
     verify: the verification form, a name in engine.verifiers.VERIFIERS ("tree": one row holding the drafts'
     prefix tree; "batch": one row per draft; "static": the tree on one preallocated, position-indexed cache; None:
     the device's default, `default_form`); tree=True / False is its deprecated spelling. seed: an integer in [0, 2**32) (None: a random one).

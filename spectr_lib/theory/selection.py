@@ -1,4 +1,5 @@
-"""Token-level selection rules: SpS, K-SEQ (SpecTr), RRS with and without replacement, SpecHub-style hub rule.
+"""Token-level selection rules: SpS, K-SEQ (SpecTr), RRS with and without replacement, SpecHub-style hub rule,
+sampled verification (theory/sampled.py).
 
 Every rule sees a target p and a draft q over one vocabulary ([B, V] tensors) and k draft tokens [B, k]
 drawn from the rule's own draft law (`draw_drafts`), and returns one token per row whose law is exactly p.
@@ -14,7 +15,8 @@ from typing import Callable
 import torch
 
 from .dists import as_tensor, check_distribution, check_drafts, check_k, check_pair, normalise, sample_rows
-from .kseq import _kseq_residual, _rho_star, kseq_first_pass_row, kseq_residual_row
+from .kseq import _kseq_residual, _rho_star, kseq_acceptance, kseq_first_pass_row, kseq_residual_row
+from .sampled import sampled_acceptance, sampled_first_pass_row, sampled_pass
 
 # ---------------------------------------------------------------- per-draft pass probabilities
 
@@ -24,7 +26,8 @@ def pass_probabilities(rule: str, p, q, drafts: torch.Tensor):
 
     This is the whole rule: the output is draft i with probability Π_{j<i}(1 − a_j)·a_i, else a residual draw.
     Sources: K-SEQ, SpecTr (Sun et al. 2023) §4; RRS, SpecInfer (Miao et al. 2024); RRS without replacement,
-    Jeon et al. 2024; the hub rule, SpecHub (Sun et al. 2024).
+    Jeon et al. 2024; the hub rule, SpecHub (Sun et al. 2024); sampled verification, Lookahead decoding (Fu et al.
+    2024).
     """
     p, q, drafts = _checked(rule, p, q, drafts)
     return _pass_probabilities(rule, p, q, drafts)
@@ -275,6 +278,10 @@ class Rule:
     # decides deeper positions, where the drafts sharing a prefix continue i.i.d. (None: this rule itself)
     first_draw: Callable | None = None
     deeper: str | None = None
+    reads_q: bool = True  # False: the pass probabilities never read q, so any draft law is verified exactly
+    # the exact acceptance with k drafts from the rule's own draft law in closed form, batched over [..., V]:
+    # (p, q, k) -> float or [...] (None: only by enumeration, theory/exact.py, or Monte Carlo)
+    closed_form: Callable | None = None
 
     def min_support(self, k: int) -> int:
         """Tokens with q > 0 the draft law needs."""
@@ -283,11 +290,11 @@ class Rule:
 
 RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("sps", "speculative sampling", "Leviathan et al. 2023; Chen et al. 2023", True, _kseq_pass, _draw_iid,
-         _iid_law, k=1, first_pass_row=_kseq_first_pass_row, first_draw=first_iid),
+         _iid_law, k=1, first_pass_row=_kseq_first_pass_row, first_draw=first_iid, closed_form=kseq_acceptance),
     Rule("kseq", "K-SEQ (SpecTr)", "Sun et al., NeurIPS 2023, §4", True, _kseq_pass, _draw_iid, _iid_law,
-         first_pass_row=_kseq_first_pass_row, first_draw=first_iid),
+         first_pass_row=_kseq_first_pass_row, first_draw=first_iid, closed_form=kseq_acceptance),
     Rule("rrs", "RRS (SpecInfer)", "Miao et al., ASPLOS 2024", True, _recursive_pass, _draw_iid, _iid_law,
-         first_pass_row=_recursive_first_pass_row, first_draw=first_iid),
+         first_pass_row=_recursive_first_pass_row, first_draw=first_iid, closed_form=rrs_acceptance),
     Rule("rrs_wor", "RRS w/o replacement", "Jeon et al. 2024", False,
          lambda p, q, d: _recursive_pass(p, q, d, without_replacement=True), _draw_without_replacement,
          _without_replacement_law,
@@ -295,6 +302,9 @@ RULES: dict[str, Rule] = {r.name: r for r in (
          first_draw=first_distinct, deeper="rrs"),
     Rule("spechub", "SpecHub", "Sun et al., EMNLP 2024", False, _spechub_pass, lambda q, k, g: _draw_hub(q, k, g),
          _hub_law, k=2, hub=True),
+    Rule("sampled", "sampled verification", "Fu et al., ICML 2024 (Lookahead decoding); RRS with one-hot q", True,
+         sampled_pass, _draw_iid, _iid_law, first_pass_row=sampled_first_pass_row, first_draw=first_iid, reads_q=False,
+         closed_form=sampled_acceptance),
 )}
 IID_RULES = tuple(name for name, r in RULES.items() if r.iid)  # acceptance bounded by α*(p, q^⊗k)
 

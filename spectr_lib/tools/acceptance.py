@@ -11,7 +11,8 @@ from ..engine.lookup import mix_along
 from ..models.load import ModelPair
 from ..prompts import encode_chat, sample_answers
 from ..theory.dists import warp
-from ..theory.kseq import kseq_acceptance
+from ..theory.ot import optimal_acceptance
+from ..theory.selection import RULES
 
 
 def continuations(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int, seed: int) -> list[dict]:
@@ -35,9 +36,28 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
     target's answers (`continuations`; pass `recs` to reuse them for several drafts), each k's q at the draft
     temperature `generate` uses for k drafts (the draft's own τ); lookup=True: the draft's q mixed with prompt
     lookup (engine/lookup.py)."""
+    out = rule_acceptance_by_category(pair, prompts, temperature, max_new_tokens, seed, ("kseq",), ks, recs, lookup,
+                                      alpha=False)
+    return {c: {"positions": v["positions"], **{f"k{k}": a for k, a in v["kseq"].items()}} for c, v in out.items()}
+
+
+def rule_acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
+                                seed: int, rules=("sampled", "sps", "kseq", "rrs"), ks=(1, 2, 4, 8),
+                                recs: list[dict] | None = None, lookup: bool = False, alpha: bool = True) -> dict:
+    """Exact acceptance P(output ∈ drafts) of each rule with a closed form (`Rule.closed_form`; a rule with one k
+    only at that k) for each k, and the optimum α*(p, q^⊗k) of i.i.d. drafts (alpha=True), averaged over the
+    positions of the target's answers (`continuations`), per category and overall: {category: {"positions": n,
+    rule: {k: mean}, "alpha": {k: mean}}}. q: the draft's at its τ for k drafts, as `generate` draws them (mixed
+    with prompt lookup when lookup=True). No Monte Carlo: every value is the exact expectation at each position.
+    ValueError for a rule without a closed form."""
+    for rule in rules:
+        if RULES[rule].closed_form is None:
+            with_form = ", ".join(n for n, r in RULES.items() if r.closed_form is not None)
+            raise ValueError(f"{rule!r} has no closed-form acceptance: choose among {with_form}")
     recs = recs if recs is not None else continuations(pair, prompts, temperature, max_new_tokens, seed)
-    sums: dict[str, dict] = {}
     taus = {k: pair.draft_settings.tau(k) for k in ks}
+    ks_of = {rule: [k for k in ks if RULES[rule].k in (None, k)] for rule in rules}
+    sums: dict[str, dict] = {}
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue
@@ -49,10 +69,16 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
                 if lookup:  # the answer's positions only (the prompt's are not scored)
                     q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
                 qs[tau] = q.cpu()
+        values = {rule: {k: float(RULES[rule].closed_form(p, qs[taus[k]], k).sum()) for k in ks_of[rule]}
+                  for rule in rules}
+        if alpha:
+            values["alpha"] = {k: float(optimal_acceptance(p, qs[taus[k]], k).sum()) for k in ks}
         for cat in (r["category"], "overall"):
-            s = sums.setdefault(cat, {"positions": 0, **{f"k{k}": 0.0 for k in ks}})
+            s = sums.setdefault(cat, {"positions": 0, **{name: dict.fromkeys(v, 0.0) for name, v in values.items()}})
             s["positions"] += len(p)
-            for k in ks:
-                s[f"k{k}"] += float(kseq_acceptance(p, qs[taus[k]], k).sum())
-    return {c: {"positions": s["positions"], **{key: v / s["positions"] for key, v in s.items() if key != "positions"}}
+            for name, v in values.items():
+                for k, x in v.items():
+                    s[name][k] += x
+    return {c: {"positions": s["positions"], **{name: {k: x / s["positions"] for k, x in v.items()}
+                                                for name, v in s.items() if name != "positions"}}
             for c, s in sums.items()}

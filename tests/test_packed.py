@@ -133,20 +133,27 @@ def test_plain_products_make_the_layers_stock_and_restore_the_rules(monkeypatch,
 def test_edits_the_version_counter_misses_and_inference_weights_are_seen():
     w, x = torch.randn(16, 8), torch.randn(3, 8)
     packed.linear(x, w)
-    w.data.mul_(0.5)  # through .data: no version bump, seen by the check each generation runs first
-    assert packed.revalidate() == 1 and packed.revalidate() == 0
+    w.data.mul_(0.5)  # through .data: no version bump, seen by the 16 entries the product reads
     torch.testing.assert_close(packed.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
-    w.mul_(2.0)  # in place: the version counter, seen by the product itself
+    w.mul_(2.0)  # in place: the version counter
     torch.testing.assert_close(packed.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    w.data[1, 3] += 1.0  # through .data, off the 16 entries: the documented blind spot, which forget() closes
+    packed.forget(w)
+    torch.testing.assert_close(packed.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    for dtype in (torch.bfloat16, torch.float64):  # the entries are read as bits whatever the dtype
+        v = torch.randn(16, 8, dtype=dtype)
+        before = packed._sample_sum(v, packed._sampled_entries(v))
+        v.data[0, 0] += 1.0
+        assert packed._sample_sum(v, packed._sampled_entries(v)) != before
     with torch.inference_mode():
         frozen = torch.randn(2**18 // 8, 8)
     with torch.no_grad():
         assert not uses_packed(torch.randn(9, 8), frozen)  # no version counter: the plain product
 
 
-def test_each_generation_sees_weights_edited_through_data_since_the_last(monkeypatch):
-    """Products trust a packed copy while the weight's version and storage hold; a generation revalidates every copy
-    first, so an edit through `.data` between two generations is used by the second."""
+def test_a_model_edited_through_data_between_calls_is_seen_by_the_next_call(monkeypatch):
+    """A generation, then an edit through `.data`: the next product (a generation, or the model called directly as
+    Hugging Face would) uses the edited weight, not the packed copy of the old one."""
     from spectr_lib.engine.decoder import generate
 
     pair = tiny_pair(vocab_size=6, seed=0)
@@ -154,10 +161,12 @@ def test_each_generation_sees_weights_edited_through_data_since_the_last(monkeyp
     monkeypatch.setattr(matmul_order, "PACKED_MIN_WEIGHT", 0)
     monkeypatch.setattr(matmul_order, "PACKED_ROWS", (1, 96))
     generate(pair, PROMPT, method="kseq", k=2, L=2, max_new_tokens=4, seed=0)
-    layer = next(m for m in pair.target.modules() if isinstance(m, FewRowsLinear))
+    layer = next(m for m in pair.target.modules() if isinstance(m, FewRowsLinear) and m.weight in packed._PACKED)
     x = torch.randn(3, layer.in_features)
     with torch.no_grad():
         layer.weight.data.mul_(3.0)
-        assert not torch.allclose(packed.linear(x, layer.weight), F.linear(x, layer.weight))  # the stale copy
-        generate(pair, PROMPT, method="kseq", k=2, L=2, max_new_tokens=4, seed=0)
-        torch.testing.assert_close(packed.linear(x, layer.weight), F.linear(x, layer.weight), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+        ids = torch.tensor([PROMPT])
+        with matmul_order.plain_products():
+            want = pair.target(ids[:, :2]).logits
+        torch.testing.assert_close(pair.target(ids[:, :2]).logits, want, rtol=1e-5, atol=1e-5)

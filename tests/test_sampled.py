@@ -78,8 +78,21 @@ def test_acceptance_in_closed_form_and_its_bounds():
     p, q = torch.tensor([0.9, 0.1], dtype=torch.float64), torch.tensor([0.51, 0.49], dtype=torch.float64)
     onehot = torch.tensor([1.0, 0.0], dtype=torch.float64)
     assert sampled_acceptance(p, onehot, 1) == pytest.approx(0.9) and acceptance("sps", p, q, 1) == pytest.approx(0.61)
-    with pytest.raises(ValueError):
-        sampled_acceptance(p, q, 0)
+    for bad in (0, 1.5, torch.tensor(1.5), torch.tensor([1, 2])):
+        with pytest.raises(ValueError):
+            sampled_acceptance(p, q, bad)
+
+
+def test_drafts_from_any_law_are_taken_where_the_rule_never_reads_q():
+    """Sampled verification refuses only invalid ids: a draft where q = 0 is fine (the rule never reads q); a rule
+    that reads q still refuses it."""
+    p, q = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64), torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)
+    a, _ = selection.pass_probabilities("sampled", p, q, torch.tensor([[0, 1]]))
+    torch.testing.assert_close(a, torch.tensor([[0.5, 0.6]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="q = 0"):
+        selection.pass_probabilities("kseq", p, q, torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="must lie in"):
+        selection.pass_probabilities("sampled", p, q, torch.tensor([[0, 3]]))
 
 
 def test_repeated_drafts_never_pass_and_the_residual_avoids_the_drafts():

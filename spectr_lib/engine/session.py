@@ -9,7 +9,6 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from ..models import packed
 from ..models.load import ModelPair
 from ..runtime import sync
 from ..theory.dists import sample_rows
@@ -50,7 +49,6 @@ class Session:
         self.pair, self.request, m = pair, request, request.method
         if request.auto and costs is None:
             raise ValueError("k='auto' / L='auto' choose rounds from the pair's costs: pass costs=pair_costs(pair)")
-        packed.revalidate()  # weights edited through .data since the last generation are packed again
         self.generator = torch.Generator(device=pair.device).manual_seed(request.seed)
         self.stats = Stats(request.name, "auto" if request.auto_k else request.k,
                            "auto" if request.auto_L else request.L if m is not None else 0)

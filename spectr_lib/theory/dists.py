@@ -54,13 +54,14 @@ def check_k(k) -> None:
         raise ValueError(f"k (number of drafts) must be an integer ≥ 1, got {k!r}")
 
 
-def check_drafts(q: torch.Tensor, drafts: torch.Tensor) -> None:
-    """Draft tokens are valid ids and each has q > 0 (a draft never contains a token the draft cannot emit)."""
+def check_drafts(q: torch.Tensor, drafts: torch.Tensor, in_support: bool = True) -> None:
+    """Draft tokens are valid ids and (in_support) each has q > 0 (a draft never contains a token the draft cannot
+    emit; a rule that never reads q, as sampled verification, takes drafts from any law: in_support=False)."""
     if drafts.ndim != q.ndim or drafts.shape[:-1] != q.shape[:-1]:
         raise ValueError(f"drafts must be [..., k] matching q [..., V]; got {tuple(drafts.shape)} and {tuple(q.shape)}")
     if drafts.numel() and (drafts.min() < 0 or drafts.max() >= q.shape[-1]):
         raise ValueError(f"draft token ids must lie in [0, {q.shape[-1]})")
-    if (q.gather(-1, drafts) <= 0).any():
+    if in_support and (q.gather(-1, drafts) <= 0).any():
         raise ValueError("a draft token has q = 0: drafts must be sampled from q (the draft distribution)")
 
 

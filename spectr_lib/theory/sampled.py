@@ -45,7 +45,9 @@ def sampled_first_pass_row(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tenso
 
 def sampled_acceptance(p, q, k: int):
     """Exact acceptance of sampled verification with k i.i.d. drafts from q, batched over [..., V]:
-    Σ_y p(y)·(1 − (1 − q(y))^k). ValueError for invalid p, q or k."""
+    Σ_y p(y)·(1 − (1 − q(y))^k). ValueError for invalid p, q or k (one integer ≥ 1)."""
+    if isinstance(k, torch.Tensor):
+        raise ValueError("sampled_acceptance takes one integer k (loop over k for several)")
     p, q = check_pair(p, q, k)
     acc = (p * (1 - (1 - q) ** int(k))).sum(-1)
     return float(acc) if acc.ndim == 0 else acc

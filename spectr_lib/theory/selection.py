@@ -48,7 +48,7 @@ def _checked(rule: str, p, q, drafts):
         raise ValueError(f"drafts must be [B, k] for p, q [B, V]; got {tuple(drafts.shape)} for B = {p.shape[0]}")
     drafts = drafts.long()
     check_rule(rule, drafts.shape[-1])
-    check_drafts(q, drafts)
+    check_drafts(q, drafts, in_support=RULES[rule].reads_q)
     if RULES[rule].hub and ((drafts[:, 0] != q.argmax(-1)) | (drafts[:, 1] == drafts[:, 0])).any():
         raise ValueError(f"{rule!r} drafts are (hub, other): the hub is argmax q and the other differs from it")
     if not RULES[rule].iid and drafts.shape[-1] > 1 and (drafts.sort(-1).values.diff(dim=-1) == 0).any():

@@ -181,8 +181,8 @@ ENGINE_VERSION = 9  # bumped when the engine's own cost changes (2: the head's p
 # 3: the verification head runs lazily, a bf16 feature draft's head in bf16; 4: the head's order by dtype and CPU;
 # 5: the models' linear layers in the faster order for a few rows, models/few_rows.py; 6: costs kept per form;
 # 7: every term measured on its own at a generation's context length, overhead no longer a residual;
-# 8: few-row products on oneDNN's packed weights where measured faster, models/packed.py; 9: packed copies checked
-# once per generation, the lazy head's rows all at once where one product is cheaper, matmul_order.rows_at_once)
+# 8: few-row products on oneDNN's packed weights where measured faster, models/packed.py; 9: a packed copy checked
+# through a view of 16 entries, the lazy head's rows all at once where one product is cheaper, matmul_order.rows_at_once)
 
 
 def costs_key(pair: ModelPair) -> dict:

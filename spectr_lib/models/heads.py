@@ -53,7 +53,7 @@ class OutputHead:
         if self.own:
             out = hf_cache.forward(self.model, ids, cache, output_hidden_states=True, **kw)
             logits = out.logits[..., : self.V].to(self.dtype)
-            return (LazyLogits(logits, lambda x: x, at_once=False) if lazy else logits), _pick(out.hidden_states, layers)
+            return (LazyLogits(logits, lambda x: x) if lazy else logits), _pick(out.hidden_states, layers)
         if layers == (-1,):
             h = feats = hf_cache.forward(self.body, ids, cache, **kw).last_hidden_state
         else:

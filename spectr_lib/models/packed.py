@@ -45,7 +45,7 @@ _BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 def _sampled_entries(weight: torch.Tensor):
     """A view sharing the weight's memory of 16 entries spread over it, as integers (their bits), or None for a
-    weight that is not contiguous: reading it costs ~2 µs, where summing the entries with torch ops cost ~20 µs."""
+    weight that is not contiguous: reading it costs a few µs, where summing the entries with torch ops cost ~20 µs."""
     if not weight.is_contiguous() or weight.element_size() not in _BITS:
         return None
     flat = weight.detach().view(-1).view(_BITS[weight.element_size()]).numpy()
@@ -56,7 +56,7 @@ def _sample_sum(weight: torch.Tensor, sampled) -> int:
     """The sum of the sampled entries' bits (an edit through `.data` that changes one of them changes it)."""
     if sampled is None:
         flat = weight.detach().reshape(-1)
-        return hash(flat[:: max(1, flat.numel() // 16)][:16].tolist().__repr__())
+        return hash(tuple(flat[:: max(1, flat.numel() // 16)][:16].tolist()))
     flat, index = sampled
     return int(flat[index].astype(np.int64).sum())
 
@@ -64,7 +64,7 @@ def _sample_sum(weight: torch.Tensor, sampled) -> int:
 def packed_weight(weight: torch.Tensor) -> torch.Tensor:
     """The weight [out, in] in oneDNN's layout for few-row products: made once, made again after the weight
     changed in place (its version counter), moved (its storage) or was edited through `.data`, which bypasses the
-    version counter, in one of 16 entries spread over it (read through a view kept with the copy: ~2 µs a product).
+    version counter, in one of 16 entries spread over it (read through a view kept with the copy: ~5 µs a product).
     An edit through `.data` that misses those 16 entries goes unseen: `forget(weight)` then, or edit in place
     without `.data` (`with torch.no_grad(): weight.copy_(...)`, which the version counter sees)."""
     key = (weight.data_ptr(), weight._version)

@@ -22,6 +22,12 @@ from ..theory.selection import RULES
 WITH_FORM = tuple(name for name, r in RULES.items() if r.closed_form is not None)
 
 
+def as_json(by_category: dict) -> dict:
+    """`rule_acceptance_by_category`'s result with its k keys as strings, as results.json holds it."""
+    return {c: {name: ({str(k): x for k, x in v.items()} if isinstance(v, dict) else v) for name, v in by.items()}
+            for c, by in by_category.items()}
+
+
 def render(report: dict) -> str:
     """Markdown: per temperature, the overall mean acceptance of each rule (rows) for each k (columns), α* last,
     then each rule's share of α* at the largest k per category."""
@@ -107,8 +113,7 @@ def run(args: argparse.Namespace, prompts: list[dict]) -> dict:
     for T in args.temperature:
         out = rule_acceptance_by_category(pair, prompts, T, args.max_new_tokens, args.seed, tuple(args.rules), ks,
                                           lookup=lookup)
-        report["runs"][str(T)] = {c: {name: ({str(k): x for k, x in v.items()} if isinstance(v, dict) else v)
-                                      for name, v in by.items()} for c, by in out.items()}
+        report["runs"][str(T)] = as_json(out)
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "results.json", json.dumps(report, indent=1))
     table = render(report)

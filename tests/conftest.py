@@ -99,6 +99,17 @@ def rule_departures(rule: str, p, q, k: int) -> dict:
     return out
 
 
+def assert_decodes_the_target_law(method: str, k: int, form: str, n: int = 3000) -> None:
+    """generate(method=...) on a tiny pair: chi-square of the first three tokens against the target's exact law
+    (p > 1e-3), with its power against the target at T ± DEPARTURE asserted; the same samples are rejected against
+    T = 0.6 (p < 1e-6)."""
+    pair = tiny_pair(vocab_size=6, seed=0)
+    counts = laws.empirical_counts(pair, PROMPT, 3, n, 0, method=method, k=k, L=2, verify=form)
+    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3)) > 1e-3
+    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3, temperature=0.6)) < 1e-6
+    assert_power(laws.target_sequence_law(pair, PROMPT, 3), temperature_departures(pair, PROMPT, 3), n)
+
+
 def samples_of(pair, n, **kw):
     """Counts of the first three tokens of `generate` after PROMPT over seeds 0..n − 1 (laws.empirical_counts)."""
     return laws.empirical_counts(pair, PROMPT, 3, n, 0, **kw)

@@ -11,7 +11,7 @@ from spectr_lib.theory import selection
 from spectr_lib.theory.exact import acceptance, draft_tuples, output_distribution
 from spectr_lib.theory.sampled import sampled_acceptance, sampled_pass
 from spectr_lib.models.load import tiny_pair
-from conftest import PROMPT, assert_power, temperature_departures
+from conftest import PROMPT, assert_decodes_the_target_law
 
 
 def random_pair(rng, V):
@@ -104,13 +104,9 @@ def test_repeated_drafts_never_pass_and_the_residual_avoids_the_drafts():
 
 @pytest.mark.parametrize("form", ["tree", "batch"])
 def test_the_decoder_with_sampled_verification_follows_the_target_law(form):
-    """generate(method="sampled") on a tiny pair: chi-square against the target's exact law of three tokens, with
-    its power against the target at T ± 0.3; the same samples are rejected against T = 0.6."""
-    pair = tiny_pair(vocab_size=6, seed=0)
-    counts = laws.empirical_counts(pair, PROMPT, 3, 3000, 0, method="sampled", k=2, L=2, verify=form)
-    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3)) > 1e-3
-    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3, temperature=0.6)) < 1e-6
-    assert_power(laws.target_sequence_law(pair, PROMPT, 3), temperature_departures(pair, PROMPT, 3), 3000)
+    """generate(method="sampled") on a tiny pair follows the target's law of three tokens (chi-square with its
+    power asserted, conftest.assert_decodes_the_target_law)."""
+    assert_decodes_the_target_law("sampled", 2, form)
 
 
 def residual_is_p(p, q, drafts):

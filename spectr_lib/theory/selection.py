@@ -1,5 +1,5 @@
 """Token-level selection rules: SpS, K-SEQ (SpecTr), RRS with and without replacement, SpecHub-style hub rule,
-sampled verification (theory/sampled.py).
+sampled verification (theory/sampled.py), the optimal rule for i.i.d. drafts (theory/optimal.py).
 
 Every rule sees a target p and a draft q over one vocabulary ([B, V] tensors) and k draft tokens [B, k]
 drawn from the rule's own draft law (`draw_drafts`), and returns one token per row whose law is exactly p.
@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from .dists import as_tensor, check_distribution, check_drafts, check_k, check_pair, normalise, sample_rows
+from .optimal import optimal_iid_acceptance, optimal_iid_pass
 from .kseq import _kseq_residual, _rho_star, kseq_acceptance, kseq_first_pass_row, kseq_residual_row
 from .sampled import sampled_acceptance, sampled_first_pass_row, sampled_pass
 
@@ -27,7 +28,7 @@ def pass_probabilities(rule: str, p, q, drafts: torch.Tensor):
     This is the whole rule: the output is draft i with probability Π_{j<i}(1 − a_j)·a_i, else a residual draw.
     Sources: K-SEQ, SpecTr (Sun et al. 2023) §4; RRS, SpecInfer (Miao et al. 2024); RRS without replacement,
     Jeon et al. 2024; the hub rule, SpecHub (Sun et al. 2024); sampled verification, Lookahead decoding (Fu et al.
-    2024).
+    2024); the optimal rule for i.i.d. drafts, theory/optimal.py (acceptance α*, Hu et al. 2025).
     """
     p, q, drafts = _checked(rule, p, q, drafts)
     return _pass_probabilities(rule, p, q, drafts)
@@ -305,6 +306,8 @@ RULES: dict[str, Rule] = {r.name: r for r in (
     Rule("sampled", "sampled verification", "Fu et al., ICML 2024 (Lookahead decoding); RRS with one-hot q", True,
          sampled_pass, _draw_iid, _iid_law, first_pass_row=sampled_first_pass_row, first_draw=first_iid, reads_q=False,
          closed_form=sampled_acceptance),
+    Rule("optimal", "optimal i.i.d. rule", "α* of Hu et al., ICLR 2025, reached as theory/optimal.py constructs it", True,
+         optimal_iid_pass, _draw_iid, _iid_law, first_draw=first_iid, closed_form=optimal_iid_acceptance),
 )}
 IID_RULES = tuple(name for name, r in RULES.items() if r.iid)  # acceptance bounded by α*(p, q^⊗k)
 

@@ -1,0 +1,225 @@
+"""The optimal token-level rule for k i.i.d. drafts: its acceptance is α*(p, q^⊗k), the optimal-transport value,
+on a whole small vocabulary or on the TOP tokens of a real one (the rest handled exactly, with less acceptance).
+
+Sources: α* and its closed form as a minimum over the prefixes of the tokens sorted by p/q, Hu et al., "Towards
+Optimal Multi-draft Speculative Decoding", ICLR 2025; the canonical decomposition (select one of the drafts, then
+single-draft speculative sampling from its law to p), Khisti et al., ICLR 2025 (arXiv 2410.18234); an optimal rule
+by convex minimisation (Global Resolution), Thomas & Pal, ICLR 2026 (arXiv 2511.15898). The construction here is
+this library's own, proven by enumeration in tests/test_optimal.py:
+
+1. **The selection law r.** Selecting one draft gives its token a law r, and speculative sampling from r to p
+   accepts Σ min(p, r). The laws a selection can give are the base polytope of the coverage function
+   g(A) = 1 − (1 − q(A))^k (the probability that a draft lands in A). Its lexicographically optimal base for the
+   weights p (Fujishige 1980) reaches α*: along the tokens sorted by p/q, falling, it is the greatest convex
+   minorant of the points (p(A_j), g(A_j)) of the prefixes A_j, and r = λ·p on a segment of slope λ. The segments
+   of λ < 1 make a set A with r(A) = g(A) and r ≥ p elsewhere, so Σ min(p, r) = g(A) + p(not A) ≥ α*.
+2. **Reaching r exactly.** Each token owns a part of [0, 1) of length q(x); a draft of x draws a rank uniformly
+   in its token's part and the draft of least rank is selected. The least of k uniform ranks has density
+   w(t) = k(1 − t)^(k − 1), so x is selected with probability W(part of x), the w-mass of its part. A segment's
+   tokens share the segment's interval [q(A_{j−1}), q(A_j)) (a set with r(A) = g(A) takes the lowest ranks);
+   inside it, tokens in falling r/q order each take a window of what is left (counted in the coordinates of what
+   is left, where w still falls) whose w-mass is exactly r(x). The first token's window exists because r is
+   majorised by w on the segment, and taking it keeps the rest majorised, so every window exists.
+3. **The decision.** For given drafts the probability that draft i holds the least rank is an integral of a
+   piecewise polynomial (Gauss–Legendre, exact); draft i is output with that probability times min(1, p/r) of
+   its token, and after a rejection the output is drawn from (p − r)_+, normalised. The law is p whatever r is, as
+   long as r is the selection's law; r is therefore recomputed from the parts themselves.
+
+On a real vocabulary only the TOP tokens of largest p + q get step 1's optimum; every other token takes one
+interval after them, in falling p/q order (selected only when no draft is a top token): exact, with an
+acceptance `optimal_iid_acceptance` states in closed form against α*.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from .dists import check_pair, normalise
+
+TOP = 64  # tokens (largest p + q) that get the optimum; the rest take one interval each after them
+
+
+def w_mass(a, b, k: int):
+    """∫_a^b k(1 − t)^(k−1) dt = (1 − a)^k − (1 − b)^k for 0 ≤ a ≤ b ≤ 1, accurate for short intervals."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    left = np.clip(1.0 - a, 0.0, None)
+    frac = np.where(left > 0, (b - a) / np.where(left > 0, left, 1.0), 1.0)
+    with np.errstate(divide="ignore"):
+        return left**k * -np.expm1(k * np.log1p(-np.clip(frac, 0.0, 1.0)))
+
+
+def selection_law(p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP):
+    """The selection law r [V] of step 1 (the lexicographically optimal base on the top tokens), the segments
+    in rank order, a list of (start, end, tokens in falling p/q order), and after them the tokens that own one
+    interval each: (tokens [n], starts [n], ends [n]). p, q [V] float64 numpy; top None: every token."""
+    support = np.flatnonzero(q > 0)
+    if top is not None and len(support) > top:
+        keep = np.sort(support[np.argsort(-(p[support] + q[support]), kind="stable")[:top]])
+        rest = np.setdiff1d(support, keep, assume_unique=True)
+    else:
+        keep, rest = support, support[:0]
+    r = np.zeros(len(p))
+    segments = []
+    chain = keep[np.argsort(-(p[keep] / q[keep]), kind="stable")]
+    liked = chain[p[chain] > 0]
+    Q = np.concatenate([[0.0], np.cumsum(q[liked])])
+    gain = w_mass(Q[:-1], Q[1:], k)  # g(A_j) − g(A_{j−1}) per token, never as a difference of rounded sums
+    blocks = []  # the greatest convex minorant of (p(A_j), g(A_j)) by pooling adjacent tokens: [gain, p, first, end]
+    for j, (dg, pj) in enumerate(zip(gain.tolist(), p[liked].tolist())):
+        blocks.append([dg, pj, j, j + 1])
+        while len(blocks) >= 2 and blocks[-2][0] * blocks[-1][1] >= blocks[-1][0] * blocks[-2][1]:
+            g2, p2, _, e2 = blocks.pop()
+            blocks[-1][0] += g2
+            blocks[-1][1] += p2
+            blocks[-1][3] = e2
+    for dg, pb, i0, i1 in blocks:
+        tokens = liked[i0:i1]
+        r[tokens] = dg * p[tokens] / pb  # λ·p with λ = the block's slope
+        segments.append((float(Q[i0]), float(Q[i1]), tokens))
+    # then the top tokens of p = 0 and the rest in falling p/q order, one interval each
+    tail = np.concatenate([chain[p[chain] == 0], rest[np.argsort(-(p[rest] / q[rest]), kind="stable")]])
+    ends = Q[-1] + np.cumsum(q[tail])
+    starts = np.concatenate([[Q[-1]], ends[:-1]])
+    r[tail] = w_mass(starts, ends, k)
+    return r, segments, (tail, starts, ends)
+
+
+class RankParts:
+    """The parts of [0, 1) each token's drafts draw their ranks in (step 2), and the selection law they give.
+
+    `r` [V]: the w-mass of each token's part, the law of the selected token. `parts(x)` -> [n, 2] intervals.
+    Built from p, q [V] (float64 numpy) and k; `top` as in `selection_law`.
+    """
+
+    def __init__(self, p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP):
+        self.k = k
+        target, segments, (tail, starts, ends) = selection_law(p, q, k, top)
+        self._start, self._end = np.full(len(p), np.nan), np.full(len(p), np.nan)  # a token owning one interval
+        self._start[tail], self._end[tail] = starts, ends
+        self._pieces = {}  # token -> [n, 2]: the parts of a token of a segment
+        for a, b, tokens in segments:
+            gaps = [(a, b)]
+            for j, x in enumerate(tokens.tolist()):
+                if j == len(tokens) - 1:
+                    self._pieces[x] = np.array(gaps)
+                    break
+                window, gaps = _window(gaps, float(q[x]), float(target[x]), k)
+                self._pieces[x] = np.array(window)
+        self.r = np.zeros(len(p))
+        self.r[tail] = w_mass(starts, ends, k)
+        for x, pieces in self._pieces.items():
+            self.r[x] = w_mass(pieces[:, 0], pieces[:, 1], k).sum()
+
+    def parts(self, x: int) -> np.ndarray:
+        if x in self._pieces:
+            return self._pieces[x]
+        return np.array([[self._start[x], self._end[x]]])
+
+    def win_probabilities(self, drafts) -> np.ndarray:
+        """P(draft i holds the least rank) [k] for draft tokens [k] (each with q > 0): exact, by Gauss–Legendre on
+        every interval between the parts' ends, where each survival function is linear."""
+        parts = [self.parts(int(x)) for x in drafts]
+        T = np.unique(np.concatenate([pc.ravel() for pc in parts]))
+        n, M = len(parts), len(T) - 1
+        density = np.zeros((n, M))
+        for i, pc in enumerate(parts):
+            length = (pc[:, 1] - pc[:, 0]).sum()
+            for s, e in pc:
+                density[i, np.searchsorted(T, s):np.searchsorted(T, e)] = 1.0 / length
+        width = np.diff(T)
+        survive = 1.0 - np.concatenate([np.zeros((n, 1)), np.cumsum(density * width, 1)[:, :-1]], 1)
+        nodes, weights = _gauss(n)
+        S = survive[:, :, None] - density[:, :, None] * (width[:, None] * nodes)[None]  # [n, M, nodes]
+        ones = np.ones((1,) + S.shape[1:])
+        before = np.cumprod(np.concatenate([ones, S[:-1]]), 0)
+        after = np.cumprod(np.concatenate([ones, S[::-1][:-1]]), 0)[::-1]
+        others = np.clip(before * after, 0.0, None)  # Π over the other drafts of their survival
+        return (density * width * (others * weights).sum(-1)).sum(-1)
+
+
+@lru_cache(maxsize=None)
+def _gauss(n: int):
+    """Gauss–Legendre nodes on [0, 1] and weights summing to 1, exact for polynomials of degree n − 1."""
+    x, w = np.polynomial.legendre.leggauss(n // 2 + 1)
+    return (x + 1) / 2, w / 2
+
+
+def _w(a: float, b: float, k: int) -> float:
+    """`w_mass` of one interval, in plain floats (the windows' inner loop)."""
+    left = 1.0 - a
+    if left <= 0.0 or b <= a:
+        return 0.0
+    return left**k * -math.expm1(k * math.log1p(-min((b - a) / left, 1.0))) if b - a < left else left**k
+
+
+def _window(gaps: list, c: float, m: float, k: int):
+    """The window of length c of the gaps (counted as one interval) whose w-mass is m, and the gaps left."""
+    lengths = [e - s for s, e in gaps]
+    cum, mass = [0.0], [0.0]
+    for (s, e), n in zip(gaps, lengths):
+        cum.append(cum[-1] + n)
+        mass.append(mass[-1] + _w(s, e, k))
+    total, last = cum[-1], len(gaps) - 1
+
+    def H(z):  # w-mass of the first z of the gaps
+        i = min(max(bisect.bisect_right(cum, z) - 1, 0), last)
+        return mass[i] + _w(gaps[i][0], gaps[i][0] + min(z - cum[i], lengths[i]), k)
+
+    lo, hi = 0.0, max(total - c, 0.0)
+    for _ in range(64):  # H(x + c) − H(x) falls with x: bisection (r is recomputed from the window itself)
+        mid = 0.5 * (lo + hi)
+        if H(mid + c) - H(mid) > m:
+            lo = mid
+        else:
+            hi = mid
+    x0, x1 = 0.5 * (lo + hi), min(0.5 * (lo + hi) + c, total)
+    window, left = [], []
+    for (s, e), c0 in zip(gaps, cum):
+        a, b = s + max(x0 - c0, 0.0), s + min(x1 - c0, e - s)
+        if b > a:
+            window.append((a, b))
+            left += [(s, a)] if a > s else []
+            left += [(b, e)] if e > b else []
+        else:
+            left.append((s, e))
+    return window, left
+
+
+def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top: int | None = TOP):
+    """Pass probabilities [B, k] of drafts [B, k] in trial order and residual() -> [B, V] for the optimal rule;
+    p, q [B, V] float64. Rows with the same (p, q) share one construction, the same drafts one integral."""
+    B, k = drafts.shape
+    P, Q, D = p.detach().cpu().numpy(), q.detach().cpu().numpy(), drafts.detach().cpu().numpy()
+    a = np.zeros((B, k))
+    r = np.zeros(P.shape)
+    built, decided = None, {}
+    for b in range(B):
+        if built is None or not (np.array_equal(P[b], P[b - 1]) and np.array_equal(Q[b], Q[b - 1])):
+            built, decided = RankParts(P[b], Q[b], k, top), {}
+            accept = np.where(built.r > 0, np.minimum(1.0, P[b] / np.where(built.r > 0, built.r, 1.0)), 0.0)
+        r[b] = built.r
+        key = D[b].tobytes()
+        if key not in decided:
+            out = built.win_probabilities(D[b]) * accept[D[b]]  # P(draft i is the output)
+            before = np.concatenate([[0.0], np.cumsum(out)[:-1]])
+            left = 1.0 - before
+            decided[key] = np.clip(np.where(left > 0, out / np.where(left > 0, left, 1.0), 0.0), 0.0, 1.0)
+        a[b] = decided[key]
+    r_t = torch.from_numpy(r).to(p)
+    return torch.from_numpy(a).to(p), lambda: normalise(p - r_t, p)
+
+
+def optimal_iid_acceptance(p, q, k: int, top: int | None = TOP):
+    """Exact acceptance Σ min(p, r) of the optimal rule with k i.i.d. drafts from q, batched over [..., V]; it
+    equals α*(p, q^⊗k) when at most `top` tokens have q > 0. ValueError for invalid p, q or k (one integer)."""
+    if isinstance(k, torch.Tensor):
+        raise ValueError("optimal_iid_acceptance takes one integer k (loop over k for several)")
+    p, q = check_pair(p, q, k)
+    P, Q = p.reshape(-1, p.shape[-1]).cpu().numpy(), q.reshape(-1, q.shape[-1]).cpu().numpy()
+    acc = np.array([np.minimum(P[b], selection_law(P[b], Q[b], int(k), top)[0]).sum() for b in range(len(P))])
+    acc = torch.from_numpy(acc).reshape(p.shape[:-1]).to(p)
+    return float(acc) if acc.ndim == 0 else acc

@@ -1,0 +1,167 @@
+"""The optimal rule for i.i.d. drafts (theory/optimal.py): its law is p and its acceptance α*, both by exact
+enumeration; its selection law lies in the coverage polytope and the rank parts reach it; truncated to the top
+tokens it stays exact; the decoder runs it with the target's law; wrong variants are rejected by the same checks."""
+import dataclasses
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from spectr_lib.engine import laws
+from spectr_lib.models.load import tiny_pair
+from spectr_lib.theory import exact, optimal, selection
+from spectr_lib.theory.kseq import kseq_acceptance
+from spectr_lib.theory.ot import optimal_acceptance, optimal_acceptance_lp
+from spectr_lib.theory.selection import rrs_acceptance
+from conftest import PROMPT, assert_decodes_the_target_law
+
+
+def cases(seed, n, max_v=6, max_tuples=1296):
+    """Random (p, q, k) with zeros in p and q now and then (the edge cases of the construction)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        V, k = int(rng.integers(2, max_v + 1)), int(rng.integers(1, 5))
+        if V**k > max_tuples:
+            continue
+        p = rng.dirichlet(np.ones(V) * rng.choice([0.3, 1.0, 4.0]))
+        q = rng.dirichlet(np.ones(V) * rng.choice([0.3, 1.0, 4.0]))
+        if len(out) % 3 == 0:
+            p[rng.integers(V)] = 0
+        if len(out) % 5 == 0:
+            q[rng.integers(V)] = 0
+        out.append((p / p.sum(), q / q.sum(), k))
+    return out
+
+
+def laws_of(pass_fn, p, q, k):
+    """Exact (output law [V], P(a draft passes)) of the decisions `pass_fn` takes on i.i.d. drafts from q."""
+    tuples, weight = exact.draft_tuples("kseq", torch.tensor(q), k)
+    n, V = len(tuples), len(p)
+    P, Q = torch.tensor(p).expand(n, V), torch.tensor(q).expand(n, V)
+    a, residual = pass_fn(P, Q, tuples)
+    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)
+    out = (fail_before[:, -1:] * residual()).scatter_add(-1, tuples, fail_before[:, :-1] * a)
+    return (weight[:, None] * out).sum(0).numpy(), float((weight * (1 - fail_before[:, -1])).sum())
+
+
+def test_the_law_is_p_and_the_acceptance_is_alpha_star():
+    """Every case: the output law equals p to 1e-12 and the probability that a draft passes equals α* (closed
+    form, Hu et al.) to 1e-9, both by enumeration of every draft tuple; the closed form of the rule says the same."""
+    for p, q, k in cases(0, 60):
+        law, passed = laws_of(optimal.optimal_iid_pass, p, q, k)
+        alpha = optimal_acceptance(p, q, k)
+        np.testing.assert_allclose(law, p, atol=1e-12, err_msg=f"k={k} p={p} q={q}")
+        assert passed == pytest.approx(alpha, abs=1e-9), (p, q, k)
+        assert optimal.optimal_iid_acceptance(p, q, k) == pytest.approx(alpha, abs=1e-9)
+        assert exact.acceptance("optimal", p, q, k) == pytest.approx(alpha, abs=1e-9)  # through the rule's record
+
+
+def test_the_acceptance_is_the_lp_optimum():
+    """Against the optimal-transport LP itself (cvxpy), not only its closed form."""
+    for p, q, k in [([0.5, 0.5], [0.4, 0.6], 2), ([0.6, 0.3, 0.1], [0.1, 0.3, 0.6], 3), ([0.2, 0.5, 0.3], [0.7, 0.2, 0.1], 2)]:
+        assert optimal.optimal_iid_acceptance(p, q, k) == pytest.approx(optimal_acceptance_lp(p, q, k), abs=1e-6)
+
+
+def test_it_beats_kseq_and_rrs_where_they_fall_short():
+    """Never below K-SEQ or RRS; on p = (1/2, 1/2), q = (0.4, 0.6), k = 2 it accepts always, K-SEQ and RRS do not."""
+    for p, q, k in cases(1, 40):
+        opt = optimal.optimal_iid_acceptance(p, q, k)
+        assert opt >= kseq_acceptance(p, q, k) - 1e-12 and opt >= rrs_acceptance(p, q, k) - 1e-12
+    p, q = [0.5, 0.5], [0.4, 0.6]
+    assert optimal.optimal_iid_acceptance(p, q, 2) == pytest.approx(1.0, abs=1e-12)
+    assert max(kseq_acceptance(p, q, 2), rrs_acceptance(p, q, 2)) < 0.99
+
+
+def test_the_selection_law_is_in_the_coverage_polytope_and_the_parts_reach_it():
+    """r(A) ≤ 1 − (1 − q(A))^k for every set A and r(all) = 1 (step 1); the parts' w-masses equal r to 1e-12, the
+    least rank falls to one draft with probability 1, and the selected token's law by enumeration is r (step 2)."""
+    for p, q, k in cases(2, 30, max_v=7, max_tuples=2401):
+        V = len(p)
+        r = optimal.selection_law(p, q, k, None)[0]
+        for mask in itertools.product([False, True], repeat=V):
+            A = np.array(mask)
+            assert r[A].sum() <= 1 - (1 - q[A].sum()) ** k + 1e-12
+        assert r.sum() == pytest.approx(1.0, abs=1e-12)
+        parts = optimal.RankParts(p, q, k, None)
+        np.testing.assert_allclose(parts.r, r, atol=1e-12)
+        if V**k > 400:
+            continue
+        selected = np.zeros(V)
+        for t in itertools.product(np.flatnonzero(q > 0), repeat=k):
+            win = parts.win_probabilities(np.array(t))
+            assert win.sum() == pytest.approx(1.0, abs=1e-12)
+            np.add.at(selected, list(t), np.prod(q[list(t)]) * win)
+        np.testing.assert_allclose(selected, r, atol=1e-12)
+
+
+def test_truncated_to_the_top_tokens_it_stays_exact():
+    """With only `top` tokens optimised the law is still p; the acceptance is the closed form's, never above α*,
+    and below it in some case (the truncation's cost is real, and stated)."""
+    costs = []
+    for p, q, k in cases(3, 25, max_v=6):
+        top = 2
+        law, passed = laws_of(lambda P, Q, D: optimal.optimal_iid_pass(P, Q, D, top=top), p, q, k)
+        np.testing.assert_allclose(law, p, atol=1e-12)
+        assert passed == pytest.approx(optimal.optimal_iid_acceptance(p, q, k, top=top), abs=1e-12)
+        costs.append(optimal_acceptance(p, q, k) - passed)
+    assert min(costs) > -1e-12 and max(costs) > 1e-3
+
+
+def priority_without_windows(p, q, drafts):
+    """WRONG: each token of a segment takes one interval in p/q order (no windows), accepted as if its law were r."""
+    original = optimal.RankParts.__init__
+
+    def contiguous(self, p_, q_, k, top=optimal.TOP):
+        original(self, p_, q_, k, top)
+        target = self.r.copy()
+        for a, _, tokens in optimal.selection_law(p_, q_, k, top)[1]:
+            ends = a + np.cumsum(q_[tokens])
+            for x, s, e in zip(tokens.tolist(), np.concatenate([[a], ends[:-1]]), ends):
+                self._pieces[x] = np.array([[s, e]])
+        self.r = target
+
+    optimal.RankParts.__init__ = contiguous
+    try:
+        out = optimal.optimal_iid_pass(p, q, drafts)
+    finally:
+        optimal.RankParts.__init__ = original
+    return out
+
+
+def residual_is_p(p, q, drafts):
+    """WRONG: after a rejection p itself is sampled."""
+    a, _ = optimal.optimal_iid_pass(p, q, drafts)
+    return a, lambda: p
+
+
+@pytest.mark.parametrize("wrong", [priority_without_windows, residual_is_p])
+def test_wrong_variants_are_rejected_by_the_same_enumeration(wrong):
+    worst = max(np.abs(laws_of(wrong, p, q, k)[0] - p).max() for p, q, k in cases(0, 30))
+    assert worst > 1e-3
+
+
+@pytest.mark.parametrize("form", ["tree", "batch"])
+def test_the_decoder_with_the_optimal_rule_follows_the_target_law(form):
+    """generate(method="optimal") on a tiny pair follows the target's law of three tokens (chi-square with its
+    power asserted, conftest.assert_decodes_the_target_law)."""
+    assert_decodes_the_target_law("optimal", 3, form)
+
+
+def test_the_decoder_harness_rejects_the_optimal_rule_without_its_windows(monkeypatch):
+    """Negative control: the same harness and sample size reject the rule whose parts are one interval per token."""
+    record = selection.RULES["optimal"]
+    monkeypatch.setitem(selection.RULES, "optimal", dataclasses.replace(record, pass_probabilities=priority_without_windows))
+    pair = tiny_pair(vocab_size=6, seed=0)
+    counts = laws.empirical_counts(pair, PROMPT, 3, 3000, 0, method="optimal", k=3, L=2, verify="tree")
+    assert laws.chi_square_pvalue(counts, laws.target_sequence_law(pair, PROMPT, 3)) < 1e-6
+
+
+def test_bad_input_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="one integer k"):
+        optimal.optimal_iid_acceptance([0.5, 0.5], [0.5, 0.5], torch.tensor([2]))
+    with pytest.raises(ValueError, match="q has 3 entries|p has 2 entries"):
+        optimal.optimal_iid_acceptance([0.5, 0.5], [0.2, 0.3, 0.5], 2)
+    with pytest.raises(ValueError, match="q = 0"):
+        selection.pass_probabilities("optimal", [0.5, 0.5], [1.0, 0.0], torch.tensor([[0, 1]]))

@@ -89,3 +89,13 @@ def cpu_flags() -> frozenset[str]:
 
 
 _FLAGS: frozenset[str] | None = None
+
+
+def cpu_kind() -> str:
+    """The CPU's kind as the speed rules tell them apart: "AMX", "AVX-512 (bf16)", "AVX-512", "AVX2" or "other"."""
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        return "AMX"
+    if "avx512f" in flags:
+        return "AVX-512 (bf16)" if "avx512_bf16" in flags else "AVX-512"
+    return "AVX2" if "avx2" in flags else "other"

@@ -96,31 +96,47 @@ def test_the_selection_law_is_in_the_coverage_polytope_and_the_parts_reach_it():
         np.testing.assert_allclose(selected, r, atol=1e-12)
 
 
-def test_truncated_to_the_top_tokens_it_stays_exact():
-    """With only `top` tokens optimised the law is still p; the acceptance is the closed form's, never above α*,
-    and below it in some case (the truncation's cost is real, and stated)."""
+@pytest.mark.parametrize("top, groups", [(2, 1), (2, 2), (1, 3)])
+def test_on_elements_instead_of_tokens_it_stays_exact(top, groups):
+    """With `top` tokens of their own and the rest in `groups` runs the law is still p; the acceptance is the closed
+    form's, never above α*, and below it in some case (the grouping's cost is real, and stated)."""
     costs = []
     for p, q, k in cases(3, 25, max_v=6):
-        top = 2
-        law, passed = laws_of(lambda P, Q, D: optimal.optimal_iid_pass(P, Q, D, top=top), p, q, k)
+        law, passed = laws_of(lambda P, Q, D: optimal.optimal_iid_pass(P, Q, D, top=top, groups=groups), p, q, k)
         np.testing.assert_allclose(law, p, atol=1e-12)
-        assert passed == pytest.approx(optimal.optimal_iid_acceptance(p, q, k, top=top), abs=1e-12)
+        assert passed == pytest.approx(optimal.optimal_iid_acceptance(p, q, k, top=top, groups=groups), abs=1e-12)
         costs.append(optimal_acceptance(p, q, k) - passed)
     assert min(costs) > -1e-12 and max(costs) > 1e-3
 
 
+def test_the_elements_cover_the_support_in_runs_of_falling_ratio():
+    rng = np.random.default_rng(4)
+    p, q = rng.dirichlet(np.ones(300) * 0.3), rng.dirichlet(np.ones(300) * 0.3)
+    q[:5] = 0
+    q /= q.sum()
+    elem, P, Q = optimal.elements(p, q, top=10, groups=8)
+    assert (elem[:5] == -1).all() and (elem[5:] >= 0).all() and len(P) == len(Q) == 18
+    np.testing.assert_allclose([P.sum(), Q.sum()], [p[5:].sum(), 1.0], atol=1e-12)
+    own = np.flatnonzero((elem >= 0) & (elem < 10))
+    assert len(own) == 10 and set(elem[own]) == set(range(10))
+    rest = np.setdiff1d(np.arange(5, 300), own)
+    assert (p + q)[own].min() >= (p + q)[rest].max()  # the top tokens are those of largest p + q
+    ratio = p / np.where(q > 0, q, 1)
+    for a, b in zip(range(10, 17), range(11, 18)):  # runs in falling p/q order
+        assert ratio[elem == a].min() >= ratio[elem == b].max()
+
+
 def priority_without_windows(p, q, drafts):
-    """WRONG: each token of a segment takes one interval in p/q order (no windows), accepted as if its law were r."""
+    """WRONG: each element of a segment takes one interval in p/q order (no windows), accepted as if its law were r."""
     original = optimal.RankParts.__init__
 
-    def contiguous(self, p_, q_, k, top=optimal.TOP):
-        original(self, p_, q_, k, top)
-        target = self.r.copy()
-        for a, _, tokens in optimal.selection_law(p_, q_, k, top)[1]:
-            ends = a + np.cumsum(q_[tokens])
-            for x, s, e in zip(tokens.tolist(), np.concatenate([[a], ends[:-1]]), ends):
-                self._pieces[x] = np.array([[s, e]])
-        self.r = target
+    def contiguous(self, p_, q_, k, top=optimal.TOP, groups=optimal.GROUPS):
+        original(self, p_, q_, k, top, groups)  # self.r stays the law the windows reach
+        _, _, segments, (_, _, Q) = optimal.selection_law(p_, q_, k, top, groups)
+        for a, _, members in segments:
+            ends = a + np.cumsum(Q[members])
+            for e, s, t in zip(members.tolist(), np.concatenate([[a], ends[:-1]]), ends):
+                self._pieces[e] = np.array([[s, t]])
 
     optimal.RankParts.__init__ = contiguous
     try:

@@ -8,11 +8,12 @@ import torch
 from spectr_lib.engine.drafters import draft_warp
 from spectr_lib.theory.dists import warp
 from spectr_lib.theory.kseq import kseq_acceptance
+from spectr_lib.theory.optimal import optimal_iid_acceptance
 from spectr_lib.theory.ot import optimal_acceptance
 from spectr_lib.theory.sampled import sampled_acceptance
 from spectr_lib.theory.selection import rrs_acceptance
 from spectr_lib.tools import rule_table
-from spectr_lib.tools.acceptance import answer_logits, rule_acceptance_by_category
+from spectr_lib.tools.acceptance import answer_logits, rule_acceptance_by_category, selection_ms
 
 IDS = [1, 4, 2, 5, 1, 4, 2, 3, 0, 2, 5, 1, 4, 2]
 
@@ -24,15 +25,19 @@ def test_each_rule_is_its_closed_form_averaged_and_within_its_bounds(pair):
     out = got["overall"]
     p, q_logits = answer_logits(pair, recs[0], 1.0)
     assert out["positions"] == len(p) == len(IDS) - 4
-    for k, want in ((1, kseq_acceptance), (2, kseq_acceptance), (4, rrs_acceptance), (2, sampled_acceptance)):
-        name = {kseq_acceptance: "kseq", rrs_acceptance: "rrs", sampled_acceptance: "sampled"}[want]
+    for k, want in ((1, kseq_acceptance), (2, kseq_acceptance), (4, rrs_acceptance), (2, sampled_acceptance),
+                    (4, optimal_iid_acceptance)):
+        name = {kseq_acceptance: "kseq", rrs_acceptance: "rrs", sampled_acceptance: "sampled",
+                optimal_iid_acceptance: "optimal"}[want]
         q = draft_warp(lambda x: warp(x, 1.0), pair.draft_settings.tau(k))(q_logits).cpu()
         assert out[name][k] == pytest.approx(float(want(p, q, k).mean()), abs=1e-12)
         assert out["alpha"][k] == pytest.approx(float(optimal_acceptance(p, q, k).mean()), abs=1e-12)
     assert set(out["sps"]) == {1} and out["sps"][1] == out["kseq"][1]  # SpS takes one draft: K-SEQ at k = 1
     for k in (1, 2, 4):
-        for rule in ("sampled", "kseq", "rrs"):
+        for rule in ("sampled", "kseq", "rrs", "optimal"):
             assert 0 <= out[rule][k] <= out["alpha"][k] + 1e-12
+        assert out["optimal"][k] >= max(out["kseq"][k], out["rrs"][k]) - 1e-12
+        assert out["optimal"][k] == pytest.approx(out["alpha"][k], abs=1e-9)  # the tiny pair has fewer than 64 tokens
     assert out["sampled"][1] <= out["kseq"][1] + 1e-12  # Σ p·q ≤ Σ min(p, q)
     with pytest.raises(ValueError, match="no closed-form acceptance"):
         rule_acceptance_by_category(pair, prompts, 1.0, 0, 0, rules=("rrs_wor",), recs=recs)
@@ -48,6 +53,22 @@ def test_the_table_renders_every_rule_and_the_optimum(pair):
     for label in ("sampled verification", "speculative sampling", "K-SEQ (SpecTr)", "RRS (SpecInfer)", "optimum α*"):
         assert label in table
     assert "| speculative sampling | " + f"{out['overall']['sps'][1]:.3f} | – |" in table
+    assert "One decision" not in table
+
+
+def test_the_selection_cost_is_timed_for_every_rule_and_its_ks_and_rendered(pair):
+    recs = [{"ids": torch.tensor(IDS), "start": 4}]
+    cost = selection_ms(pair, recs, 1.0, ("sps", "kseq", "optimal"), (1, 2), positions=3)
+    assert set(cost) == {"sps", "kseq", "optimal"} and set(cost["sps"]) == {1} and set(cost["kseq"]) == {1, 2}
+    assert all(v > 0 for c in cost.values() for v in c.values())
+    report = {"pair": "toy", "prompts": 1, "max_new_tokens": 10, "lookup": False, "k": [1, 2], "time_positions": 3,
+              "rules": ["sps", "kseq", "optimal"], "machine": "AVX2 CPU, 1 torch threads", "selection_ms": {"1.0": {
+                  r: {str(k): v for k, v in c.items()} for r, c in cost.items()}},
+              "runs": {"1.0": rule_table.as_json(rule_acceptance_by_category(
+                  pair, [{"category": "x"}], 1.0, 0, 0, rules=("sps", "kseq", "optimal"), ks=(1, 2), recs=recs))}}
+    table = rule_table.render(json.loads(json.dumps(report)))
+    assert "One decision at one position (ms, median over 3 positions; AVX2 CPU" in table
+    assert f"| optimal i.i.d. rule | {cost['optimal'][1]:.2f} | {cost['optimal'][2]:.2f} |" in table
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -1,5 +1,6 @@
 """The optimal token-level rule for k i.i.d. drafts: its acceptance is α*(p, q^⊗k), the optimal-transport value,
-on a whole small vocabulary or on the TOP tokens of a real one (the rest handled exactly, with less acceptance).
+on a small vocabulary; on a real one the same construction on 128 elements (the 64 tokens of largest p + q, and
+64 runs of the other tokens), exact with an acceptance a little below α*.
 
 Sources: α* and its closed form as a minimum over the prefixes of the tokens sorted by p/q, Hu et al., "Towards
 Optimal Multi-draft Speculative Decoding", ICLR 2025; the canonical decomposition (select one of the drafts, then
@@ -25,9 +26,13 @@ this library's own, proven by enumeration in tests/test_optimal.py:
    its token, and after a rejection the output is drawn from (p − r)_+, normalised. The law is p whatever r is, as
    long as r is the selection's law; r is therefore recomputed from the parts themselves.
 
-On a real vocabulary only the TOP tokens of largest p + q get step 1's optimum; every other token takes one
-interval after them, in falling p/q order (selected only when no draft is a top token): exact, with an
-acceptance `optimal_iid_acceptance` states in closed form against α*.
+On a real vocabulary the construction places elements instead of tokens (`elements`): each of the TOP tokens of
+largest p + q is one, and the other tokens, in falling p/q order, are cut into GROUPS runs of about equal q mass.
+A run is placed as one token of its total p and q; the drafts of its tokens all draw their ranks in the run's parts,
+so a token of the run is selected with q(x)/Q(run) of the run's probability (proportional to q inside the run, as
+speculative sampling would). The law is exact whatever the elements; the acceptance, in closed form by
+`optimal_iid_acceptance`, is α* when every token is its own element (top=None, or fewer than TOP tokens with
+q > 0) and a little below it otherwise.
 """
 from __future__ import annotations
 
@@ -40,7 +45,8 @@ import torch
 
 from .dists import check_pair, normalise
 
-TOP = 64  # tokens (largest p + q) that get the optimum; the rest take one interval each after them
+TOP = 64  # tokens (largest p + q) that are elements of their own, each optimised
+GROUPS = 64  # the other tokens, in falling p/q order, make this many elements of about equal q mass
 
 
 def w_mass(a, b, k: int):
@@ -52,24 +58,41 @@ def w_mass(a, b, k: int):
         return left**k * -np.expm1(k * np.log1p(-np.clip(frac, 0.0, 1.0)))
 
 
-def selection_law(p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP):
-    """The selection law r [V] of step 1 (the lexicographically optimal base on the top tokens), the segments
-    in rank order, a list of (start, end, tokens in falling p/q order), and after them the tokens that own one
-    interval each: (tokens [n], starts [n], ends [n]). p, q [V] float64 numpy; top None: every token."""
+def elements(p: np.ndarray, q: np.ndarray, top: int | None = TOP, groups: int = GROUPS):
+    """The elements the construction places: the `top` tokens of largest p + q one each, the rest of q's support
+    in falling p/q order cut into `groups` runs of about equal q mass (top None: every token one element).
+    Returns elem [V] (the element of each token, −1 where q = 0), P [E] and Q [E], the elements' masses."""
     support = np.flatnonzero(q > 0)
-    if top is not None and len(support) > top:
-        keep = np.sort(support[np.argsort(-(p[support] + q[support]), kind="stable")[:top]])
-        rest = np.setdiff1d(support, keep, assume_unique=True)
+    elem = np.full(len(p), -1)
+    if top is None or len(support) <= top:
+        elem[support] = np.arange(len(support))
     else:
-        keep, rest = support, support[:0]
-    r = np.zeros(len(p))
+        chosen = np.zeros(len(support), dtype=bool)
+        chosen[np.argpartition(-(p[support] + q[support]), top - 1)[:top]] = True  # O(V), ties in any order
+        own, rest = support[chosen], support[~chosen]
+        elem[own] = np.arange(top)
+        rest = rest[np.argsort(-(p[rest] / q[rest]))]
+        mass = np.cumsum(q[rest])
+        run = np.minimum((groups * (mass - 0.5 * q[rest]) / mass[-1]).astype(np.int64), groups - 1)
+        elem[rest] = top + np.unique(run, return_inverse=True)[1]  # no empty run
+    n = int(elem.max()) + 1 if len(support) else 0
+    return elem, np.bincount(elem[support], p[support], n), np.bincount(elem[support], q[support], n)
+
+
+def selection_law(p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP, groups: int = GROUPS):
+    """Step 1 on the elements (`elements`): the selection law r [V] (a grouped token x gets q(x)/Q(e) of its
+    element's), the elements' laws R [E], the segments in rank order, a list of (start, end, elements in falling
+    P/Q order), and (elem, P, Q). Elements of P = 0 take one interval each after the segments, as one-element
+    segments. p, q [V] float64 numpy."""
+    elem, P, Q = elements(p, q, top, groups)
+    R = np.zeros(len(P))
     segments = []
-    chain = keep[np.argsort(-(p[keep] / q[keep]), kind="stable")]
-    liked = chain[p[chain] > 0]
-    Q = np.concatenate([[0.0], np.cumsum(q[liked])])
-    gain = w_mass(Q[:-1], Q[1:], k)  # g(A_j) − g(A_{j−1}) per token, never as a difference of rounded sums
-    blocks = []  # the greatest convex minorant of (p(A_j), g(A_j)) by pooling adjacent tokens: [gain, p, first, end]
-    for j, (dg, pj) in enumerate(zip(gain.tolist(), p[liked].tolist())):
+    chain = np.argsort(-(P / Q), kind="stable")
+    liked = chain[P[chain] > 0]
+    edges = np.concatenate([[0.0], np.cumsum(Q[liked])])
+    gain = w_mass(edges[:-1], edges[1:], k)  # g(A_j) − g(A_{j−1}) per element, never as a difference of rounded sums
+    blocks = []  # the greatest convex minorant of (P(A_j), g(A_j)) by pooling adjacent elements: [gain, P, first, end]
+    for j, (dg, pj) in enumerate(zip(gain.tolist(), P[liked].tolist())):
         blocks.append([dg, pj, j, j + 1])
         while len(blocks) >= 2 and blocks[-2][0] * blocks[-1][1] >= blocks[-1][0] * blocks[-2][1]:
             g2, p2, _, e2 = blocks.pop()
@@ -77,47 +100,47 @@ def selection_law(p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP):
             blocks[-1][1] += p2
             blocks[-1][3] = e2
     for dg, pb, i0, i1 in blocks:
-        tokens = liked[i0:i1]
-        r[tokens] = dg * p[tokens] / pb  # λ·p with λ = the block's slope
-        segments.append((float(Q[i0]), float(Q[i1]), tokens))
-    # then the top tokens of p = 0 and the rest in falling p/q order, one interval each
-    tail = np.concatenate([chain[p[chain] == 0], rest[np.argsort(-(p[rest] / q[rest]), kind="stable")]])
-    ends = Q[-1] + np.cumsum(q[tail])
-    starts = np.concatenate([[Q[-1]], ends[:-1]])
-    r[tail] = w_mass(starts, ends, k)
-    return r, segments, (tail, starts, ends)
+        members = liked[i0:i1]
+        R[members] = dg * P[members] / pb  # λ·P with λ = the block's slope
+        segments.append((float(edges[i0]), float(edges[i1]), members))
+    start = edges[-1]
+    for e in chain[P[chain] == 0].tolist():  # elements the target never says: one interval each, last
+        segments.append((float(start), float(start + Q[e]), np.array([e])))
+        R[e] = float(w_mass(start, start + Q[e], k))
+        start += Q[e]
+    r = np.zeros(len(p))
+    support = elem >= 0
+    r[support] = R[elem[support]] * q[support] / Q[elem[support]]
+    return r, R, segments, (elem, P, Q)
 
 
 class RankParts:
     """The parts of [0, 1) each token's drafts draw their ranks in (step 2), and the selection law they give.
 
-    `r` [V]: the w-mass of each token's part, the law of the selected token. `parts(x)` -> [n, 2] intervals.
-    Built from p, q [V] (float64 numpy) and k; `top` as in `selection_law`.
+    `r` [V]: the law of the selected token (a token's share q(x)/Q(e) of its element's parts' w-mass).
+    `parts(x)` -> [n, 2] intervals, shared by the tokens of one element. Built from p, q [V] (float64 numpy) and
+    k; `top`, `groups` as in `elements`.
     """
 
-    def __init__(self, p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP):
+    def __init__(self, p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP, groups: int = GROUPS):
         self.k = k
-        target, segments, (tail, starts, ends) = selection_law(p, q, k, top)
-        self._start, self._end = np.full(len(p), np.nan), np.full(len(p), np.nan)  # a token owning one interval
-        self._start[tail], self._end[tail] = starts, ends
-        self._pieces = {}  # token -> [n, 2]: the parts of a token of a segment
-        for a, b, tokens in segments:
+        _, R, segments, (self._elem, _, Q) = selection_law(p, q, k, top, groups)
+        self._pieces = [None] * len(R)  # per element: its parts [n, 2]
+        for a, b, members in segments:
             gaps = [(a, b)]
-            for j, x in enumerate(tokens.tolist()):
-                if j == len(tokens) - 1:
-                    self._pieces[x] = np.array(gaps)
+            for j, e in enumerate(members.tolist()):
+                if j == len(members) - 1:
+                    self._pieces[e] = np.array(gaps)
                     break
-                window, gaps = _window(gaps, float(q[x]), float(target[x]), k)
-                self._pieces[x] = np.array(window)
+                window, gaps = _window(gaps, float(Q[e]), float(R[e]), k)
+                self._pieces[e] = np.array(window)
+        reached = np.array([w_mass(pc[:, 0], pc[:, 1], k).sum() for pc in self._pieces])
         self.r = np.zeros(len(p))
-        self.r[tail] = w_mass(starts, ends, k)
-        for x, pieces in self._pieces.items():
-            self.r[x] = w_mass(pieces[:, 0], pieces[:, 1], k).sum()
+        support = self._elem >= 0
+        self.r[support] = reached[self._elem[support]] * q[support] / Q[self._elem[support]]
 
     def parts(self, x: int) -> np.ndarray:
-        if x in self._pieces:
-            return self._pieces[x]
-        return np.array([[self._start[x], self._end[x]]])
+        return self._pieces[self._elem[x]]
 
     def win_probabilities(self, drafts) -> np.ndarray:
         """P(draft i holds the least rank) [k] for draft tokens [k] (each with q > 0): exact, by Gauss–Legendre on
@@ -189,7 +212,8 @@ def _window(gaps: list, c: float, m: float, k: int):
     return window, left
 
 
-def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top: int | None = TOP):
+def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top: int | None = TOP,
+                     groups: int = GROUPS):
     """Pass probabilities [B, k] of drafts [B, k] in trial order and residual() -> [B, V] for the optimal rule;
     p, q [B, V] float64. Rows with the same (p, q) share one construction, the same drafts one integral."""
     B, k = drafts.shape
@@ -199,7 +223,7 @@ def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top
     built, decided = None, {}
     for b in range(B):
         if built is None or not (np.array_equal(P[b], P[b - 1]) and np.array_equal(Q[b], Q[b - 1])):
-            built, decided = RankParts(P[b], Q[b], k, top), {}
+            built, decided = RankParts(P[b], Q[b], k, top, groups), {}
             accept = np.where(built.r > 0, np.minimum(1.0, P[b] / np.where(built.r > 0, built.r, 1.0)), 0.0)
         r[b] = built.r
         key = D[b].tobytes()
@@ -213,13 +237,13 @@ def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top
     return torch.from_numpy(a).to(p), lambda: normalise(p - r_t, p)
 
 
-def optimal_iid_acceptance(p, q, k: int, top: int | None = TOP):
+def optimal_iid_acceptance(p, q, k: int, top: int | None = TOP, groups: int = GROUPS):
     """Exact acceptance Σ min(p, r) of the optimal rule with k i.i.d. drafts from q, batched over [..., V]; it
     equals α*(p, q^⊗k) when at most `top` tokens have q > 0. ValueError for invalid p, q or k (one integer)."""
     if isinstance(k, torch.Tensor):
         raise ValueError("optimal_iid_acceptance takes one integer k (loop over k for several)")
     p, q = check_pair(p, q, k)
     P, Q = p.reshape(-1, p.shape[-1]).cpu().numpy(), q.reshape(-1, q.shape[-1]).cpu().numpy()
-    acc = np.array([np.minimum(P[b], selection_law(P[b], Q[b], int(k), top)[0]).sum() for b in range(len(P))])
+    acc = np.array([np.minimum(P[b], selection_law(P[b], Q[b], int(k), top, groups)[0]).sum() for b in range(len(P))])
     acc = torch.from_numpy(acc).reshape(p.shape[:-1]).to(p)
     return float(acc) if acc.ndim == 0 else acc

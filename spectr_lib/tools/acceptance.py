@@ -2,6 +2,7 @@
 the benchmark and the draft evaluation)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -12,7 +13,8 @@ from ..models.load import ModelPair
 from ..prompts import encode_chat, sample_answers
 from ..theory.dists import warp
 from ..theory.ot import optimal_acceptance
-from ..theory.selection import RULES
+from ..theory.selection import RULES, draw_drafts, sample
+from .timing import median_seconds
 
 
 def continuations(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int, seed: int) -> list[dict]:
@@ -30,6 +32,49 @@ def answer_logits(pair: ModelPair, rec: dict, temperature: float) -> tuple[torch
     return warp(p_logits, temperature)[rec["start"] - 1 : -1].cpu(), q_logits[rec["start"] - 1 : -1]
 
 
+def answer_laws(pair: ModelPair, rec: dict, temperature: float, taus, lookup: bool):
+    """p [n, V] of `answer_logits` and {τ: q [n, V]}: the draft's q at each draft temperature τ as `generate` draws
+    it (mixed with prompt lookup along the answer when lookup=True), all on the CPU."""
+    p, q_logits = answer_logits(pair, rec, temperature)
+    qs = {}
+    for tau in taus:
+        q = draft_warp(lambda x: warp(x, temperature), tau)(q_logits)
+        if lookup:  # the answer's positions only (the prompt's are not scored)
+            q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
+        qs[tau] = q.cpu()
+    return p, qs
+
+
+def selection_ms(pair: ModelPair, recs: list[dict], temperature: float, rules, ks, positions: int = 64,
+                 lookup: bool = False, seed: int = 0) -> dict:
+    """{rule: {k: median ms}} of one decision at one position, as the decoder takes it (`selection.sample` on one
+    row, float64 on the CPU, drafts freshly drawn from the rule's law), over the first `positions` answer positions
+    of `recs` (`continuations`), each k's q as `rule_acceptance_by_category` has it (the median of 3 calls per
+    position). Run it on an idle machine."""
+    taus = {k: pair.draft_settings.tau(k) for k in ks}
+    laws, n = [], 0
+    for rec in recs:
+        if n >= positions or len(rec["ids"]) <= rec["start"]:
+            continue
+        p, qs = answer_laws(pair, rec, temperature, set(taus.values()), lookup)
+        laws.append((p[: positions - n].double(), {t: q[: positions - n].double() for t, q in qs.items()}))
+        n += len(laws[-1][0])
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for rule in rules:
+        out[rule] = {}
+        for k in (k for k in ks if RULES[rule].k in (None, k)):
+            times = []
+            for p, qs in laws:
+                q = qs[taus[k]]
+                for i in range(len(p)):
+                    drafts = draw_drafts(rule, q[i : i + 1], k, g)
+                    times.append(median_seconds(lambda: sample(rule, p[i : i + 1], q[i : i + 1], drafts, g, check=False),
+                                                repeat=3, warmup=1))
+            out[rule][k] = 1e3 * float(np.median(times))
+    return out
+
+
 def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
                            seed: int, ks=(1, 4), recs: list[dict] | None = None, lookup: bool = False) -> dict:
     """Mean per-position overlap (k = 1) and K-SEQ acceptance for each k, per category and overall, along the
@@ -42,7 +87,7 @@ def acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: fl
 
 
 def rule_acceptance_by_category(pair: ModelPair, prompts: list[dict], temperature: float, max_new_tokens: int,
-                                seed: int, rules=("sampled", "sps", "kseq", "rrs"), ks=(1, 2, 4, 8),
+                                seed: int, rules=("sampled", "sps", "kseq", "rrs", "optimal"), ks=(1, 2, 4, 8),
                                 recs: list[dict] | None = None, lookup: bool = False, alpha: bool = True) -> dict:
     """Exact acceptance P(output ∈ drafts) of each rule with a closed form (`Rule.closed_form`; a rule with one k
     only at that k) for each k, and the optimum α*(p, q^⊗k) of i.i.d. drafts (alpha=True), averaged over the
@@ -61,14 +106,7 @@ def rule_acceptance_by_category(pair: ModelPair, prompts: list[dict], temperatur
     for rec, r in tqdm(list(zip(recs, prompts)), desc=f"acceptance T={temperature}"):
         if len(rec["ids"]) <= rec["start"]:
             continue
-        p, q_logits = answer_logits(pair, rec, temperature)
-        qs = {}
-        for k, tau in taus.items():
-            if tau not in qs:
-                q = draft_warp(lambda x: warp(x, temperature), tau)(q_logits)
-                if lookup:  # the answer's positions only (the prompt's are not scored)
-                    q = mix_along(q, rec["ids"].to(q.device), rec["start"] - 1)
-                qs[tau] = q.cpu()
+        p, qs = answer_laws(pair, rec, temperature, set(taus.values()), lookup)
         values = {rule: {k: float(RULES[rule].closed_form(p, qs[taus[k]], k).sum()) for k in ks_of[rule]}
                   for rule in rules}
         if alpha:

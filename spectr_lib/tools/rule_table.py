@@ -50,6 +50,14 @@ def render(report: dict) -> str:
                 lines.append(f"| {RULES[name].label} | " + " | ".join(
                     f"{by_cat[c][name][k] / by_cat[c]['alpha'][k]:.2f}" for c in cats) + " |")
         lines.append("")
+        if T in report.get("selection_ms", {}):
+            cost = report["selection_ms"][T]
+            lines += [f"One decision at one position (ms, median over {report['time_positions']} positions; "
+                      f"{report['machine']}).", "", "| rule | " + " | ".join(f"k = {k}" for k in ks) + " |",
+                      "|---" * (len(ks) + 1) + "|"]
+            lines += [f"| {RULES[name].label} | " + " | ".join(f"{cost[name][str(k)]:.2f}" if str(k) in cost[name]
+                                                              else "–" for k in ks) + " |" for name in report["rules"]]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -66,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temperature", type=real(0, exclusive=True), nargs="+", default=[1.0, 0.7])
     ap.add_argument("--k", type=count(1, 64), nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--rules", nargs="+", default=list(WITH_FORM), choices=WITH_FORM)
+    ap.add_argument("--time-positions", type=count(0), default=64,
+                    help="also time one decision of each rule at this many answer positions per temperature (ms, "
+                         "median; 0: no timing). Run on an idle machine")
     ap.add_argument("--draft", default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=SEED, default=0)
@@ -102,18 +113,25 @@ def run(args: argparse.Namespace, prompts: list[dict]) -> dict:
     from transformers.utils import logging
 
     from ..models.load import load_pair
-    from .acceptance import rule_acceptance_by_category
+    from .acceptance import continuations, rule_acceptance_by_category, selection_ms
+    from .timing import machine_note
 
     logging.disable_progress_bar()
     pair = load_pair(draft=args.draft, device=args.device)
     lookup = pair.draft_settings.prompt_lookup
     ks = sorted(set(args.k))
     report = {"pair": repr(pair), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "lookup": lookup,
-              "k": ks, "rules": list(args.rules), "runs": {}}
+              "k": ks, "rules": list(args.rules), "time_positions": args.time_positions, "runs": {}}
     for T in args.temperature:
+        recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)
         out = rule_acceptance_by_category(pair, prompts, T, args.max_new_tokens, args.seed, tuple(args.rules), ks,
-                                          lookup=lookup)
+                                          recs=recs, lookup=lookup)
         report["runs"][str(T)] = as_json(out)
+        if args.time_positions:
+            cost = selection_ms(pair, recs, T, args.rules, ks, args.time_positions, lookup, args.seed)
+            report.setdefault("selection_ms", {})[str(T)] = {r: {str(k): v for k, v in c.items()} for r, c in cost.items()}
+    if args.time_positions:
+        report["machine"] = machine_note()
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "results.json", json.dumps(report, indent=1))
     table = render(report)

@@ -9,6 +9,7 @@ import torch
 from ..engine.calibration import draft_step_ms
 from ..engine.costs import timed
 from ..models.load import ModelPair
+from ..runtime import cpu_kind
 
 
 def median_seconds(fn: Callable[[], object], repeat: int = 7, warmup: int = 2) -> float:
@@ -23,16 +24,17 @@ def draft_step_seconds(pair: ModelPair, context: torch.Tensor, k: int) -> float:
 
 
 def machine_note() -> str:
-    """One line to print next to timings: torch threads, cores and the load average, with a warning when other
-    processes compete for the cores (then timings are inflated, often many times over, and mean little)."""
+    """One line to print next to timings: the CPU's kind, torch threads, cores and the load average, with a warning
+    when other processes compete for the cores (then timings are inflated, often many times over, and mean little)."""
     import os
 
     cores = os.cpu_count() or 1
+    kind = f"{cpu_kind()} CPU"
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform
-        return f"{torch.get_num_threads()} torch threads, {cores} cores"
-    note = f"{torch.get_num_threads()} torch threads, {cores} cores, load average {load:.1f}"
+        return f"{kind}, {torch.get_num_threads()} torch threads, {cores} cores"
+    note = f"{kind}, {torch.get_num_threads()} torch threads, {cores} cores, load average {load:.1f}"
     if load > max(cores, torch.get_num_threads()) + 0.5:
         note += " — WARNING: the machine is busy; these timings are inflated and should not be compared"
     return note

@@ -84,7 +84,7 @@ def test_the_selection_law_is_in_the_coverage_polytope_and_the_parts_reach_it():
             A = np.array(mask)
             assert r[A].sum() <= 1 - (1 - q[A].sum()) ** k + 1e-12
         assert r.sum() == pytest.approx(1.0, abs=1e-12)
-        parts = optimal.RankParts(p, q, k, None)
+        parts = optimal.RankParts(p, q, k, None).cut_all()
         np.testing.assert_allclose(parts.r, r, atol=1e-12)
         if V**k > 400:
             continue
@@ -131,10 +131,9 @@ def priority_without_windows(p, q, drafts):
     original = optimal.RankParts.__init__
 
     def contiguous(self, p_, q_, k, top=optimal.TOP, groups=optimal.GROUPS):
-        original(self, p_, q_, k, top, groups)  # self.r stays the law the windows reach
-        _, _, segments, (_, _, Q) = optimal.selection_law(p_, q_, k, top, groups)
-        for a, _, members in segments:
-            ends = a + np.cumsum(Q[members])
+        original(self, p_, q_, k, top, groups)  # r stays the law the windows would reach
+        for a, _, members in self._segments:
+            ends = a + np.cumsum(self._Q[members])
             for e, s, t in zip(members.tolist(), np.concatenate([[a], ends[:-1]]), ends):
                 self._pieces[e] = np.array([[s, t]])
 

@@ -74,7 +74,7 @@ def elements(p: np.ndarray, q: np.ndarray, top: int | None = TOP, groups: int = 
         rest = rest[np.argsort(-(p[rest] / q[rest]))]
         mass = np.cumsum(q[rest])
         run = np.minimum((groups * (mass - 0.5 * q[rest]) / mass[-1]).astype(np.int64), groups - 1)
-        elem[rest] = top + np.unique(run, return_inverse=True)[1]  # no empty run
+        elem[rest] = top + np.concatenate([[0], np.cumsum(np.diff(run) > 0)])  # runs renumbered: none empty
     n = int(elem.max()) + 1 if len(support) else 0
     return elem, np.bincount(elem[support], p[support], n), np.bincount(elem[support], q[support], n)
 
@@ -117,30 +117,54 @@ def selection_law(p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP, g
 class RankParts:
     """The parts of [0, 1) each token's drafts draw their ranks in (step 2), and the selection law they give.
 
-    `r` [V]: the law of the selected token (a token's share q(x)/Q(e) of its element's parts' w-mass).
-    `parts(x)` -> [n, 2] intervals, shared by the tokens of one element. Built from p, q [V] (float64 numpy) and
-    k; `top`, `groups` as in `elements`.
+    `parts(x)` -> [n, 2] intervals, shared by the tokens of one element, cut when first asked for (a segment's
+    windows up to that element: each window depends only on those before it). `r` [V]: the law of the selected
+    token, a token's share q(x)/Q(e) of its element's w-mass: the mass its parts reach where they are cut, the
+    target of step 1 elsewhere (the windows reach it to ~1e-15). Built from p, q [V] (float64 numpy) and k; `top`,
+    `groups` as in `elements`.
     """
 
     def __init__(self, p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP, groups: int = GROUPS):
-        self.k = k
-        _, R, segments, (self._elem, _, Q) = selection_law(p, q, k, top, groups)
+        self.k, self._q = k, q
+        _, R, self._segments, (self._elem, _, self._Q) = selection_law(p, q, k, top, groups)
+        self._target = R
+        self._reached = R.copy()  # each element's w-mass: its parts' once they are cut
         self._pieces = [None] * len(R)  # per element: its parts [n, 2]
-        for a, b, members in segments:
-            gaps = [(a, b)]
+        self._where = {}  # element -> (its segment, its place in it)
+        self._cut = [0] * len(self._segments)  # elements of each segment cut so far
+        self._gaps = [[(a, b)] for a, b, _ in self._segments]  # what each segment has left
+        for i, (_, _, members) in enumerate(self._segments):
             for j, e in enumerate(members.tolist()):
-                if j == len(members) - 1:
-                    self._pieces[e] = np.array(gaps)
-                    break
-                window, gaps = _window(gaps, float(Q[e]), float(R[e]), k)
-                self._pieces[e] = np.array(window)
-        reached = np.array([w_mass(pc[:, 0], pc[:, 1], k).sum() for pc in self._pieces])
-        self.r = np.zeros(len(p))
-        support = self._elem >= 0
-        self.r[support] = reached[self._elem[support]] * q[support] / Q[self._elem[support]]
+                self._where[e] = (i, j)
 
     def parts(self, x: int) -> np.ndarray:
-        return self._pieces[self._elem[x]]
+        e = int(self._elem[x])
+        if self._pieces[e] is None:
+            i, j = self._where[e]
+            members = self._segments[i][2]
+            for jj in range(self._cut[i], j + 1):
+                m = int(members[jj])
+                if jj == len(members) - 1:
+                    window, self._gaps[i] = self._gaps[i], []
+                else:
+                    window, self._gaps[i] = _window(self._gaps[i], float(self._Q[m]), float(self._target[m]), self.k)
+                self._pieces[m] = np.array(window)
+                self._reached[m] = w_mass(self._pieces[m][:, 0], self._pieces[m][:, 1], self.k).sum()
+            self._cut[i] = j + 1
+        return self._pieces[e]
+
+    @property
+    def r(self) -> np.ndarray:
+        r = np.zeros(len(self._q))
+        support = self._elem >= 0
+        r[support] = self._reached[self._elem[support]] * self._q[support] / self._Q[self._elem[support]]
+        return r
+
+    def cut_all(self) -> "RankParts":
+        """Cut every element's parts (for checks: `r` is then the parts' law everywhere)."""
+        for x in np.flatnonzero(self._elem >= 0):
+            self.parts(int(x))
+        return self
 
     def win_probabilities(self, drafts) -> np.ndarray:
         """P(draft i holds the least rank) [k] for draft tokens [k] (each with q > 0): exact, by Gauss–Legendre on
@@ -192,14 +216,11 @@ def _window(gaps: list, c: float, m: float, k: int):
         i = min(max(bisect.bisect_right(cum, z) - 1, 0), last)
         return mass[i] + _w(gaps[i][0], gaps[i][0] + min(z - cum[i], lengths[i]), k)
 
-    lo, hi = 0.0, max(total - c, 0.0)
-    for _ in range(64):  # H(x + c) − H(x) falls with x: bisection (r is recomputed from the window itself)
-        mid = 0.5 * (lo + hi)
-        if H(mid + c) - H(mid) > m:
-            lo = mid
-        else:
-            hi = mid
-    x0, x1 = 0.5 * (lo + hi), min(0.5 * (lo + hi) + c, total)
+    def f(x):  # falls with x; the root is the window's start
+        return H(x + c) - H(x) - m
+
+    x0 = _falling_root(f, 0.0, max(total - c, 0.0), tol=1e-15 * max(m, 1e-300))
+    x1 = min(x0 + c, total)
     window, left = [], []
     for (s, e), c0 in zip(gaps, cum):
         a, b = s + max(x0 - c0, 0.0), s + min(x1 - c0, e - s)
@@ -212,6 +233,34 @@ def _window(gaps: list, c: float, m: float, k: int):
     return window, left
 
 
+def _falling_root(f, lo: float, hi: float, tol: float) -> float:
+    """x in [lo, hi] with f(x) ≈ 0 for a continuous f falling on [lo, hi] (an end when f keeps one sign there):
+    regula falsi with the Illinois step, falling back to bisection, at most 100 evaluations. Only the acceptance
+    depends on its precision: r is recomputed from the window it gives."""
+    f_lo, f_hi = f(lo), f(hi)
+    if f_lo <= 0:
+        return lo
+    if f_hi >= 0:
+        return hi
+    side = 0
+    for i in range(100):
+        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo) if i % 8 != 7 else 0.5 * (lo + hi)
+        if not lo < x < hi:
+            x = 0.5 * (lo + hi)
+        fx = f(x)
+        if abs(fx) <= tol or hi - lo <= 1e-16:
+            return x
+        if fx > 0:
+            lo, f_lo = x, fx
+            f_hi = f_hi / 2 if side == 1 else f_hi
+            side = 1
+        else:
+            hi, f_hi = x, fx
+            f_lo = f_lo / 2 if side == -1 else f_lo
+            side = -1
+    return 0.5 * (lo + hi)
+
+
 def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top: int | None = TOP,
                      groups: int = GROUPS):
     """Pass probabilities [B, k] of drafts [B, k] in trial order and residual() -> [B, V] for the optimal rule;
@@ -219,22 +268,29 @@ def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top
     B, k = drafts.shape
     P, Q, D = p.detach().cpu().numpy(), q.detach().cpu().numpy(), drafts.detach().cpu().numpy()
     a = np.zeros((B, k))
-    r = np.zeros(P.shape)
-    built, decided = None, {}
+    rows = []  # the construction of each row, shared by rows with the same (p, q)
+    decided = {}
     for b in range(B):
-        if built is None or not (np.array_equal(P[b], P[b - 1]) and np.array_equal(Q[b], Q[b - 1])):
-            built, decided = RankParts(P[b], Q[b], k, top, groups), {}
-            accept = np.where(built.r > 0, np.minimum(1.0, P[b] / np.where(built.r > 0, built.r, 1.0)), 0.0)
-        r[b] = built.r
+        if not rows or not (np.array_equal(P[b], P[b - 1]) and np.array_equal(Q[b], Q[b - 1])):
+            rows.append(RankParts(P[b], Q[b], k, top, groups))
+            decided = {}
+        else:
+            rows.append(rows[-1])
         key = D[b].tobytes()
         if key not in decided:
-            out = built.win_probabilities(D[b]) * accept[D[b]]  # P(draft i is the output)
-            before = np.concatenate([[0.0], np.cumsum(out)[:-1]])
-            left = 1.0 - before
+            win = rows[-1].win_probabilities(D[b])  # cuts the drafts' parts first
+            r = rows[-1].r[D[b]]
+            out = win * np.where(r > 0, np.minimum(1.0, P[b, D[b]] / np.where(r > 0, r, 1.0)), 0.0)  # P(draft i out)
+            left = 1.0 - np.concatenate([[0.0], np.cumsum(out)[:-1]])
             decided[key] = np.clip(np.where(left > 0, out / np.where(left > 0, left, 1.0), 0.0), 0.0, 1.0)
         a[b] = decided[key]
-    r_t = torch.from_numpy(r).to(p)
-    return torch.from_numpy(a).to(p), lambda: normalise(p - r_t, p)
+
+    def residual():
+        laws = {}
+        r = np.stack([laws.setdefault(id(row), row.r) for row in rows])
+        return normalise(p - torch.from_numpy(r).to(p), p)
+
+    return torch.from_numpy(a).to(p), residual
 
 
 def optimal_iid_acceptance(p, q, k: int, top: int | None = TOP, groups: int = GROUPS):

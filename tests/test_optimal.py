@@ -180,3 +180,61 @@ def test_bad_input_is_refused_before_any_work():
         optimal.optimal_iid_acceptance([0.5, 0.5], [0.2, 0.3, 0.5], 2)
     with pytest.raises(ValueError, match="q = 0"):
         selection.pass_probabilities("optimal", [0.5, 0.5], [1.0, 0.0], torch.tensor([[0, 1]]))
+
+
+def test_peaked_drafts_with_entries_below_the_float_resolution_stay_exact():
+    """A draft whose tokens have q ~ 1e-18..1e-25 next to q ≈ 1 (a confident model at low temperature): the
+    elements of no length in floats rank at a point; the law is still p to 1e-12 and the acceptance α* to 1e-9."""
+    p = np.array([0.9984932068654603, 4.575e-26, 0.00039284549090287126, 0.0011139476436368865])
+    q = np.array([0.9999999999999982, 3.189e-25, 2.042e-18, 1.758e-15])
+    p, q = p / p.sum(), q / q.sum()
+    for k in (2, 3, 4):
+        np.testing.assert_allclose(exact.output_distribution("optimal", p, q, k), p, atol=1e-12)
+        assert exact.acceptance("optimal", p, q, k) == pytest.approx(optimal_acceptance(p, q, k), abs=1e-9)
+
+
+def test_the_sampler_takes_peaked_real_size_rows_without_a_warning(recwarn):
+    """Low-temperature rows of a 2,000-token vocabulary: every decision is a probability, the win probabilities of
+    the drafts add up to 1, and nothing warns (no division by a part of no length)."""
+    rng = np.random.default_rng(5)
+    g = torch.Generator().manual_seed(0)
+    seen_points = False
+    for k in (2, 8):
+        for _ in range(5):
+            logits = torch.tensor(rng.normal(size=(2, 2000)) * 3)
+            p, q = torch.softmax(logits[0] / 0.1, -1), torch.softmax(logits[1] / 0.1, -1)
+            drafts = selection.draw_drafts("optimal", q[None], k, g)
+            a, residual = optimal.optimal_iid_pass(p[None], q[None], drafts)
+            assert ((a >= 0) & (a <= 1)).all() and torch.isfinite(residual()).all()
+            parts = optimal.RankParts(p.numpy(), q.numpy(), k)
+            assert parts.win_probabilities(drafts[0].numpy()).sum() == pytest.approx(1.0, abs=1e-9)
+            parts.cut_all()
+            points = [x for x in range(2000) if q[x] > 0 and np.ptp(parts.parts(x)) == 0]
+            if points:  # drafts ranking at a point, against each other and against a draft with a part
+                mixed = np.array([points[0], int(q.argmax()), points[-1]][:k])
+                assert parts.win_probabilities(mixed).sum() == pytest.approx(1.0, abs=1e-9)
+                seen_points = True
+    assert seen_points
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_the_default_elements_on_a_vocabulary_above_top_are_exact():
+    """V = 90 > TOP: 64 tokens of their own and the rest in runs; the law is p by enumeration (k = 2)."""
+    rng = np.random.default_rng(6)
+    p, q = rng.dirichlet(np.ones(90) * 0.5), rng.dirichlet(np.ones(90) * 0.5)
+    law, passed = laws_of(optimal.optimal_iid_pass, p, q, 2)
+    np.testing.assert_allclose(law, p, atol=1e-12)
+    assert passed == pytest.approx(optimal.optimal_iid_acceptance(p, q, 2), abs=1e-12)
+    assert passed <= optimal_acceptance(p, q, 2) + 1e-12
+
+
+def test_shapes_and_sizes_are_checked():
+    p, q = [0.5, 0.5], [[0.5, 0.5], [0.2, 0.8]]
+    with pytest.raises(ValueError, match="one shape"):
+        optimal.optimal_iid_acceptance(p, q, 2)
+    for top, groups in ((-1, 4), (1.5, 4), (4, 0), (4, -3)):
+        with pytest.raises(ValueError, match="top|groups"):
+            optimal.optimal_iid_acceptance([0.5, 0.5], [0.5, 0.5], 2, top=top, groups=groups)
+    with pytest.raises(ValueError, match="q = 0"):
+        optimal.optimal_iid_pass(torch.tensor([[0.5, 0.5]], dtype=torch.float64),
+                                 torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([[0, 1]]))

@@ -1,6 +1,7 @@
 """The optimal token-level rule for k i.i.d. drafts: its acceptance is α*(p, q^⊗k), the optimal-transport value,
 on a small vocabulary; on a real one the same construction on 128 elements (the 64 tokens of largest p + q, and
-64 runs of the other tokens), exact with an acceptance a little below α*.
+64 runs of the other tokens), exact with an acceptance a little below α*. Notebook 06, §6, walks through it on an
+example.
 
 Sources: α* and its closed form as a minimum over the prefixes of the tokens sorted by p/q, Hu et al., "Towards
 Optimal Multi-draft Speculative Decoding", ICLR 2025; the canonical decomposition (select one of the drafts, then
@@ -9,18 +10,20 @@ by convex minimisation (Global Resolution), Thomas & Pal, ICLR 2026 (arXiv 2511.
 this library's own, proven by enumeration in tests/test_optimal.py:
 
 1. **The selection law r.** Selecting one draft gives its token a law r, and speculative sampling from r to p
-   accepts Σ min(p, r). The laws a selection can give are the base polytope of the coverage function
-   g(A) = 1 − (1 − q(A))^k (the probability that a draft lands in A). Its lexicographically optimal base for the
-   weights p (Fujishige 1980) reaches α*: along the tokens sorted by p/q, falling, it is the greatest convex
-   minorant of the points (p(A_j), g(A_j)) of the prefixes A_j, and r = λ·p on a segment of slope λ. The segments
-   of λ < 1 make a set A with r(A) = g(A) and r ≥ p elsewhere, so Σ min(p, r) = g(A) + p(not A) ≥ α*.
+   accepts Σ min(p, r). The laws a selection can give are those with r(A) ≤ g(A) = 1 − (1 − q(A))^k for every
+   set A of tokens (a draft must land in A) and r(all) = 1: the base polytope of g. Its lexicographically optimal
+   base for the weights p (Fujishige 1980) reaches α*: along the tokens sorted by p/q, falling, it is the greatest
+   convex minorant of the points (p(A_j), g(A_j)) of the prefixes A_j, and r = λ·p on a segment of slope λ. The
+   segments of λ < 1 make a set A with r(A) = g(A) and r ≥ p elsewhere, so Σ min(p, r) = g(A) + p(not A), which
+   is at least α* (the minimum of such sums over the prefixes) and at most α* (no lossless rule keeps more).
 2. **Reaching r exactly.** Each token owns a part of [0, 1) of length q(x); a draft of x draws a rank uniformly
    in its token's part and the draft of least rank is selected. The least of k uniform ranks has density
    w(t) = k(1 − t)^(k − 1), so x is selected with probability W(part of x), the w-mass of its part. A segment's
    tokens share the segment's interval [q(A_{j−1}), q(A_j)) (a set with r(A) = g(A) takes the lowest ranks);
-   inside it, tokens in falling r/q order each take a window of what is left (counted in the coordinates of what
-   is left, where w still falls) whose w-mass is exactly r(x). The first token's window exists because r is
-   majorised by w on the segment, and taking it keeps the rest majorised, so every window exists.
+   inside it, tokens in falling r/q order each take a window — an interval of the ranks not yet taken, which may
+   jump over the parts of earlier tokens — whose w-mass is exactly r(x). Such a window exists as long as every
+   first-n tokens of what is left need no more mass than the lowest ranks left can give them (r is majorised by
+   w); that holds on the segment (step 1's r(A) ≤ g(A)), and taking a window keeps it for the rest.
 3. **The decision.** For given drafts the probability that draft i holds the least rank is an integral of a
    piecewise polynomial (Gauss–Legendre, exact); draft i is output with that probability times min(1, p/r) of
    its token, and after a rejection the output is drawn from (p − r)_+, normalised. The law is p whatever r is, as
@@ -31,8 +34,10 @@ largest p + q is one, and the other tokens, in falling p/q order, are cut into G
 A run is placed as one token of its total p and q; the drafts of its tokens all draw their ranks in the run's parts,
 so a token of the run is selected with q(x)/Q(run) of the run's probability (proportional to q inside the run, as
 speculative sampling would). The law is exact whatever the elements; the acceptance, in closed form by
-`optimal_iid_acceptance`, is α* when every token is its own element (top=None, or fewer than TOP tokens with
-q > 0) and a little below it otherwise.
+`optimal_iid_acceptance`, is α* when every token is its own element (top=None, or at most TOP tokens with q > 0)
+and a little below it otherwise. One limit of floats: an element whose q is below the resolution where its part
+lies (q ≲ 1e-16, as in a peaked draft) gets a point for a part, its drafts rank there and are never accepted
+(r = 0); the law then departs from p by at most such elements' q.
 """
 from __future__ import annotations
 
@@ -43,10 +48,19 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .dists import check_pair, normalise
+from .dists import check_drafts, check_pair, is_int, normalise
 
 TOP = 64  # tokens (largest p + q) that are elements of their own, each optimised
 GROUPS = 64  # the other tokens, in falling p/q order, make this many elements of about equal q mass
+
+
+def check_sizes(top, groups) -> None:
+    """top: None or an integer ≥ 0; groups: an integer ≥ 1 (ValueError saying what to pass)."""
+    if top is not None and (not is_int(top) or top < 0):
+        raise ValueError(f"top (tokens that are elements of their own) must be None (every token) or an integer ≥ 0, "
+                         f"got {top!r}")
+    if not is_int(groups) or groups < 1:
+        raise ValueError(f"groups (runs the other tokens are cut into) must be an integer ≥ 1, got {groups!r}")
 
 
 def w_mass(a, b, k: int):
@@ -125,6 +139,7 @@ class RankParts:
     """
 
     def __init__(self, p: np.ndarray, q: np.ndarray, k: int, top: int | None = TOP, groups: int = GROUPS):
+        check_sizes(top, groups)
         self.k, self._q = k, q
         _, R, self._segments, (self._elem, _, self._Q) = selection_law(p, q, k, top, groups)
         self._target = R
@@ -145,7 +160,9 @@ class RankParts:
             for jj in range(self._cut[i], j + 1):
                 m = int(members[jj])
                 if jj == len(members) - 1:
-                    window, self._gaps[i] = self._gaps[i], []
+                    window, self._gaps[i] = self._gaps[i] or [(self._segments[i][1],) * 2], []
+                elif not self._gaps[i]:  # the segment is used up to the float resolution: a point at its end
+                    window = [(self._segments[i][1],) * 2]
                 else:
                     window, self._gaps[i] = _window(self._gaps[i], float(self._Q[m]), float(self._target[m]), self.k)
                 self._pieces[m] = np.array(window)
@@ -168,24 +185,39 @@ class RankParts:
 
     def win_probabilities(self, drafts) -> np.ndarray:
         """P(draft i holds the least rank) [k] for draft tokens [k] (each with q > 0): exact, by Gauss–Legendre on
-        every interval between the parts' ends, where each survival function is linear."""
+        every interval between the parts' ends, where each survival function is linear. A token whose parts have
+        no length in floats (q below the resolution where it is placed) draws the rank at its point; ties between
+        points go to the earlier draft."""
         parts = [self.parts(int(x)) for x in drafts]
+        n = len(parts)
+        length = np.array([(pc[:, 1] - pc[:, 0]).sum() for pc in parts])
+        point = length <= 0
         T = np.unique(np.concatenate([pc.ravel() for pc in parts]))
-        n, M = len(parts), len(T) - 1
+        M = len(T) - 1
         density = np.zeros((n, M))
-        for i, pc in enumerate(parts):
-            length = (pc[:, 1] - pc[:, 0]).sum()
-            for s, e in pc:
-                density[i, np.searchsorted(T, s):np.searchsorted(T, e)] = 1.0 / length
+        for i in np.flatnonzero(~point):
+            for s, e in parts[i]:
+                density[i, np.searchsorted(T, s):np.searchsorted(T, e)] = 1.0 / length[i]
         width = np.diff(T)
-        survive = 1.0 - np.concatenate([np.zeros((n, 1)), np.cumsum(density * width, 1)[:, :-1]], 1)
-        nodes, weights = _gauss(n)
-        S = survive[:, :, None] - density[:, :, None] * (width[:, None] * nodes)[None]  # [n, M, nodes]
-        ones = np.ones((1,) + S.shape[1:])
-        before = np.cumprod(np.concatenate([ones, S[:-1]]), 0)
-        after = np.cumprod(np.concatenate([ones, S[::-1][:-1]]), 0)[::-1]
-        others = np.clip(before * after, 0.0, None)  # Π over the other drafts of their survival
-        return (density * width * (others * weights).sum(-1)).sum(-1)
+        survive = 1.0 - np.concatenate([np.zeros((n, 1)), np.cumsum(density * width, 1)], 1)  # at each T [n, M + 1]
+        at = np.array([parts[i][0, 0] if point[i] else np.nan for i in range(n)])
+        for i in np.flatnonzero(point):  # a point survives until its rank
+            survive[i] = (T < at[i]).astype(float)
+        win = np.zeros(n)
+        if M > 0:
+            nodes, weights = _gauss(n)
+            S = survive[:, :-1, None] - density[:, :, None] * (width[:, None] * nodes)[None]  # [n, M, nodes]
+            ones = np.ones((1,) + S.shape[1:])
+            before = np.cumprod(np.concatenate([ones, S[:-1]]), 0)
+            after = np.cumprod(np.concatenate([ones, S[::-1][:-1]]), 0)[::-1]
+            others = np.clip(before * after, 0.0, None)  # Π over the other drafts of their survival
+            win = (density * width * (others * weights).sum(-1)).sum(-1)
+        for i in np.flatnonzero(point):
+            m = np.searchsorted(T, at[i])
+            alive = [survive[j, m] if not point[j] else float(at[j] > at[i] or (at[j] == at[i] and j > i))
+                     for j in range(n) if j != i]
+            win[i] = float(np.prod(alive))
+        return win
 
 
 @lru_cache(maxsize=None)
@@ -230,6 +262,10 @@ def _window(gaps: list, c: float, m: float, k: int):
             left += [(b, e)] if e > b else []
         else:
             left.append((s, e))
+    if not window:  # c below the float resolution at x0: a point there (see RankParts.win_probabilities)
+        i = min(max(bisect.bisect_right(cum, x0) - 1, 0), last)
+        point = min(gaps[i][0] + (x0 - cum[i]), gaps[i][1])
+        return [(point, point)], gaps
     return window, left
 
 
@@ -263,8 +299,12 @@ def _falling_root(f, lo: float, hi: float, tol: float) -> float:
 
 def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top: int | None = TOP,
                      groups: int = GROUPS):
-    """Pass probabilities [B, k] of drafts [B, k] in trial order and residual() -> [B, V] for the optimal rule;
-    p, q [B, V] float64. Rows with the same (p, q) share one construction, the same drafts one integral."""
+    """Pass probabilities [B, k] of drafts [B, k] in trial order and residual() -> [B, V] for the optimal rule
+    (what `selection.sample("optimal", ...)` runs). p, q [B, V] float64 as `selection.sample` checks them; top,
+    groups as in `elements`. Consecutive rows with the same (p, q) share one construction, and the same drafts one
+    integral. ValueError for a draft token with q = 0 or bad top / groups."""
+    check_sizes(top, groups)
+    check_drafts(q, drafts)
     B, k = drafts.shape
     P, Q, D = p.detach().cpu().numpy(), q.detach().cpu().numpy(), drafts.detach().cpu().numpy()
     a = np.zeros((B, k))
@@ -294,11 +334,15 @@ def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top
 
 
 def optimal_iid_acceptance(p, q, k: int, top: int | None = TOP, groups: int = GROUPS):
-    """Exact acceptance Σ min(p, r) of the optimal rule with k i.i.d. drafts from q, batched over [..., V]; it
-    equals α*(p, q^⊗k) when at most `top` tokens have q > 0. ValueError for invalid p, q or k (one integer)."""
+    """Exact acceptance Σ min(p, r) of the optimal rule with k i.i.d. drafts from q, batched over p, q [..., V] of
+    one shape; it equals α*(p, q^⊗k) when every token with q > 0 is an element of its own (at most `top` of them,
+    or top=None). ValueError for invalid p, q, k (one integer), shapes, top or groups."""
     if isinstance(k, torch.Tensor):
         raise ValueError("optimal_iid_acceptance takes one integer k (loop over k for several)")
     p, q = check_pair(p, q, k)
+    check_sizes(top, groups)
+    if p.shape != q.shape:
+        raise ValueError(f"p {tuple(p.shape)} and q {tuple(q.shape)} must have one shape [..., V] (one q per p row)")
     P, Q = p.reshape(-1, p.shape[-1]).cpu().numpy(), q.reshape(-1, q.shape[-1]).cpu().numpy()
     acc = np.array([np.minimum(P[b], selection_law(P[b], Q[b], int(k), top, groups)[0]).sum() for b in range(len(P))])
     acc = torch.from_numpy(acc).reshape(p.shape[:-1]).to(p)

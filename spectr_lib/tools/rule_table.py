@@ -3,9 +3,10 @@
 Along answers the target samples to held-out prompts (first turn, chat template), each position gives the
 target's p and the draft's q (at the draft temperature `generate` uses for k drafts, mixed with prompt lookup
 where the draft has it on, as `generate` drafts); for each k the table holds the mean over positions of each
-rule's exact acceptance P(output ∈ drafts) (`Rule.closed_form`: sampled verification, SpS, K-SEQ, RRS) and of
-α*(p, q^⊗k), the most any lossless rule reaches with k i.i.d. drafts. No Monte Carlo: every number is an exact
-expectation at each position, averaged. `python -m spectr_lib.tools.rule_table --help`.
+rule's exact acceptance P(output ∈ drafts) (`Rule.closed_form`: SpS, K-SEQ, RRS, sampled verification, the
+optimal rule) and of α*(p, q^⊗k), the most any lossless rule reaches with k i.i.d. drafts. No Monte Carlo: every
+number is an exact expectation at each position, averaged. With --time-positions, the cost of one decision of
+each rule (ms). `python -m spectr_lib.tools.rule_table --help`.
 """
 from __future__ import annotations
 
@@ -122,6 +123,8 @@ def run(args: argparse.Namespace, prompts: list[dict]) -> dict:
     ks = sorted(set(args.k))
     report = {"pair": repr(pair), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "lookup": lookup,
               "k": ks, "rules": list(args.rules), "time_positions": args.time_positions, "runs": {}}
+    if args.time_positions:
+        report["machine"] = machine_note()  # before this run loads the cores itself
     for T in args.temperature:
         recs = continuations(pair, prompts, T, args.max_new_tokens, args.seed)
         out = rule_acceptance_by_category(pair, prompts, T, args.max_new_tokens, args.seed, tuple(args.rules), ks,
@@ -130,8 +133,6 @@ def run(args: argparse.Namespace, prompts: list[dict]) -> dict:
         if args.time_positions:
             cost = selection_ms(pair, recs, T, args.rules, ks, args.time_positions, lookup, args.seed)
             report.setdefault("selection_ms", {})[str(T)] = {r: {str(k): v for k, v in c.items()} for r, c in cost.items()}
-    if args.time_positions:
-        report["machine"] = machine_note()
     args.out.mkdir(parents=True, exist_ok=True)
     write_text(args.out / "results.json", json.dumps(report, indent=1))
     table = render(report)

@@ -13,7 +13,7 @@ from .metrics import Generation
 from .request import make_request
 from .session import Session
 
-METHODS = method_names()  # the shipped methods: "ar", "block", "sps", "kseq", "rrs", "rrs_wor", "sampled" (live: method_names())
+METHODS = method_names()  # "ar", "block", "sps", "kseq", "rrs", "rrs_wor", "sampled", "optimal" (live: method_names())
 
 
 def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | None = None, L: int | str = 4,
@@ -29,8 +29,9 @@ def generate(pair: ModelPair, prompt, *, method: str = "kseq", k: int | str | No
     token ids or a [T] / [1, T] integer tensor. A chat ending in an assistant message gets a new assistant turn by
     default; continue_final_message=True continues that message instead (Hugging Face's pipeline default there).
     method: "ar" (the target alone), "sps" (k = 1), "block" (block verification of one draft, Sun et al., ICLR
-    2025), "kseq" (SpecTr), "rrs" (SpecInfer), "rrs_wor" (RRS without replacement, Jeon et al. 2024) or "sampled"
-    (a draft kept only if it is the target's own sample, theory/sampled.py); `METHODS` lists them
+    2025), "kseq" (SpecTr), "rrs" (SpecInfer), "rrs_wor" (RRS without replacement, Jeon et al. 2024), "sampled"
+    (a draft kept only if it is the target's own sample, theory/sampled.py) or "optimal" (the optimal rule for
+    i.i.d. drafts, acceptance α*, theory/optimal.py); `METHODS` lists them
     (engine/methods.py). Each round drafts k drafts (default 8; 1 for "sps"/"block") of min(L, tokens still allowed
     − 1) tokens ("ar" ignores L); a round with nothing left to draft is a plain target step. Generation ends in
     the round that emits a stop token: eos_token_id (an id or several; default every EOS id of the tokenizer and

@@ -238,3 +238,21 @@ def test_shapes_and_sizes_are_checked():
     with pytest.raises(ValueError, match="q = 0"):
         optimal.optimal_iid_pass(torch.tensor([[0.5, 0.5]], dtype=torch.float64),
                                  torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.tensor([[0, 1]]))
+
+
+def test_a_batch_of_different_rows_decides_as_each_row_alone():
+    """Rows with different (p, q), some repeated: pass probabilities and residuals equal those of one row at a time
+    (each construction is shared only by the rows it belongs to)."""
+    rng = np.random.default_rng(8)
+    pairs = [tuple(torch.tensor(rng.dirichlet(np.ones(5))) for _ in range(2)) for _ in range(3)]
+    order = [0, 0, 1, 2, 2, 0]
+    P = torch.stack([pairs[i][0] for i in order])
+    Q = torch.stack([pairs[i][1] for i in order])
+    D = torch.stack([torch.multinomial(Q[b], 3, replacement=True, generator=torch.Generator().manual_seed(b))
+                     for b in range(len(order))])
+    a, residual = optimal.optimal_iid_pass(P, Q, D)
+    res = residual()
+    for b in range(len(order)):
+        a1, r1 = optimal.optimal_iid_pass(P[b : b + 1], Q[b : b + 1], D[b : b + 1])
+        torch.testing.assert_close(a[b], a1[0], rtol=0, atol=1e-15)
+        torch.testing.assert_close(res[b], r1()[0], rtol=0, atol=1e-15)

@@ -54,6 +54,7 @@ from .optimal_law import GROUPS, TOP, check_sizes, elements, selection_law, w_ma
 __all__ = ["GROUPS", "TOP", "RankParts", "check_sizes", "elements", "optimal_iid_acceptance", "optimal_iid_pass",
            "selection_law", "w_mass"]
 
+
 class RankParts:
     """The parts of [0, 1) each token's drafts draw their ranks in (step 2), and the selection law they give.
 
@@ -96,11 +97,16 @@ class RankParts:
             self._cut[i] = j + 1
         return self._pieces[e]
 
+    def r_at(self, x: np.ndarray) -> np.ndarray:
+        """`r` of the tokens x [n] (each with q > 0) only: the decision's share of the work."""
+        e = self._elem[x]
+        return self._reached[e] * self._q[x] / self._Q[e]
+
     @property
     def r(self) -> np.ndarray:
         r = np.zeros(len(self._q))
-        support = self._elem >= 0
-        r[support] = self._reached[self._elem[support]] * self._q[support] / self._Q[self._elem[support]]
+        support = np.flatnonzero(self._elem >= 0)
+        r[support] = self.r_at(support)
         return r
 
     def cut_all(self) -> "RankParts":
@@ -162,22 +168,34 @@ def _w(a: float, b: float, k: int) -> float:
 
 
 def _window(gaps: list, c: float, m: float, k: int):
-    """The window of length c of the gaps (counted as one interval) whose w-mass is m, and the gaps left."""
+    """The window of length c of the gaps (counted as one interval) whose w-mass is m, and the gaps left. Its start
+    is found by scipy's brentq; only the acceptance depends on its precision (r is recomputed from the window)."""
+    from scipy.optimize import brentq
+
     lengths = [e - s for s, e in gaps]
     cum, mass = [0.0], [0.0]
     for (s, e), n in zip(gaps, lengths):
         cum.append(cum[-1] + n)
         mass.append(mass[-1] + _w(s, e, k))
-    total, last = cum[-1], len(gaps) - 1
+    total = cum[-1]
+
+    def gap_of(z):  # the gap holding the point z of the gaps counted as one interval
+        return min(max(bisect.bisect_right(cum, z) - 1, 0), len(gaps) - 1)
 
     def H(z):  # w-mass of the first z of the gaps
-        i = min(max(bisect.bisect_right(cum, z) - 1, 0), last)
+        i = gap_of(z)
         return mass[i] + _w(gaps[i][0], gaps[i][0] + min(z - cum[i], lengths[i]), k)
 
     def f(x):  # falls with x; the root is the window's start
         return H(x + c) - H(x) - m
 
-    x0 = _falling_root(f, 0.0, max(total - c, 0.0), tol=1e-15 * max(m, 1e-300))
+    hi = max(total - c, 0.0)
+    if f(0.0) <= 0:
+        x0 = 0.0
+    elif f(hi) >= 0:
+        x0 = hi
+    else:
+        x0 = brentq(f, 0.0, hi, xtol=1e-16, rtol=4 * np.finfo(float).eps, maxiter=100, disp=False)
     x1 = min(x0 + c, total)
     window, left = [], []
     for (s, e), c0 in zip(gaps, cum):
@@ -189,38 +207,10 @@ def _window(gaps: list, c: float, m: float, k: int):
         else:
             left.append((s, e))
     if not window:  # c below the float resolution at x0: a point there (see RankParts.win_probabilities)
-        i = min(max(bisect.bisect_right(cum, x0) - 1, 0), last)
+        i = gap_of(x0)
         point = min(gaps[i][0] + (x0 - cum[i]), gaps[i][1])
         return [(point, point)], gaps
     return window, left
-
-
-def _falling_root(f, lo: float, hi: float, tol: float) -> float:
-    """x in [lo, hi] with f(x) ≈ 0 for a continuous f falling on [lo, hi] (an end when f keeps one sign there):
-    regula falsi with the Illinois step, falling back to bisection, at most 100 evaluations. Only the acceptance
-    depends on its precision: r is recomputed from the window it gives."""
-    f_lo, f_hi = f(lo), f(hi)
-    if f_lo <= 0:
-        return lo
-    if f_hi >= 0:
-        return hi
-    side = 0
-    for i in range(100):
-        x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo) if i % 8 != 7 else 0.5 * (lo + hi)
-        if not lo < x < hi:
-            x = 0.5 * (lo + hi)
-        fx = f(x)
-        if abs(fx) <= tol or hi - lo <= 1e-16:
-            return x
-        if fx > 0:
-            lo, f_lo = x, fx
-            f_hi = f_hi / 2 if side == 1 else f_hi
-            side = 1
-        else:
-            hi, f_hi = x, fx
-            f_lo = f_lo / 2 if side == -1 else f_lo
-            side = -1
-    return 0.5 * (lo + hi)
 
 
 def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top: int | None = TOP,
@@ -229,7 +219,6 @@ def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top
     (what `selection.sample("optimal", ...)` runs). p, q [B, V] float64 as `selection.sample` checks them; top,
     groups as in `elements`. Consecutive rows with the same (p, q) share one construction, and the same drafts one
     integral. ValueError for a draft token with q = 0 or bad top / groups."""
-    check_sizes(top, groups)
     check_drafts(q, drafts)
     B, k = drafts.shape
     P, Q, D = p.detach().cpu().numpy(), q.detach().cpu().numpy(), drafts.detach().cpu().numpy()
@@ -245,15 +234,15 @@ def optimal_iid_pass(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor, top
         key = D[b].tobytes()
         if key not in decided:
             win = rows[-1].win_probabilities(D[b])  # cuts the drafts' parts first
-            r = rows[-1].r[D[b]]
+            r = rows[-1].r_at(D[b])
             out = win * np.where(r > 0, np.minimum(1.0, P[b, D[b]] / np.where(r > 0, r, 1.0)), 0.0)  # P(draft i out)
             left = 1.0 - np.concatenate([[0.0], np.cumsum(out)[:-1]])
             decided[key] = np.clip(np.where(left > 0, out / np.where(left > 0, left, 1.0), 0.0), 0.0, 1.0)
         a[b] = decided[key]
 
     def residual():
-        laws = {}
-        r = np.stack([laws.setdefault(id(row), row.r) for row in rows])
+        laws = {row: row.r for row in dict.fromkeys(rows)}  # one law per construction
+        r = np.stack([laws[row] for row in rows])
         return normalise(p - torch.from_numpy(r).to(p), p)
 
     return torch.from_numpy(a).to(p), residual

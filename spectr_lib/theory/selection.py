@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 
 from .dists import as_tensor, check_distribution, check_drafts, check_k, check_pair, normalise, sample_rows
-from .optimal import optimal_iid_acceptance, optimal_iid_pass
 from .kseq import _kseq_residual, _rho_star, kseq_acceptance, kseq_first_pass_row, kseq_residual_row
+from .optimal import optimal_iid_acceptance, optimal_iid_pass
 from .sampled import sampled_acceptance, sampled_first_pass_row, sampled_pass
 
 # ---------------------------------------------------------------- per-draft pass probabilities

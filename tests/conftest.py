@@ -69,15 +69,13 @@ def rule_departure_law(rule: str, p, q, k: int, verify_q=None, residual_p: bool 
     but it verifies against verify_q (default q) and, with residual_p, samples p itself after every draft failed:
     enumerated over every draft tuple (theory/exact.py)."""
     from spectr_lib.theory import selection
-    from spectr_lib.theory.exact import draft_tuples
+    from spectr_lib.theory.exact import decision_law, draft_tuples
 
     tuples, weight = draft_tuples(rule, q, k)
     n, V = len(tuples), p.shape[-1]
     qv = q if verify_q is None else verify_q
     a, residual = selection._pass_probabilities(rule, p.expand(n, V), qv.expand(n, V), tuples)
-    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)
-    out = fail_before[:, -1:] * (p.expand(n, V) if residual_p else residual())
-    out = out.scatter_add(-1, selection._trial_order(rule, tuples), fail_before[:, :-1] * a)
+    out = decision_law(a, p.expand(n, V) if residual_p else residual(), selection._trial_order(rule, tuples))
     return {(x,): float(v) for x, v in enumerate((weight[:, None] * out).sum(0))}
 
 

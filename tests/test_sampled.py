@@ -8,7 +8,7 @@ import torch
 
 from spectr_lib.engine import laws
 from spectr_lib.theory import selection
-from spectr_lib.theory.exact import acceptance, draft_tuples, output_distribution
+from spectr_lib.theory.exact import acceptance, decision_law, draft_tuples, output_distribution
 from spectr_lib.theory.sampled import sampled_acceptance, sampled_pass
 from spectr_lib.models.load import tiny_pair
 from conftest import PROMPT, assert_decodes_the_target_law
@@ -23,9 +23,7 @@ def law_of(pass_fn, p, drafts_law, k, rule="kseq"):
     tuples, weight = draft_tuples(rule, drafts_law, k)
     n, V = len(tuples), len(p)
     a, residual = pass_fn(p.expand(n, V), drafts_law.expand(n, V), tuples)
-    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)
-    out = (fail_before[:, -1:] * residual()).scatter_add(-1, tuples, fail_before[:, :-1] * a)
-    return (weight[:, None] * out).sum(0)
+    return (weight[:, None] * decision_law(a, residual(), tuples)).sum(0)
 
 
 def repeats_not_skipped(p, q, drafts):

@@ -24,6 +24,13 @@ def draft_tuples(rule: str, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
     return tuples[keep], weight[keep]
 
 
+def decision_law(a: torch.Tensor, residual: torch.Tensor, drafts: torch.Tensor) -> torch.Tensor:
+    """The law [N, V] of the output of decisions taken by pass probabilities a [N, k] for drafts [N, k] in trial
+    order: draft i with probability Π_{j<i}(1 − a_j)·a_i, else a draw from residual [N, V] (or one [V] for all)."""
+    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)  # [N, k+1]
+    return (fail_before[:, -1:] * residual).scatter_add(-1, drafts, fail_before[:, :-1] * a)
+
+
 def _laws(rule: str, p, q, k: int):
     p, q = check_pair(p, q, k)
     if p.ndim != 1:
@@ -34,10 +41,7 @@ def _laws(rule: str, p, q, k: int):
     tuples, weight = draft_tuples(rule, q, k)
     N, V = len(tuples), p.shape[-1]
     a, residual = _pass_probabilities(rule, p.expand(N, V), q.expand(N, V), tuples)
-    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)  # [N, k+1]
-    out = fail_before[:, -1:] * residual()  # [N, V]: every draft failed
-    out = out.scatter_add(-1, _trial_order(rule, tuples), fail_before[:, :-1] * a)
-    return tuples, weight, out
+    return tuples, weight, decision_law(a, residual(), _trial_order(rule, tuples))
 
 
 def output_distribution(rule: str, p, q, k: int) -> np.ndarray:
@@ -58,9 +62,6 @@ def naive_independent_law(p, q, k: int) -> np.ndarray:
     p, q = check_pair(p, q, k)
     tuples, weight = draft_tuples("kseq", q, k)
     a = (p[tuples] / q[tuples]).clamp(max=1.0)  # each draft tested alone against min(1, p/q)
-    fail_before = torch.nn.functional.pad((1 - a).cumprod(-1), (1, 0), value=1.0)
     residual = (p - q).clamp_min(0)
     residual = residual / residual.sum() if residual.sum() > 0 else p
-    out = fail_before[:, -1:] * residual
-    out = out.scatter_add(-1, tuples, fail_before[:, :-1] * a)
-    return (weight[:, None] * out).sum(0).numpy()
+    return (weight[:, None] * decision_law(a, residual, tuples)).sum(0).numpy()

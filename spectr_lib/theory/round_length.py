@@ -16,6 +16,7 @@ import torch
 
 from .dists import is_int
 from .enumeration import _setup
+from .exact import decision_law
 from .selection import RULES, _pass_probabilities, check_rule
 
 MAX_DRAFT_SETS = 20_000  # V^(k·L) draft sets enumerated at most
@@ -64,8 +65,7 @@ def _walk(rule: str, p, q, tokens: torch.Tensor, valid: list, depth: int, prefix
     column = tokens[valid, depth]
     P, Q = p(prefix), q(prefix)
     a, residual = _pass_probabilities(rule_i, P[None], Q[None], column[None])
-    fail_before = torch.nn.functional.pad((1 - a[0]).cumprod(0), (1, 0), value=1.0)
-    out = (fail_before[-1] * residual()[0]).scatter_add(0, column, fail_before[:-1] * a[0])  # the output's law [V]
+    out = decision_law(a, residual(), column[None])[0]  # the output's law [V]
     expected = 0.0
     for y in set(column.tolist()):
         if out[y] > 0:
